@@ -1,0 +1,1 @@
+"""ADAGE: automatic deployment of distributed applications."""

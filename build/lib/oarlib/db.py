@@ -1,0 +1,94 @@
+"""OAR's database, PostgreSQL (psycopg 3) or MySQL/MariaDB (PyMySQL), behind one small API.
+
+Both drivers take ``%s`` placeholders, so every statement is written once and always
+parameterised. ``NOW`` is the SQL expression OAR itself uses for "now" in epoch seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from oarlib.conf import DbParams
+
+
+class Db:
+    """One connection to OAR's database; autocommit unless inside ``transaction()``."""
+
+    def __init__(self, params: DbParams, connect_timeout: float = 5.0) -> None:
+        self.params = params
+        self.kind = params.type
+        if params.type == "Pg":
+            import psycopg
+
+            self._conn: Any = psycopg.connect(
+                host=params.host, port=params.port, dbname=params.name, user=params.user,
+                password=params.password, autocommit=True, connect_timeout=int(connect_timeout),
+            )
+            self.now_sql = "EXTRACT(EPOCH FROM current_timestamp)::integer"
+            self.errors: tuple[type[Exception], ...] = (psycopg.OperationalError,
+                                                        psycopg.InterfaceError)
+        else:
+            import pymysql
+
+            self._conn = pymysql.connect(
+                host=params.host, port=params.port, database=params.name, user=params.user,
+                password=params.password, autocommit=True, connect_timeout=connect_timeout,
+            )
+            self.now_sql = "UNIX_TIMESTAMP()"
+            self.errors = (pymysql.err.OperationalError, pymysql.err.InterfaceError)
+        self._in_tx = False
+
+    def close(self) -> None:
+        try:
+            self._conn.close()
+        except Exception:  # noqa: BLE001 - closing a broken connection must not raise
+            pass
+
+    def __enter__(self) -> Db:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
+        """Run one statement; return the number of rows it changed."""
+        with self._conn.cursor() as cur:
+            cur.execute(sql, tuple(args))
+            return cur.rowcount
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with self._conn.cursor() as cur:
+            cur.executemany(sql, [tuple(r) for r in rows])
+
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._conn.cursor() as cur:
+            cur.execute(sql, tuple(args))
+            return list(cur.fetchall())
+
+    def scalar(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        rows = self.query(sql, args)
+        return rows[0][0] if rows else None
+
+    @contextmanager
+    def transaction(self) -> Iterator[Db]:
+        """Run the block in one transaction (commit on success, roll back on error)."""
+        if self._in_tx:
+            yield self
+            return
+        self._in_tx = True
+        try:
+            if self.kind == "Pg":
+                with self._conn.transaction():
+                    yield self
+            else:
+                self._conn.begin()
+                try:
+                    yield self
+                except BaseException:
+                    self._conn.rollback()
+                    raise
+                self._conn.commit()
+        finally:
+            self._in_tx = False

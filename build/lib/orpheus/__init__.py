@@ -1,0 +1,1 @@
+"""Orpheus: a job-execution simulator for a real, unmodified OAR server."""

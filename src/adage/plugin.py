@@ -1,0 +1,70 @@
+"""The plugin contract, after ADAGE's: convert a specific description to a generic fragment,
+configure after planning, launch a process group (synchronously or not), take
+acknowledgements, configure after launch.
+
+Plugins are found through the ``adage.plugins`` entry point group and chosen by the root
+element of a specific document (``Plugin.root``).
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from adage.model import GenericAppl, PgInstance, ProcGroup
+
+if TYPE_CHECKING:
+    from lxml import etree
+
+
+class Plugin:
+    """Base class: every hook but ``convert`` has a default that suits plain processes."""
+
+    name: ClassVar[str]
+    root: ClassVar[str]  # root element of the specific documents this plugin reads
+    schema: ClassVar[str]  # XSD file name in adage/schemas/
+
+    # ---- conversion (no I/O but reading the document)
+    def convert(self, doc: etree._ElementTree, source: Path) -> GenericAppl:
+        """The generic fragment of one validated specific document."""
+        raise NotImplementedError
+
+    # ---- deployment hooks (``ctx`` is the deployer's context: plan, resources, run dirs)
+    def pre_configure(self, ctx: Any) -> None:
+        """After planning, before any launch (e.g. write an MPI machinefile)."""
+
+    def launch_group(self, group: ProcGroup, instances: list[PgInstance], ctx: Any) -> bool:
+        """Launch ``group`` itself and return True, or return False to let the satellites
+        start every instance's processes (the default)."""
+        return False
+
+    def is_asynchronous(self, group: ProcGroup) -> bool:
+        """True if the group is acknowledged as soon as its processes are started; False if
+        the deployer must also wait for ``is_ready``."""
+        return True
+
+    def on_ack(self, group: ProcGroup, instance: PgInstance, report: dict[str, Any],
+               ctx: Any) -> None:
+        """A satellite acknowledged ``instance`` (``report``: pids and reported values)."""
+
+    def is_ready(self, group: ProcGroup, ctx: Any) -> bool:
+        """For non-asynchronous groups: whether dependants may be launched now."""
+        return True
+
+    def post_configure(self, ctx: Any) -> None:
+        """After every group is launched."""
+
+
+def available() -> dict[str, type[Plugin]]:
+    """Installed plugins by name (entry point group ``adage.plugins``)."""
+    return {ep.name: ep.load() for ep in entry_points(group="adage.plugins")}
+
+
+def for_root(root: str) -> Plugin:
+    """The plugin whose specific documents have this root element."""
+    for cls in available().values():
+        if cls.root == root:
+            return cls()
+    known = ", ".join(sorted(c.root for c in available().values()))
+    raise LookupError(f"no plugin reads documents with root <{root}> (known: {known})")

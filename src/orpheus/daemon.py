@@ -1,0 +1,429 @@
+"""``orpheus run``: the daemon that "executes" OAR's jobs.
+
+It wakes on SIGUSR1 (sent by the runner shim and the fake ssh), at the next simulated end, or
+every ``--poll`` seconds (the database is the truth: a lost signal costs at most one poll). On
+each wake it applies kill requests, sets toLaunch jobs Running, starts them in the engine and
+hands every job whose time has come back to OAR, in ``oarexec`` mode (the line a real oarexec
+sends, so OAR's own end-of-job code runs) or ``event`` mode (what ``check_end_of_job`` writes,
+then ``ChState`` and ``Term``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import logging
+import os
+import pwd
+import signal
+import socket
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from oarlib import conf as oarconf
+from oarlib.almighty import notify
+from oarlib.db import Db
+from orpheus import iomodels
+from orpheus.engine import Ended, Engine
+from orpheus.oarbackend import (
+    END_MODES,
+    OAREXEC_CHECKPOINTED,
+    OAREXEC_KILLED,
+    OAREXEC_OK,
+    OAREXEC_USER_SIGNAL,
+    JobEnd,
+    OarBackend,
+    oarexec_message,
+    wait_status,
+)
+from orpheus.spec import JobSpec, SpecError, parse_command
+
+log = logging.getLogger("orpheus")
+
+SPOOL = Path("/var/lib/oar/orpheus")
+RECORD_FIELDS = ("job_id", "start", "intended_end", "notified", "lateness", "outcome",
+                 "exit_code", "oarexec_exit")
+
+
+@dataclass
+class Options:
+    conf: Path = oarconf.DEFAULT_PATH
+    mode: str = "oarexec"
+    spool: Path = SPOOL
+    poll: float = 1.0
+    default_exec_time: float = 10.0
+    bad_args_exit_code: int = 1
+    stats_interval: float = 0.0
+    io_model: str = "linear"
+    io_capacity: str = ""
+    record: Path | None = None
+
+
+@dataclass
+class Running:
+    spec: JobSpec
+    start: float
+    challenge: str
+    signals: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Counters:
+    launched: int = 0
+    adopted: int = 0
+    terminated: int = 0
+    killed: int = 0
+    bad_args: int = 0
+    signals: int = 0
+    lateness: list[float] = field(default_factory=list)
+
+    def line(self, running: int) -> str:
+        return (f"launched={self.launched} adopted={self.adopted} terminated={self.terminated} "
+                f"killed={self.killed} running={running} signals={self.signals} "
+                f"bad_args={self.bad_args}")
+
+    def lateness_line(self) -> str:
+        if not self.lateness:
+            return "lateness: no job ended"
+        ms = sorted(x * 1000 for x in self.lateness)
+        p99 = ms[min(len(ms) - 1, int(0.99 * len(ms)))]
+        return (f"lateness over {len(ms)} ends: p50={statistics.median(ms):.1f} ms "
+                f"p99={p99:.1f} ms max={ms[-1]:.1f} ms")
+
+
+class Daemon:
+    """One Orpheus daemon bound to one OAR server."""
+
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+        settings = oarconf.read(opts.conf)
+        self.db_params = oarconf.DbParams.from_conf(settings)
+        self.server = oarconf.ServerAddress.from_conf(settings)
+        capacities, default = iomodels.parse_capacities(opts.io_capacity)
+        self.engine = Engine(iomodels.make_model(opts.io_model, capacities, default))
+        self.jobs: dict[int, Running] = {}
+        self.pending: list[tuple[JobEnd, float, float, str]] = []  # end, intended, start, outcome
+        self.counters = Counters()
+        self.db: Db | None = None
+        self.stopping = False
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._record: IO[str] | None = None
+        self._record_writer: Any = None
+        if opts.record:  # opened now: the daemon may drop its rights before running
+            new = not opts.record.exists() or opts.record.stat().st_size == 0
+            self._record = opts.record.open("a", newline="")
+            self._record_writer = csv.writer(self._record)
+            if new:
+                self._record_writer.writerow(RECORD_FIELDS)
+                self._record.flush()
+        self._clock = 0.0  # last time given to the engine: it never goes backwards
+
+    def _now(self) -> float:
+        self._clock = max(self._clock, time.time())
+        return self._clock
+
+    # ------------------------------------------------------------------ life cycle
+    def run(self) -> int:
+        self._install_signals()
+        pidfile = self.opts.spool / "orpheus.pid"
+        pidfile.write_text(f"{os.getpid()}\n")
+        log.info("orpheus: mode=%s db=%s@%s:%s almighty=%s:%s io_model=%s", self.opts.mode,
+                 self.db_params.type, self.db_params.host, self.db_params.port,
+                 self.server.host, self.server.port, self.opts.io_model)
+        next_stats = time.time() + self.opts.stats_interval
+        backoff = 0.5
+        try:
+            while not self.stopping:
+                try:
+                    self._step()
+                    backoff = 0.5
+                except Exception as exc:  # noqa: BLE001 - the daemon outlives any DB hiccup
+                    if self.db is not None and isinstance(exc, self.db.errors):
+                        log.warning("database unreachable (%s); retrying in %.1f s", exc, backoff)
+                        self.db.close()
+                        self.db = None
+                    elif isinstance(exc, OSError | ConnectionError) and self.db is None:
+                        log.warning("cannot connect to the database (%s); retrying in %.1f s",
+                                    exc, backoff)
+                    else:
+                        raise
+                    self._sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                now = time.time()
+                if self.opts.stats_interval and now >= next_stats:
+                    log.info("stats: %s", self.counters.line(len(self.jobs)))
+                    next_stats = now + self.opts.stats_interval
+                self._sleep(self._timeout())
+        finally:
+            log.info("summary: %s", self.counters.line(len(self.jobs)))
+            log.info("summary: %s", self.counters.lateness_line())
+            with contextlib.suppress(FileNotFoundError):
+                if pidfile.read_text().strip() == str(os.getpid()):
+                    pidfile.unlink()
+            if self._record:
+                self._record.close()
+            if self.db:
+                self.db.close()
+        return 0
+
+    def _install_signals(self) -> None:
+        self._wake_w.setblocking(False)
+        self._wake_r.setblocking(False)
+        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        signal.signal(signal.SIGUSR1, lambda *_: None)
+
+        def stop(*_: object) -> None:
+            self.stopping = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+
+    def _timeout(self) -> float:
+        timeout = self.opts.poll
+        if self.pending:
+            timeout = min(timeout, 0.2)
+        nxt = self.engine.next_end()
+        if nxt is not None:
+            timeout = min(timeout, max(0.0, nxt - time.time()))
+        return timeout
+
+    def _sleep(self, timeout: float) -> None:
+        import select
+
+        if self.stopping:
+            return
+        ready, _, _ = select.select([self._wake_r], [], [], timeout)
+        if ready:
+            with contextlib.suppress(BlockingIOError):
+                while self._wake_r.recv(4096):
+                    pass
+
+    # ------------------------------------------------------------------ one wake-up
+    def _backend(self) -> OarBackend:
+        if self.db is None:
+            self.db = Db(self.db_params)
+            backend = OarBackend(self.db)
+            self._adopt(backend)
+            return backend
+        return OarBackend(self.db)
+
+    def _step(self) -> None:
+        backend = self._backend()
+        self._apply_kills()
+        self._launch(backend)
+        self._collect_ends(self._now())
+        self._deliver(backend)
+
+    def _adopt(self, backend: OarBackend) -> None:
+        """Take over jobs OAR has Launching or Running that this daemon does not run yet."""
+        known = set(self.jobs) | {end.job_id for end, *_ in self.pending}
+        rows = [r for r in backend.running_jobs() if r[0] not in known]
+        if not rows:
+            return
+        challenges = backend.challenges(r[0] for r in rows)
+        now = time.time()
+        for job_id, command, state, start in rows:
+            if state == "Launching" and not backend.finish_launching(job_id):
+                continue
+            begin = now if state == "Launching" else min(float(start), now)
+            self._clock = max(self._clock, begin)
+            self._start(job_id, self._spec(job_id, command), self._clock,
+                        challenges.get(job_id, ""))
+            self.counters.adopted += 1
+        log.info("adopted %d job(s) already running in OAR", len(rows))
+
+    def _spec(self, job_id: int, command: str) -> JobSpec:
+        try:
+            return parse_command(command, self.opts.default_exec_time)
+        except SpecError as exc:
+            self.counters.bad_args += 1
+            log.warning("job %d: bad job arguments (%s): ends at once with exit code %d",
+                        job_id, exc, self.opts.bad_args_exit_code)
+            return JobSpec(exec_time=0.0, exit_code=self.opts.bad_args_exit_code)
+
+    def _start(self, job_id: int, spec: JobSpec, start: float, challenge: str) -> None:
+        self.jobs[job_id] = Running(spec, start, challenge)
+        self.engine.start(job_id, spec, start)
+
+    def _launch(self, backend: OarBackend) -> None:
+        for path in self.opts.spool.glob("launch.*"):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        todo = backend.jobs_to_launch()
+        if not todo:
+            return
+        started = set(backend.launch(j for j, _ in todo))
+        challenges = backend.challenges(started)
+        now = self._now()
+        for job_id, command in todo:
+            if job_id in started:
+                self._start(job_id, self._spec(job_id, command), now, challenges.get(job_id, ""))
+                self.counters.launched += 1
+
+    def _apply_kills(self) -> None:
+        """Signals OAR sent through the fake ssh (``kill.<job_id>``: one ``SIG host`` a line)."""
+        for path in sorted(self.opts.spool.glob("kill.*")):
+            try:
+                job_id = int(path.name.split(".", 1)[1])
+            except ValueError:
+                continue
+            taken = path.with_name(f".taken.{path.name}")
+            try:
+                path.rename(taken)
+                lines = taken.read_text().split()
+            except FileNotFoundError:
+                continue
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    taken.unlink()
+            sigs = [w for w in lines if w.isupper()]
+            for sig in sigs or ["TERM"]:
+                self.counters.signals += 1
+                self._signal(job_id, sig)
+
+    def _signal(self, job_id: int, sig: str) -> None:
+        job = self.jobs.get(job_id)
+        if job is None or job_id not in self.engine:
+            log.info("job %d: signal %s for a job not running here: ignored", job_id, sig)
+            return
+        now = self._now()
+        if sig in ("TERM", "KILL", "INT"):
+            self.engine.stop(job_id, now)
+            self.counters.killed += 1
+            log.info("job %d: killed (SIG%s)", job_id, sig)
+            self._end(job_id, JobEnd(job_id, OAREXEC_KILLED, None, job.challenge), now, "killed")
+            return
+        job.signals.append(sig)
+        if sig == "USR2" and job.spec.checkpoint_exit:
+            self.engine.stop(job_id, now)
+            log.info("job %d: checkpointed, ends as a checkpointing job", job_id)
+            end = JobEnd(job_id, OAREXEC_CHECKPOINTED, wait_status(0), job.challenge)
+            self._end(job_id, end, now, "checkpointed")
+        else:
+            log.info("job %d: SIG%s delivered", job_id, sig)
+
+    def _collect_ends(self, now: float) -> None:
+        for ended in self.engine.pop_ended(now):
+            job = self.jobs.get(ended.job_id)
+            if job is None:
+                continue
+            self._end(ended.job_id, self._job_end(ended, job), ended.time, ended.outcome)
+
+    @staticmethod
+    def _job_end(ended: Ended, job: Running) -> JobEnd:
+        code = job.spec.fail_exit_code if ended.outcome == "failed" else job.spec.exit_code
+        oarexec_exit = OAREXEC_OK
+        if "USR2" in job.signals:
+            oarexec_exit = OAREXEC_CHECKPOINTED
+        elif "URG" in job.signals:
+            oarexec_exit = OAREXEC_USER_SIGNAL
+        return JobEnd(ended.job_id, oarexec_exit, wait_status(code), job.challenge)
+
+    def _end(self, job_id: int, end: JobEnd, intended: float, outcome: str) -> None:
+        job = self.jobs.pop(job_id)
+        self.pending.append((end, intended, job.start, outcome))
+
+    def _deliver(self, backend: OarBackend) -> None:
+        """Hand pending ends to OAR; what cannot be delivered now stays pending."""
+        if not self.pending:
+            return
+        batch, self.pending = self.pending, []
+        try:
+            if self.opts.mode == "event":
+                backend.end_as_check_end_of_job(e for e, *_ in batch)
+                delivered = len(batch)
+                notify(self.server, "ChState", "Term")
+            else:
+                delivered = 0
+                for end, *_ in batch:
+                    notify(self.server, oarexec_message(end))
+                    delivered += 1
+        except OSError as exc:
+            log.warning("Almighty unreachable (%s): %d end(s) will be retried", exc,
+                        len(batch) - delivered)
+            self.pending = batch[delivered:] + self.pending
+            batch = batch[:delivered]
+        finally:
+            self._account(batch)
+
+    def _account(self, batch: list[tuple[JobEnd, float, float, str]]) -> None:
+        now = time.time()
+        for end, intended, start, outcome in batch:
+            late = now - intended
+            self.counters.lateness.append(late)
+            self.counters.terminated += 1
+            if self._record_writer:
+                self._record_writer.writerow(
+                    (end.job_id, f"{start:.3f}", f"{intended:.3f}", f"{now:.3f}", f"{late:.4f}",
+                     outcome, "" if end.status is None else end.status >> 8, end.oarexec_exit))
+        if self._record:
+            self._record.flush()
+
+
+# ---------------------------------------------------------------------- command line
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run the Orpheus daemon (as user oar)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--conf", type=Path, default=oarconf.DEFAULT_PATH, help="OAR's oar.conf")
+    p.add_argument("--mode", choices=END_MODES, default="oarexec",
+                   help="how job ends reach OAR (default: oarexec)")
+    p.add_argument("--spool", type=Path, default=SPOOL, help="directory shared with the shims")
+    p.add_argument("--poll", type=float, default=1.0,
+                   help="seconds between database polls when no signal comes (default 1)")
+    p.add_argument("--default-exec-time", type=float, default=10.0,
+                   help="exec_time of jobs whose command has no arguments (default 10 s)")
+    p.add_argument("--bad-args-exit-code", type=int, default=1,
+                   help="exit code of jobs with malformed arguments; they end at once")
+    p.add_argument("--stats-interval", type=float, default=0.0,
+                   help="log a stats line every N seconds (0: never)")
+    p.add_argument("--io-model", choices=iomodels.MODELS, default="linear",
+                   help="I/O contention model (default: linear)")
+    p.add_argument("--io-capacity", default="",
+                   help="I/O capacity: C, or target=C,... (default: unlimited)")
+    p.add_argument("--record", type=Path, help="append one CSV line per job end to this file")
+    p.add_argument("--user", default="oar",
+                   help="user to run as when started by root (the shims signal it; default oar)")
+    p.add_argument("--log-file", type=Path, help="log here instead of stderr")
+    p.add_argument("--daemon", action="store_true", help="detach into the background")
+    p.set_defaults(func=_main)
+
+
+def _drop_privileges(user: str) -> None:
+    if os.geteuid() != 0:
+        return
+    pw = pwd.getpwnam(user)
+    os.setgroups([])
+    os.setgid(pw.pw_gid)
+    os.setuid(pw.pw_uid)
+    os.environ.update(HOME=pw.pw_dir, USER=user, LOGNAME=user)
+
+
+def _main(args: argparse.Namespace) -> int:
+    if args.bad_args_exit_code not in range(256):
+        raise SystemExit("orpheus run: --bad-args-exit-code must be in 0..255")
+    opts = Options(conf=args.conf, mode=args.mode, spool=args.spool, poll=args.poll,
+                   default_exec_time=args.default_exec_time,
+                   bad_args_exit_code=args.bad_args_exit_code,
+                   stats_interval=args.stats_interval, io_model=args.io_model,
+                   io_capacity=args.io_capacity, record=args.record)
+    if args.log_file:  # opened before dropping rights, like oar.conf and the record file
+        handler = logging.FileHandler(args.log_file)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        logging.getLogger().handlers[:] = [handler]
+    daemon = Daemon(opts)
+    _drop_privileges(args.user)
+    if args.daemon:
+        if os.fork():
+            return 0
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 0)
+        if args.log_file is None:
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
+    return daemon.run()

@@ -1,0 +1,162 @@
+"""What Orpheus does to OAR: the job-state changes bipbip and oarexec would make.
+
+Every statement mirrors OAR 2.5.9's own (``OAR::IO::set_job_state``, ``set_finish_date``,
+``set_job_exit_code``, ``add_new_event``, ``check_end_of_job``), made conditional on the state
+the job is expected to be in (OAR takes no table locks in PostgreSQL mode), and parameterised.
+``gantt_jobs_*`` is never written: the state change alone frees the resources.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from oarlib.db import Db
+
+log = logging.getLogger("orpheus.oar")
+
+END_MODES = ("oarexec", "event")
+# oarexec's exit values that check_end_of_job understands (OAR::IO, bipbip)
+OAREXEC_OK = 0
+OAREXEC_KILLED = 3  # "oarexec is killed by Leon normally" -> Error
+OAREXEC_CHECKPOINTED = 40  # received SIGUSR2 (checkpoint) -> Terminated
+OAREXEC_USER_SIGNAL = 42  # received SIGURG (oardel -s) -> Terminated
+
+
+@dataclass(frozen=True)
+class LaunchedJob:
+    """A job Orpheus has just set Running (or adopted while Running)."""
+
+    job_id: int
+    command: str
+    start: float  # epoch seconds at which Orpheus considers it started
+    challenge: str
+
+
+@dataclass(frozen=True)
+class JobEnd:
+    """How a job ends: ``oarexec_exit`` is oarexec's exit value, ``status`` the raw wait
+    status of the job's script (exit code N is N << 8, as oarexec reports ``$?``), or None
+    when the script did not finish (oarexec sends ``N``)."""
+
+    job_id: int
+    oarexec_exit: int
+    status: int | None
+    challenge: str = ""
+
+
+def wait_status(exit_code: int) -> int:
+    """The raw wait status OAR stores in ``jobs.exit_code`` for a script exit code."""
+    return (exit_code & 0xFF) << 8
+
+
+class OarBackend:
+    """Job-state changes on one database connection."""
+
+    def __init__(self, db: Db) -> None:
+        self.db = db
+
+    # ------------------------------------------------------------------ reading
+    def jobs_to_launch(self) -> list[tuple[int, str]]:
+        return [(int(j), c or "") for j, c in self.db.query(
+            "SELECT job_id, command FROM jobs WHERE state = %s ORDER BY job_id", ("toLaunch",))]
+
+    def running_jobs(self) -> list[tuple[int, str, str, int]]:
+        """(job_id, command, state, start epoch) of jobs Launching or Running, oldest first.
+
+        The start is when the job entered Running in job_state_logs (the job's start_time
+        for a job still Launching).
+        """
+        rows = self.db.query(
+            "SELECT j.job_id, j.command, j.state, "
+            "COALESCE(MAX(l.date_start), j.start_time) "
+            "FROM jobs j LEFT JOIN job_state_logs l "
+            "ON l.job_id = j.job_id AND l.job_state = %s "
+            "WHERE j.state IN (%s, %s) "
+            "GROUP BY j.job_id, j.command, j.state, j.start_time",
+            ("Running", "Launching", "Running"))
+        out = [(int(j), c or "", s, int(t)) for j, c, s, t in rows]
+        return sorted(out, key=lambda r: (r[3], r[0]))
+
+    def challenges(self, job_ids: Iterable[int]) -> dict[int, str]:
+        ids = list(job_ids)
+        if not ids:
+            return {}
+        marks = ",".join(["%s"] * len(ids))
+        rows = self.db.query(
+            f"SELECT job_id, challenge FROM challenges WHERE job_id IN ({marks})", ids)
+        return {int(j): c for j, c in rows}
+
+    # ------------------------------------------------------------------ state changes
+    def _set_state(self, job_id: int, expected: str, state: str) -> bool:
+        """``OAR::IO::set_job_state``, only from ``expected``; True if the row changed."""
+        changed = self.db.execute(
+            "UPDATE jobs SET state = %s WHERE job_id = %s AND state = %s",
+            (state, job_id, expected))
+        if not changed:
+            return False
+        now = self.db.now_sql
+        self.db.execute(
+            f"UPDATE job_state_logs SET date_stop = {now} WHERE date_stop = 0 AND job_id = %s",
+            (job_id,))
+        self.db.execute(
+            f"INSERT INTO job_state_logs (job_id, job_state, date_start) VALUES (%s, %s, {now})",
+            (job_id, state))
+        return True
+
+    def launch(self, job_ids: Iterable[int]) -> list[int]:
+        """toLaunch -> Launching -> Running, as bipbip does; the ids that were set Running."""
+        started = []
+        with self.db.transaction():
+            for job_id in job_ids:
+                if self._set_state(job_id, "toLaunch", "Launching"):
+                    self._set_state(job_id, "Launching", "Running")
+                    started.append(job_id)
+        return started
+
+    def finish_launching(self, job_id: int) -> bool:
+        """A job left in Launching (Orpheus stopped in between): Launching -> Running."""
+        with self.db.transaction():
+            return self._set_state(job_id, "Launching", "Running")
+
+    def end_as_check_end_of_job(self, ends: Iterable[JobEnd]) -> list[int]:
+        """``event`` mode: what ``check_end_of_job`` writes for each end; the ids changed.
+
+        Running -> Finishing, stop_time, exit_code and the event NodeChangeState turns into
+        Terminated (SWITCH_INTO_TERMINATE_STATE) or Error (SWITCH_INTO_ERROR_STATE).
+        """
+        done = []
+        now = self.db.now_sql
+        with self.db.transaction():
+            for end in ends:
+                if not self._set_state(end.job_id, "Running", "Finishing"):
+                    continue
+                self.db.execute(
+                    f"UPDATE jobs SET stop_time = GREATEST({now}, start_time) WHERE job_id = %s",
+                    (end.job_id,))
+                if end.status is not None:
+                    self.db.execute("UPDATE jobs SET exit_code = %s WHERE job_id = %s",
+                                    (end.status, end.job_id))
+                killed = end.oarexec_exit == OAREXEC_KILLED
+                event = "SWITCH_INTO_ERROR_STATE" if killed else "SWITCH_INTO_TERMINATE_STATE"
+                self.db.execute(
+                    f"INSERT INTO event_logs (type, job_id, date, description) "
+                    f"VALUES (%s, %s, {now}, %s)",
+                    (event, end.job_id, f"[orpheus {end.job_id}] Ask to change the job state"))
+                done.append(end.job_id)
+        return done
+
+    def state_of(self, job_ids: Iterable[int]) -> dict[int, str]:
+        ids = list(job_ids)
+        if not ids:
+            return {}
+        marks = ",".join(["%s"] * len(ids))
+        return {int(j): s for j, s in self.db.query(
+            f"SELECT job_id, state FROM jobs WHERE job_id IN ({marks})", ids)}
+
+
+def oarexec_message(end: JobEnd) -> str:
+    """The line oarexec sends Almighty at a job's end."""
+    status = "N" if end.status is None else str(end.status)
+    return f"OAREXEC_{end.job_id}_{end.oarexec_exit}_{status}_{end.challenge}"

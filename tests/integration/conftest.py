@@ -1,0 +1,147 @@
+"""Fixtures for tests against the real OAR 2.5.9 test bed (started by ``scripts/test``).
+
+Nothing here is mocked: jobs are submitted with the real ``oarsub`` as the test bed's ordinary
+user, the real Orpheus daemon runs as user ``oar``, and results are read from OAR's database.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from oarlib import conf as oarconf
+from oarlib.db import Db
+
+SUBMITTER = os.environ.get("ORPHEUS_TEST_USER", "alice")
+ORPHEUS = [sys.executable, "-m", "orpheus.cli"]
+FINAL = ("Terminated", "Error")
+
+
+def db() -> Db:
+    return Db(oarconf.DbParams.from_conf(oarconf.read()))
+
+
+def oarsub(*args: str, user: str = SUBMITTER) -> list[int]:
+    """Run the real oarsub as ``user``; the job ids it printed."""
+    out = subprocess.run(["runuser", "-u", user, "--", "oarsub", *args], cwd="/tmp",
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, f"oarsub {args} failed: {out.stdout}{out.stderr}"
+    ids = [int(m) for m in re.findall(r"^OAR_JOB_ID=(\d+)", out.stdout, re.M)]
+    assert ids, f"oarsub printed no job id: {out.stdout}"
+    return ids
+
+
+def submit_array(commands: list[str], resources: str = "core=1",
+                 extra: tuple[str, ...] = ()) -> list[int]:
+    """Submit ``sim <args>`` jobs in one oarsub (an array job with one parameter line each)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".params", dir="/tmp", delete=False) as f:
+        f.write("".join(c + "\n" for c in commands))
+    os.chmod(f.name, 0o644)
+    try:
+        return oarsub("-l", resources, *extra, "--array-param-file", f.name, "sim")
+    finally:
+        os.unlink(f.name)
+
+
+def wait_final(job_ids: list[int], timeout: float) -> dict[int, str]:
+    """Wait until every job is Terminated or Error; fail naming the stragglers otherwise."""
+    deadline = time.time() + timeout
+    with db() as conn:
+        while True:
+            rows = conn.query("SELECT job_id, state FROM jobs WHERE job_id = ANY(%s)",
+                              (job_ids,)) if conn.kind == "Pg" else conn.query(
+                f"SELECT job_id, state FROM jobs WHERE job_id IN "
+                f"({','.join(['%s'] * len(job_ids))})", job_ids)
+            states = {int(j): s for j, s in rows}
+            left = {j: s for j, s in states.items() if s not in FINAL}
+            if not left and len(states) == len(job_ids):
+                return states
+            if time.time() > deadline:
+                sample = dict(list(left.items())[:10])
+                pytest.fail(f"{len(left)} job(s) not ended after {timeout} s: {sample}")
+            time.sleep(0.5)
+
+
+def state_durations(job_ids: list[int]) -> dict[int, dict[str, tuple[int, int]]]:
+    """job_state_logs: job -> state -> (date_start, date_stop)."""
+    out: dict[int, dict[str, tuple[int, int]]] = {j: {} for j in job_ids}
+    with db() as conn:
+        marks = ",".join(["%s"] * len(job_ids))
+        for j, s, a, b in conn.query(
+                f"SELECT job_id, job_state, date_start, date_stop FROM job_state_logs "
+                f"WHERE job_id IN ({marks})", job_ids):
+            out[int(j)][s] = (int(a), int(b))
+    return out
+
+
+@dataclass
+class DaemonProcess:
+    proc: subprocess.Popen[str]
+    log: Path
+    record: Path
+
+    def stop(self) -> str:
+        """SIGTERM, wait, and return the daemon's log."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.log.read_text()
+
+    def records(self) -> list[dict[str, str]]:
+        import csv
+
+        with self.record.open() as f:
+            return list(csv.DictReader(f))
+
+
+def start_daemon(tmp: Path, *args: str) -> DaemonProcess:
+    log = tmp / "orpheus.log"
+    record = tmp / "record.csv"
+    for p in (log, record):
+        p.touch()
+        os.chmod(p, 0o666)
+    os.chmod(tmp, 0o777)
+    proc = subprocess.Popen([*ORPHEUS, "-v", "run", "--record", str(record), "--log-file",
+                             str(log), "--stats-interval", "5", *args], text=True)
+    pidfile = Path("/var/lib/oar/orpheus/orpheus.pid")
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"orpheus run exited with {proc.returncode}: {log.read_text()}")
+        if pidfile.exists() and pidfile.read_text().strip() == str(proc.pid):
+            break
+        time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail(f"orpheus run wrote no pid file in 20 s: {log.read_text()}")
+    return DaemonProcess(proc, log, record)
+
+
+@pytest.fixture
+def daemon_factory(tmp_path: Path) -> Iterator[object]:
+    """Start Orpheus daemons (``factory(*run_args)``); all are stopped at the end."""
+    started: list[DaemonProcess] = []
+
+    def factory(*args: str) -> DaemonProcess:
+        workdir = tmp_path / f"d{len(started)}"
+        workdir.mkdir()
+        started.append(start_daemon(workdir, *args))
+        return started[-1]
+
+    yield factory
+    for d in started:
+        d.stop()

@@ -1,0 +1,103 @@
+"""Orpheus against the real OAR 2.5.9: launches, ends, exit codes, restarts, both end modes."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+from conftest import db, state_durations, submit_array, wait_final
+
+pytestmark = pytest.mark.oar
+
+
+def running_time(logs: dict[str, tuple[int, int]]) -> int:
+    start, stop = logs["Running"]
+    return stop - start
+
+
+@pytest.mark.parametrize("mode", ["oarexec", "event"])
+def test_200_jobs_on_64_cores_end_at_their_exec_time(daemon_factory, mode: str) -> None:
+    rng = random.Random(7)
+    exec_times = [rng.choice([0, 1, 2, 3, 5, 8]) for _ in range(200)]
+    daemon = daemon_factory("--mode", mode)
+    ids = submit_array([f"{{exec_time={t}}}" for t in exec_times])
+    assert len(ids) == 200
+    states = wait_final(ids, timeout=400)
+    assert set(states.values()) == {"Terminated"}, states
+    logs = state_durations(ids)
+    for job_id, exec_time in zip(ids, exec_times, strict=True):
+        assert abs(running_time(logs[job_id]) - exec_time) <= 1.5, (job_id, logs[job_id])
+    records = daemon.records()
+    assert sorted(int(r["job_id"]) for r in records) == sorted(ids)
+    log = daemon.stop()
+    assert "summary: launched=200" in log
+
+
+def test_exit_code_reaches_oar_as_a_wait_status(daemon_factory) -> None:
+    daemon_factory()
+    ids = submit_array(["{exec_time=1, exit_code=3}", "{exec_time=1}", "{exit_code=0; exec_time=0}"])
+    states = wait_final(ids, timeout=120)
+    with db() as conn:
+        codes = {j: c for j, c in conn.query(
+            "SELECT job_id, exit_code FROM jobs WHERE job_id IN (%s, %s, %s)", ids)}
+    # oarexec reports the script's raw wait status ($?): exit code 3 is 768, as oarstat shows
+    assert codes == {ids[0]: 3 << 8, ids[1]: 0, ids[2]: 0}
+    # a script's failure is not an OAR error: OAR sets Terminated, as for a real job
+    assert set(states.values()) == {"Terminated"}
+
+
+def test_malformed_arguments_end_the_job_and_keep_the_daemon(daemon_factory) -> None:
+    daemon = daemon_factory("--mode", "event")
+    ids = submit_array(['{exec_time=os.execute("touch /tmp/pwned")}', "{exec_time=",
+                        "{exec_time=2}"])
+    states = wait_final(ids, timeout=120)
+    assert set(states.values()) == {"Terminated"}
+    with db() as conn:
+        codes = dict(conn.query("SELECT job_id, exit_code FROM jobs WHERE job_id IN (%s,%s,%s)",
+                                ids))
+    assert codes[ids[0]] == 1 << 8 and codes[ids[1]] == 1 << 8 and codes[ids[2]] == 0
+    assert daemon.proc.poll() is None, "the daemon must survive malformed arguments"
+    log = daemon.stop()
+    assert f"job {ids[0]}: bad job arguments" in log
+    assert f"job {ids[1]}: bad job arguments" in log
+
+
+def test_jobs_launched_while_orpheus_was_stopped_are_picked_up(daemon_factory) -> None:
+    first = daemon_factory()
+    first.stop()
+    ids = submit_array(["{exec_time=1}"] * 4)
+    deadline = time.time() + 60  # OAR schedules them: they wait in toLaunch for a runner
+    with db() as conn:
+        while time.time() < deadline:
+            states = [s for (s,) in conn.query(
+                "SELECT state FROM jobs WHERE job_id IN (%s,%s,%s,%s)", ids)]
+            if all(s == "toLaunch" for s in states):
+                break
+            time.sleep(0.5)
+        assert all(s == "toLaunch" for s in states), states
+    daemon_factory()
+    states = wait_final(ids, timeout=60)
+    assert set(states.values()) == {"Terminated"}
+
+
+def test_running_jobs_are_adopted_after_a_daemon_crash(daemon_factory) -> None:
+    first = daemon_factory()
+    ids = submit_array(["{exec_time=12}"] * 3)
+    deadline = time.time() + 60
+    with db() as conn:
+        while time.time() < deadline:
+            states = [s for (s,) in conn.query(
+                "SELECT state FROM jobs WHERE job_id IN (%s,%s,%s)", ids)]
+            if all(s == "Running" for s in states):
+                break
+            time.sleep(0.2)
+    first.proc.kill()  # SIGKILL: no summary, no cleanup
+    first.proc.wait()
+    time.sleep(2)
+    second = daemon_factory()
+    wait_final(ids, timeout=60)
+    logs = state_durations(ids)
+    for job_id in ids:
+        assert abs(running_time(logs[job_id]) - 12) <= 1.5, logs[job_id]
+    assert "adopted 3 job(s)" in second.stop()
