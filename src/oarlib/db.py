@@ -7,10 +7,19 @@ parameterised. ``NOW`` is the SQL expression OAR itself uses for "now" in epoch 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from oarlib.conf import DbParams
+
+
+def connection_errors() -> tuple[type[Exception], ...]:
+    """Errors that mean "the database is unreachable or the connection broke"."""
+    import psycopg
+    import pymysql
+
+    return (psycopg.OperationalError, psycopg.InterfaceError, pymysql.err.OperationalError,
+            pymysql.err.InterfaceError)
 
 
 class Db:
@@ -27,8 +36,6 @@ class Db:
                 password=params.password, autocommit=True, connect_timeout=int(connect_timeout),
             )
             self.now_sql = "EXTRACT(EPOCH FROM current_timestamp)::integer"
-            self.errors: tuple[type[Exception], ...] = (psycopg.OperationalError,
-                                                        psycopg.InterfaceError)
         else:
             import pymysql
 
@@ -37,14 +44,11 @@ class Db:
                 password=params.password, autocommit=True, connect_timeout=connect_timeout,
             )
             self.now_sql = "UNIX_TIMESTAMP()"
-            self.errors = (pymysql.err.OperationalError, pymysql.err.InterfaceError)
         self._in_tx = False
 
     def close(self) -> None:
-        try:
+        with suppress(Exception):  # closing a broken connection must not raise
             self._conn.close()
-        except Exception:  # noqa: BLE001 - closing a broken connection must not raise
-            pass
 
     def __enter__(self) -> Db:
         return self

@@ -14,6 +14,7 @@ COMMANDS = {
     "uninstall": "orpheus.install",
     "run": "orpheus.daemon",
     "model": "orpheus.model_cli",
+    "demo": "orpheus.demo",
 }
 
 

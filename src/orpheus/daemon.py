@@ -26,7 +26,7 @@ from typing import IO, Any
 
 from oarlib import conf as oarconf
 from oarlib.almighty import notify
-from oarlib.db import Db
+from oarlib.db import Db, connection_errors
 from orpheus import iomodels
 from orpheus.engine import Ended, Engine
 from orpheus.oarbackend import (
@@ -109,6 +109,7 @@ class Daemon:
         self.pending: list[tuple[JobEnd, float, float, str]] = []  # end, intended, start, outcome
         self.counters = Counters()
         self.db: Db | None = None
+        self.db_errors = connection_errors()
         self.stopping = False
         self._wake_r, self._wake_w = socket.socketpair()
         self._record: IO[str] | None = None
@@ -141,16 +142,11 @@ class Daemon:
                 try:
                     self._step()
                     backoff = 0.5
-                except Exception as exc:  # noqa: BLE001 - the daemon outlives any DB hiccup
-                    if self.db is not None and isinstance(exc, self.db.errors):
-                        log.warning("database unreachable (%s); retrying in %.1f s", exc, backoff)
+                except self.db_errors as exc:  # the daemon outlives any database outage
+                    log.warning("database unreachable (%s); retrying in %.1f s", exc, backoff)
+                    if self.db is not None:
                         self.db.close()
                         self.db = None
-                    elif isinstance(exc, OSError | ConnectionError) and self.db is None:
-                        log.warning("cannot connect to the database (%s); retrying in %.1f s",
-                                    exc, backoff)
-                    else:
-                        raise
                     self._sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue

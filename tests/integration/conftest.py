@@ -7,11 +7,9 @@ user, the real Orpheus daemon runs as user ``oar``, and results are read from OA
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from oarlib import conf as oarconf
+from oarlib import oarcli
 from oarlib.db import Db
 
 SUBMITTER = os.environ.get("ORPHEUS_TEST_USER", "alice")
@@ -31,26 +30,10 @@ def db() -> Db:
     return Db(oarconf.DbParams.from_conf(oarconf.read()))
 
 
-def oarsub(*args: str, user: str = SUBMITTER) -> list[int]:
-    """Run the real oarsub as ``user``; the job ids it printed."""
-    out = subprocess.run(["runuser", "-u", user, "--", "oarsub", *args], cwd="/tmp",
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, f"oarsub {args} failed: {out.stdout}{out.stderr}"
-    ids = [int(m) for m in re.findall(r"^OAR_JOB_ID=(\d+)", out.stdout, re.M)]
-    assert ids, f"oarsub printed no job id: {out.stdout}"
-    return ids
-
-
 def submit_array(commands: list[str], resources: str = "core=1",
                  extra: tuple[str, ...] = ()) -> list[int]:
     """Submit ``sim <args>`` jobs in one oarsub (an array job with one parameter line each)."""
-    with tempfile.NamedTemporaryFile("w", suffix=".params", dir="/tmp", delete=False) as f:
-        f.write("".join(c + "\n" for c in commands))
-    os.chmod(f.name, 0o644)
-    try:
-        return oarsub("-l", resources, *extra, "--array-param-file", f.name, "sim")
-    finally:
-        os.unlink(f.name)
+    return oarcli.oarsub_array(commands, "sim", resources, extra, user=SUBMITTER)
 
 
 def wait_final(job_ids: list[int], timeout: float) -> dict[int, str]:

@@ -36,7 +36,8 @@ def test_200_jobs_on_64_cores_end_at_their_exec_time(daemon_factory, mode: str) 
 
 def test_exit_code_reaches_oar_as_a_wait_status(daemon_factory) -> None:
     daemon_factory()
-    ids = submit_array(["{exec_time=1, exit_code=3}", "{exec_time=1}", "{exit_code=0; exec_time=0}"])
+    ids = submit_array(["{exec_time=1, exit_code=3}", "{exec_time=1}",
+                        "{exit_code=0; exec_time=0}"])
     states = wait_final(ids, timeout=120)
     with db() as conn:
         codes = {j: c for j, c in conn.query(

@@ -177,11 +177,12 @@ def plan_least_loaded(planner: str, appl: GenericAppl, resources: Resources,
     constraints = checked_constraints(appl, ctrl)
     nodes = resources.nodes
     count = [0] * len(nodes)
-    key: Callable[[int], float]
-    if weights is None:
-        key = count.__getitem__
-    else:
-        key = lambda i: count[i] / weights[i]  # noqa: E731 - hot path, no attribute lookups
+    w = weights or []
+
+    def weighted(i: int) -> float:
+        return count[i] / w[i]
+
+    key: Callable[[int], float] = count.__getitem__ if weights is None else weighted
     partners: dict[str, set[str]] = {g.id: set() for g in appl.groups}
     for c in constraints.values():
         if c.separate_from:
@@ -189,11 +190,14 @@ def plan_least_loaded(planner: str, appl: GenericAppl, resources: Resources,
             partners[c.separate_from].add(c.proc_group)
     pools: dict[frozenset[PropertyPredicate], tuple[bytearray, list[Entry]]] = {}
     hosted: dict[str, dict[int, int]] = {}  # group -> node -> instances of the group there
+    placements: dict[str, list[int]] = {}  # group -> node of each instance, in index order
 
     for g in planning_order(appl, constraints):
         c = constraints[g.id]
         mine: dict[int, int] = {}
         hosted[g.id] = mine
+        placed: list[int] = []
+        placements[g.id] = placed
         if g.cardinality == 0:
             continue
         preds = frozenset(c.predicates)
@@ -227,33 +231,14 @@ def plan_least_loaded(planner: str, appl: GenericAppl, resources: Resources,
                 raise _failure(g, c, k, nodes, mask, hosted, excluded, count, slots)
             count[i] += 1
             mine[i] = mine.get(i, 0) + 1
+            placed.append(i)
             heapreplace(heap, (key(i), i))
-            # instances are recorded below in index order: k-th placement is instance k
-            _record(hosted, g.id, k, i)
         if not c.collocate_with:
             for entry in aside:
                 heappush(heap, entry)
 
-    instances = tuple(PgInstance(g.id, k, nodes[i].name)
-                      for g in appl.groups for k, i in enumerate(_placements(hosted, g.id)))
-    return Plan(planner, instances)
-
-
-_ORDER: dict[str, list[int]] = {}  # replaced per call by _record; see below
-
-
-def _record(hosted: dict[str, dict[int, int]], group: str, k: int, node: int) -> None:
-    """Remember that instance ``k`` of ``group`` went to ``node``."""
-    seq = _sequences(hosted)
-    seq.setdefault(group, []).append(node)
-
-
-def _sequences(hosted: dict[str, dict[int, int]]) -> dict[str, list[int]]:
-    return _ORDER
-
-
-def _placements(hosted: dict[str, dict[int, int]], group: str) -> list[int]:
-    return _ORDER.get(group, [])
+    return Plan(planner, tuple(PgInstance(g.id, k, nodes[i].name)
+                               for g in appl.groups for k, i in enumerate(placements[g.id])))
 
 
 def _failure(g: ProcGroup, c: Constraint, k: int, nodes: tuple[Node, ...], mask: bytearray,
@@ -278,9 +263,13 @@ def _failure(g: ProcGroup, c: Constraint, k: int, nodes: tuple[Node, ...], mask:
     if not free:
         return PlanningError(f"{head}: separate_from: every eligible node hosts an instance "
                              f"of a group it must be kept apart from", g.id, "separate_from")
-    if slots is not None and all(count[i] >= slots[i] for i in free):
-        return PlanningError(f"{head}: {missing} core slots missing on the {len(free)} "
-                             "eligible nodes (set oversubscribe to allow more instances "
-                             "than cores)", g.id, "cores")
-    return PlanningError(f"{head}: max_per_node={c.max_per_node} is reached on the "
-                         f"{len(free)} eligible nodes", g.id, "max_per_node")
+    full = sum(1 for i in free if slots is not None and count[i] >= slots[i])
+    if full == len(free):
+        return PlanningError(f"{head}: core slots missing: {missing}; every core of the "
+                             f"{full} eligible nodes is taken (set oversubscribe to allow "
+                             "more instances than cores)", g.id, "cores")
+    maxed = f"max_per_node={c.max_per_node} is reached on {len(free) - full} eligible nodes"
+    if full:
+        maxed += (f" and every core of the {full} others is taken (core slots missing: {missing}; "
+                  "oversubscribe allows more instances than cores)")
+    return PlanningError(f"{head}: {maxed}", g.id, "max_per_node")

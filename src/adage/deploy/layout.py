@@ -1,0 +1,198 @@
+"""Where everything goes on the nodes, and what each process is started with (pure).
+
+Run directory of a process: ``<base>/<user>/adage-<pid>/<proc_group>/<instance>/<process>/<process
+instance>``; ``<base>`` is the node's scratch directory (``destdir=scratch``) or the shared
+directory of its node group (``destdir=shared``). Beside the groups, ``_common/{bin,lib}`` holds
+executables and libraries with ``binlib_in_commondir`` and ``_adage/`` the satellite and the
+plugins' files (MPI machinefiles).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+from adage.model import (
+    CtrlParams,
+    FileSpec,
+    GenericAppl,
+    Node,
+    Plan,
+    Process,
+    ProcGroup,
+    Resources,
+)
+
+RESERVED = ("_common", "_adage")
+REPORT_FILE = "adage.report"
+EXIT_FILE = "adage.exit"
+
+
+class LayoutError(ValueError):
+    """The plan cannot be laid out on the nodes (e.g. no shared directory)."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths of one deployment (``deployment`` is its id, ``pid`` the front end's pid)."""
+
+    resources: Resources
+    ctrl: CtrlParams
+    user: str
+    pid: int
+    deployment: str
+
+    def base(self, node: str) -> str:
+        if self.ctrl.transfer.destdir == "shared":
+            for g in self.resources.groups:
+                if node in g.nodes:
+                    return g.shared_dir
+            raise LayoutError(f"destdir=shared but node {node} is in no node group with a "
+                              "shared directory")
+        return self.node(node).scratch
+
+    def node(self, name: str) -> Node:
+        for n in self.resources.nodes:
+            if n.name == name:
+                return n
+        raise LayoutError(f"node {name} is in the plan but not in the resources")
+
+    def address(self, node: str) -> str:
+        n = self.node(node)
+        return n.address or n.name
+
+    def root(self, node: str) -> str:
+        """``<base>/<user>/adage-<pid>``: everything this deployment puts on ``node``."""
+        return f"{self.base(node)}/{self.user}/adage-{self.pid}"
+
+    def rundir(self, node: str, group: str, index: int, process: str, pi: int) -> str:
+        return f"{self.root(node)}/{group}/{index}/{process}/{pi}"
+
+    def common(self, node: str) -> str:
+        return f"{self.root(node)}/_common"
+
+    def adage_dir(self, node: str) -> str:
+        return f"{self.root(node)}/_adage"
+
+    def satellite(self, node: str) -> str:
+        return f"{self.adage_dir(node)}/satellite.py"
+
+
+def is_binlib(f: FileSpec) -> bool:
+    return f.type in ("exe", "lib", "so")
+
+
+def file_dest(layout: Layout, node: str, rundir: str, f: FileSpec) -> str:
+    """Absolute destination on ``node`` of a transferred file of a process."""
+    name = f.dest or PurePosixPath(f.src).name
+    if layout.ctrl.transfer.binlib_in_commondir and is_binlib(f):
+        sub = "bin" if f.type == "exe" else "lib"
+        return f"{layout.common(node)}/{sub}/{name}"
+    return f"{rundir}/{name}"
+
+
+def transferred(layout: Layout, proc: Process) -> list[FileSpec]:
+    return [f for f in proc.files if f.type in layout.ctrl.transfer.types]
+
+
+# ------------------------------------------------------------------ staging
+@dataclass
+class Stage:
+    """One transfer: the tree rooted at ``base`` shared by ``nodes`` (one node unless
+    destdir=shared); paths are relative to ``base``."""
+
+    base: str
+    nodes: list[str]
+    dirs: list[str] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)  # dest -> source on the front end
+    texts: dict[str, str] = field(default_factory=dict)  # dest -> content
+
+    def rel(self, path: str) -> str:
+        return os.path.relpath(path, self.base)
+
+
+def stages(appl: GenericAppl, plan: Plan, layout: Layout) -> dict[str, Stage]:
+    """One Stage per distinct base directory (keyed by its first node): run directories and
+    transferred files of every process placed on its nodes, and the directory of the
+    satellite (the deployer adds the satellite itself and plugin files)."""
+    for g in appl.groups:
+        if g.id in RESERVED:
+            raise LayoutError(f"proc_group id {g.id!r} is reserved by the run directory layout")
+    by_base: dict[str, Stage] = {}
+    by_node: dict[str, Stage] = {}
+    nodes = list(dict.fromkeys(i.node for i in plan.instances))
+    for node in nodes:
+        base = layout.base(node)
+        st = by_base.get(base)
+        if st is None:
+            st = by_base[base] = Stage(base, [node])
+            st.dirs.append(st.rel(layout.adage_dir(node)))
+        elif node not in st.nodes:
+            st.nodes.append(node)
+        by_node[node] = st
+    for inst in plan.instances:
+        st = by_node[inst.node]
+        group = appl.group(inst.proc_group)
+        for proc in group.processes:
+            for pi in range(proc.cardinality):
+                rundir = layout.rundir(inst.node, group.id, inst.index, proc.id, pi)
+                st.dirs.append(st.rel(rundir))
+                for f in transferred(layout, proc):
+                    st.files[st.rel(file_dest(layout, inst.node, rundir, f))] = f.src
+    return {s.nodes[0]: s for s in by_base.values()}
+
+
+# ------------------------------------------------------------------ launch specs
+@dataclass(frozen=True)
+class ProcSpec:
+    """How the satellite starts one process (arguments and env values not yet resolved).
+    ``env`` is applied in order on the node: action set, add (append with ':') or prepend."""
+
+    group: str
+    index: int
+    process: str
+    pi: int
+    node: str
+    cwd: str
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str, str], ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.process}/{self.pi}"
+
+    def to_json(self) -> dict[str, object]:
+        return {"id": self.name, "cwd": self.cwd, "argv": list(self.argv),
+                "env": [list(e) for e in self.env]}
+
+
+def proc_spec(layout: Layout, group: ProcGroup, index: int, node: str, proc: Process,
+              pi: int) -> ProcSpec:
+    """The launch spec of process instance ``pi`` of ``proc`` in instance ``index``."""
+    rundir = layout.rundir(node, group.id, index, proc.id, pi)
+    exe = proc.executable
+    for f in transferred(layout, proc):
+        if f.type == "exe" and (f.dest or PurePosixPath(f.src).name) == exe:
+            exe = file_dest(layout, node, rundir, f)
+    env: list[tuple[str, str, str]] = [(e.name, e.value, e.action) for e in layout.ctrl.envs]
+    env += [(k, v, "set") for k, v in proc.env]
+    if layout.ctrl.transfer.binlib_in_commondir:
+        env += [("PATH", f"{layout.common(node)}/bin", "prepend"),
+                ("LD_LIBRARY_PATH", f"{layout.common(node)}/lib", "prepend")]
+    env += [
+        ("ADAGE_DEPLOYMENT", layout.deployment, "set"),
+        ("ADAGE_GROUP", group.id, "set"),
+        ("ADAGE_INDEX", str(index), "set"),
+        ("ADAGE_PROCESS", proc.id, "set"),
+        ("ADAGE_PROCESS_INDEX", str(pi), "set"),
+        ("ADAGE_NODE", node, "set"),
+        ("ADAGE_RUNDIR", rundir, "set"),
+        ("ADAGE_REPORT", f"{rundir}/{REPORT_FILE}", "set"),
+    ]
+    return ProcSpec(group.id, index, proc.id, pi, node, rundir, (exe, *proc.args), tuple(env))
+
+
+def instance_specs(layout: Layout, group: ProcGroup, index: int, node: str) -> list[ProcSpec]:
+    return [proc_spec(layout, group, index, node, p, pi)
+            for p in group.processes for pi in range(p.cardinality)]
