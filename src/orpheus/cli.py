@@ -15,6 +15,8 @@ COMMANDS = {
     "run": "orpheus.daemon",
     "model": "orpheus.model_cli",
     "demo": "orpheus.demo",
+    "replay": "orpheus.replay",
+    "report": "orpheus.report",
 }
 
 

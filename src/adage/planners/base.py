@@ -15,9 +15,10 @@ ties and per-group exclusions, hence ``heapq`` by hand.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Iterable
 from heapq import heapify, heappop, heappush, heapreplace
-from typing import Protocol
+from typing import Any, Protocol
 
 from adage.model import (
     Constraint,
@@ -31,7 +32,11 @@ from adage.model import (
     Resources,
 )
 
-OPS = ("eq", "ne", "lt", "le", "gt", "ge", "in")
+COMPARE: dict[str, Callable[[Any, Any], Any]] = {
+    "eq": operator.eq, "ne": operator.ne, "lt": operator.lt, "le": operator.le,
+    "gt": operator.gt, "ge": operator.ge,
+}
+OPS = (*COMPARE, "in")
 NODE_ATTRIBUTES = ("name", "cores", "speed", "memory")  # usable in predicates as properties
 
 
@@ -72,20 +77,9 @@ def _number(text: str) -> float | None:
 
 def _compare(left: str, op: str, right: str) -> bool:
     a, b = _number(left), _number(right)
-    x: float | str
-    y: float | str
-    x, y = (a, b) if a is not None and b is not None else (left, right)
-    if op == "eq":
-        return x == y
-    if op == "ne":
-        return x != y
-    if op == "lt":
-        return x < y  # type: ignore[operator]
-    if op == "le":
-        return x <= y  # type: ignore[operator]
-    if op == "gt":
-        return x > y  # type: ignore[operator]
-    return x >= y  # type: ignore[operator]
+    if a is not None and b is not None:
+        return bool(COMPARE[op](a, b))
+    return bool(COMPARE[op](left, right))
 
 
 def matches(node: Node, pred: PropertyPredicate) -> bool:

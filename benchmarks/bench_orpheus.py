@@ -1,0 +1,103 @@
+"""End-to-end throughput of OAR + Orpheus, and Orpheus's own cost and lateness.
+
+For each end mode: 500 zero-length jobs (one ``oarsub --array-param-file``) on the test bed's
+64 fake cores, with OAR's scheduler interval at 1 s and a high per-user cap; prints jobs/s from
+submission to the last ``Terminated``, the daemon's share of the machine's CPU time over the
+run, and its lateness (end notification minus intended end) p50/p99.
+
+Run as root on the test bed: ``python benchmarks/bench_orpheus.py [--jobs 500]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from oarlib import conf as oarconf
+from oarlib import oarcli
+from oarlib.db import Db
+
+REFERENCE = {"event": 20.0, "oarexec": 6.0}  # jobs/s reached so far on a 2-core machine
+
+
+def cpu_ticks(pid: int | None = None) -> int:
+    if pid is None:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        return sum(int(x) for x in fields[:8])
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(stat[11]) + int(stat[12])  # utime + stime
+
+
+def percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def run_mode(mode: str, jobs: int, user: str, workdir: Path) -> dict[str, float]:
+    record = workdir / f"record-{mode}.csv"
+    log = workdir / f"orpheus-{mode}.log"
+    proc = subprocess.Popen([sys.executable, "-m", "orpheus.cli", "run", "--mode", mode,
+                             "--record", str(record), "--log-file", str(log)])
+    time.sleep(1.5)
+    if proc.poll() is not None:
+        raise SystemExit(f"daemon failed: {log.read_text()}")
+    params = oarconf.DbParams.from_conf(oarconf.read())
+    cpu0, all0 = cpu_ticks(proc.pid), cpu_ticks()
+    t0 = time.time()
+    ids = oarcli.oarsub_array(["{exec_time=0}"] * jobs, "sim", user=user)
+    marks = ",".join(["%s"] * len(ids))
+    with Db(params) as db:
+        while True:
+            left = db.scalar(f"SELECT count(*) FROM jobs WHERE job_id IN ({marks}) "
+                             "AND state NOT IN ('Terminated', 'Error')", ids)
+            if left == 0:
+                break
+            if time.time() - t0 > 1200:
+                raise SystemExit(f"{mode}: {left} jobs still not ended after 1200 s")
+            time.sleep(0.2)
+        errors = db.scalar(f"SELECT count(*) FROM jobs WHERE job_id IN ({marks}) "
+                           "AND state = 'Error'", ids)
+    elapsed = time.time() - t0
+    cpu1, all1 = cpu_ticks(proc.pid), cpu_ticks()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=20)
+    with record.open() as f:
+        late = [float(r["lateness"]) * 1000 for r in csv.DictReader(f)]
+    return {"jobs": len(ids), "errors": errors, "seconds": elapsed, "jobs_s": len(ids) / elapsed,
+            "cpu_share": (cpu1 - cpu0) / max(1, all1 - all0),
+            "p50_ms": percentile(late, 0.5), "p99_ms": percentile(late, 0.99)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--jobs", type=int, default=500)
+    ap.add_argument("--modes", default="event,oarexec")
+    ap.add_argument("--user", default="alice")
+    args = ap.parse_args()
+    subprocess.run(["orpheus", "testbed", "up", "--nodes", "16", "--cores", "4",
+                    "--sched-interval", "1", "--max-jobs-per-user", "100000"], check=True,
+                   stdout=subprocess.DEVNULL)
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        os.chmod(workdir, 0o777)
+        print(f"{'mode':8} {'jobs':>5} {'err':>4} {'seconds':>8} {'jobs/s':>7} {'ref':>5} "
+              f"{'ratio':>6} {'orpheus CPU':>11} {'p50 ms':>7} {'p99 ms':>7}")
+        for mode in args.modes.split(","):
+            r = run_mode(mode, args.jobs, args.user, workdir)
+            print(f"{mode:8} {r['jobs']:5.0f} {r['errors']:4.0f} {r['seconds']:8.1f} "
+                  f"{r['jobs_s']:7.1f} {REFERENCE[mode]:5.1f} {r['jobs_s'] / REFERENCE[mode]:6.2f} "
+                  f"{r['cpu_share']:10.1%} {r['p50_ms']:7.1f} {r['p99_ms']:7.1f}")
+    print("orpheus CPU = the daemon's share of all CPU time spent on the machine during the run;"
+          " lateness target: p99 < 50 ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

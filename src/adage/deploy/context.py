@@ -1,0 +1,137 @@
+"""What the deployer shows the plugins' runtime hooks (``ctx`` in ``adage.plugin``), and the
+resolution of placeholders against the plan and the values processes reported."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from adage.deploy.layout import Layout, ProcSpec, Stage, proc_spec
+from adage.deploy.state import Machine
+from adage.model import CtrlParams, GenericAppl, Node, PgInstance, Plan, Resources
+from adage.placeholders import PlaceholderError, Ref, refs, substitute
+
+Launcher = Callable[[str, str, list[int], list[ProcSpec]], None]
+
+
+def needs(appl: GenericAppl) -> dict[str, set[tuple[str, int, str]]]:
+    """For each group, the values (group, index, key) its placeholders use; raises
+    PlaceholderError (naming group and process) for a malformed placeholder."""
+    out: dict[str, set[tuple[str, int, str]]] = {}
+    for g in appl.groups:
+        for p in g.processes:
+            for text in (*p.args, *(v for _, v in p.env)):
+                try:
+                    found = list(refs(text))
+                except PlaceholderError as e:
+                    raise PlaceholderError(f"group {g.id} process {p.id}: {e}") from None
+                for r in found:
+                    if r.group != "self" and not any(x.id == r.group for x in appl.groups):
+                        raise PlaceholderError(f"group {g.id} process {p.id}: {r.text} names "
+                                               f"no proc_group")
+                    if r.what == "value":
+                        out.setdefault(g.id, set()).add((r.group, r.index, r.key))
+    return out
+
+
+@dataclass
+class DeployContext:
+    """The deployment as plugins see it. ``stage_text`` works until the transfer (in
+    ``pre_configure``); ``launch`` from ``launch_group`` on."""
+
+    appl: GenericAppl
+    plan: Plan
+    resources: Resources
+    ctrl: CtrlParams
+    layout: Layout
+    machine: Machine
+    stages: dict[str, Stage]
+    dry_run: bool = False
+    launcher: Launcher | None = None
+    extra_launches: list[str] = field(default_factory=list)  # dry run: what plugins would run
+
+    def node(self, name: str) -> Node:
+        return self.layout.node(name)
+
+    def address(self, node: str) -> str:
+        return self.layout.address(node)
+
+    def instances(self, group: str) -> list[PgInstance]:
+        return sorted(self.plan.of(group), key=lambda i: i.index)
+
+    def group_dir(self, group: str) -> str:
+        """A directory for the plugin's files of ``group``, on the node of its instance 0."""
+        return f"{self.layout.adage_dir(self.instances(group)[0].node)}/{group}"
+
+    def stage_text(self, node: str, path: str, content: str) -> None:
+        """Put a file with ``content`` at the absolute ``path`` on ``node`` with the transfer."""
+        for st in self.stages.values():
+            if node in st.nodes:
+                st.texts[st.rel(path)] = content
+                return
+        raise KeyError(f"node {node} receives nothing in this deployment")
+
+    def values(self, group: str, index: int = 0) -> dict[str, str]:
+        return dict(self.machine.instances[(group, index)].values)
+
+    def resolve(self, text: str, group: str, index: int, node: str) -> str:
+        """``text`` with its placeholders replaced for instance ``index`` of ``group``."""
+
+        def one(ref: Ref) -> str:
+            if ref.group == "self":
+                return {"index": str(index), "host": self.address(node), "group": group}[ref.what]
+            hosts = [self.address(i.node) for i in self.instances(ref.group)]
+            if ref.what == "hosts":
+                return ",".join(hosts)
+            if ref.what == "count":
+                return str(len(hosts))
+            if ref.index >= len(hosts):
+                raise PlaceholderError(f"{ref.text}: group {ref.group} has {len(hosts)} "
+                                       "instance(s) in the plan")
+            if ref.what == "host":
+                return hosts[ref.index]
+            if self.dry_run:
+                return f"<{ref.group}[{ref.index}].value.{ref.key}>"
+            value = self.values(ref.group, ref.index).get(ref.key)
+            if value is None:
+                raise PlaceholderError(f"{ref.text}: {ref.group}[{ref.index}] has not reported "
+                                       f"{ref.key}")
+            return value
+
+        return substitute(text, one)
+
+    def spec(self, group: str, index: int, process: str, pi: int = 0) -> ProcSpec:
+        """The launch spec of one process instance, placeholders resolved."""
+        g = self.appl.group(group)
+        node = next(i.node for i in self.plan.of(group) if i.index == index)
+        proc = next(p for p in g.processes if p.id == process)
+        s = proc_spec(self.layout, g, index, node, proc, pi)
+        return replace(s, argv=tuple(self.resolve(a, group, index, node) for a in s.argv),
+                       env=tuple((n, self.resolve(v, group, index, node), a)
+                                 for n, v, a in s.env))
+
+    def instance_specs(self, group: str, index: int) -> list[ProcSpec]:
+        g = self.appl.group(group)
+        return [self.spec(group, index, p.id, pi)
+                for p in g.processes for pi in range(p.cardinality)]
+
+    def launch(self, node: str, group: str, indexes: list[int], specs: list[ProcSpec]) -> None:
+        """Have the satellite of ``node`` start ``specs`` in one go, on behalf of the
+        instances ``indexes`` of ``group``: their acknowledgement, values and exits are those
+        of these processes (one spec covering several instances: all of them share it)."""
+        if self.dry_run:
+            for s in specs:
+                self.extra_launches.append(f"{node}: {s.cwd}$ {' '.join(s.argv)}")
+            return
+        assert self.launcher is not None
+        self.launcher(node, group, indexes, specs)
+
+    @staticmethod
+    def tcp_open(host: str, port: int, timeout: float = 0.2) -> bool:
+        """Whether something accepts TCP connections at host:port (seen from the front end)."""
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                return True
+        except OSError:
+            return False

@@ -1,0 +1,521 @@
+"""The deployer: stage every node, start one satellite per node, drive the state machine with
+the satellites' callbacks, launch groups in dependency order, and kill everything on failure,
+on timeout, on SIGINT or SIGTERM.
+
+Steps: (1) lay out run directories and files per node (``layout``); (2) plugins'
+``pre_configure``; (3) build the prestage tree ``/tmp/<user>/prestage-tree-adage-<pid>/<node>``
+and put it on each node in one transfer; (4) start the satellites (their callbacks come back on
+their stdout, see ``satellite.py``); (5) loop: callbacks -> ``Machine`` -> actions, until every
+instance is acknowledged (or, with ``wait``, every process has exited).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import shutil
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from importlib import resources as pkg_resources
+from importlib.metadata import entry_points
+from pathlib import Path
+from subprocess import Popen
+from typing import Any
+
+from adage.deploy import statedir
+from adage.deploy.context import DeployContext, needs
+from adage.deploy.layout import Layout, ProcSpec, stages
+from adage.deploy.state import (
+    Acked,
+    Deployed,
+    Event,
+    Exited,
+    Fail,
+    Finished,
+    Launch,
+    LaunchError,
+    Machine,
+    NodeStarting,
+    NodeUp,
+    PluginReady,
+    PState,
+    Tick,
+    Value,
+)
+from adage.deploy.transport import Transport, TransportError, get_transport
+from adage.model import CtrlParams, GenericAppl, Plan, Resources
+from adage.placeholders import PlaceholderError
+from adage.plugin import Plugin
+from adage.status import InstanceStatus, ProcessStatus, Status
+
+KILL_WAIT = 5.0  # seconds to wait for satellites to confirm a kill
+
+
+class DeployError(RuntimeError):
+    """The deployment failed; the message names the node, group and process concerned."""
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM during the deployment."""
+
+
+@dataclass
+class Options:
+    timeout: float = 30.0  # seconds for any callback (satellite start, ack, readiness)
+    wait: bool = False  # wait until every process exits
+    link_dir: Path | None = None  # where get_status.sh/cleanup.sh are symlinked
+    observer: Callable[[Machine], None] | None = None  # called after every change
+
+
+@dataclass
+class Result:
+    deployment: statedir.Deployment
+    machine: Machine
+    elapsed: float
+    acked_after: float | None = None  # seconds from start until every instance was acked
+
+
+def load_plugin(name: str) -> Plugin:
+    """The plugin named ``name`` (entry point group ``adage.plugins``)."""
+    for ep in entry_points(group="adage.plugins", name=name):
+        return ep.load()()
+    raise DeployError(f"no plugin named {name!r} is installed (proc_group type)")
+
+
+def new_id() -> str:
+    return f"{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}"
+
+
+def user() -> str:
+    import getpass
+
+    return getpass.getuser()
+
+
+def satellite_source() -> str:
+    return (pkg_resources.files("adage.deploy") / "satellite.py").read_text()
+
+
+# ------------------------------------------------------------------ satellite links
+@dataclass
+class Link:
+    """The front end's end of one satellite: its stdin (operations), stdout (callbacks)."""
+
+    node: str
+    popen: Popen[bytes]
+    log: Path
+    buf: bytes = b""
+    pid: int | None = None  # the satellite's pid on its node (from "hello")
+    closed: bool = False
+    killed: bool = False
+
+    def send(self, obj: dict[str, Any]) -> None:
+        if self.closed or self.popen.stdin is None:
+            return
+        try:
+            self.popen.stdin.write((json.dumps(obj) + "\n").encode())
+            self.popen.stdin.flush()
+        except OSError:
+            self.closed = True
+
+    def read(self) -> list[dict[str, Any]] | None:
+        """Complete callbacks available now; None once the satellite's stdout closed."""
+        assert self.popen.stdout is not None
+        try:
+            data = os.read(self.popen.stdout.fileno(), 65536)
+        except BlockingIOError:
+            return []
+        if not data:
+            return None
+        self.buf += data
+        *lines, self.buf = self.buf.split(b"\n")
+        out = []
+        for line in lines:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue  # noise from the node's shell or Python: not a callback
+        return out
+
+    def log_tail(self) -> str:
+        try:
+            text = self.log.read_text(errors="replace").strip()
+        except OSError:
+            return ""
+        return text[-400:]
+
+
+@dataclass
+class Cover:
+    """A launch key's instances: ``whole`` when one process stands for all of them (mpirun)."""
+
+    group: str
+    indexes: list[int]
+    whole: bool
+
+
+# ------------------------------------------------------------------ the deployer
+@dataclass
+class Deployer:
+    appl: GenericAppl
+    resources: Resources
+    ctrl: CtrlParams
+    plan: Plan
+    options: Options = field(default_factory=Options)
+
+    def __post_init__(self) -> None:
+        self.dep_id = new_id()
+        self.pid = os.getpid()
+        self.user = user()
+        self.layout = Layout(self.resources, self.ctrl, self.user, self.pid, self.dep_id)
+        self.plugins = {g.type: load_plugin(g.type) for g in self.appl.groups}
+        self.group_plugin = {g.id: self.plugins[g.type] for g in self.appl.groups}
+        try:
+            wanted = needs(self.appl)
+        except PlaceholderError as e:
+            raise DeployError(str(e)) from None
+        self.machine = Machine(
+            self.appl, self.plan,
+            {g.id: self.group_plugin[g.id].is_asynchronous(g) for g in self.appl.groups},
+            wanted, self.options.timeout)
+        self.stages = stages(self.appl, self.plan, self.layout)
+        self.ctx = DeployContext(self.appl, self.plan, self.resources, self.ctrl, self.layout,
+                                 self.machine, self.stages, launcher=self._launch)
+        self.transports: dict[str, Transport] = {}
+        for node in {i.node for i in self.plan.instances}:
+            n = self.layout.node(node)
+            method = self.ctrl.submission_method
+            if method not in n.submission or self.ctrl.transfer.method not in n.transfer:
+                raise DeployError(f"node {node} accepts submission {', '.join(n.submission)} "
+                                  f"and transfer {', '.join(n.transfer)}, not "
+                                  f"{method}/{self.ctrl.transfer.method}")
+            try:
+                self.transports[node] = get_transport(method, self.ctrl.transfer.method)
+            except TransportError as e:
+                raise DeployError(str(e)) from None
+        self.links: dict[str, Link] = {}
+        self.covers: dict[str, Cover] = {}
+        self.launched_specs: dict[tuple[str, int], tuple[str, list[ProcSpec], bool]] = {}
+        self.times: dict[tuple[str, int], dict[str, float]] = {}
+        self.ptimes: dict[tuple[str, int, str], dict[str, float]] = {}
+        self.started = time.time()
+        self.acked_after: float | None = None
+        self.done = False
+        nodes = sorted({i.node for i in self.plan.instances})
+        self.dep = statedir.Deployment(
+            self.dep_id, self.pid, self.user, os.getcwd(),
+            [self.layout.node(n) for n in nodes], {n: self.layout.root(n) for n in nodes})
+
+    # ---------------------------------------------------------------- dry run
+    def dry_run(self) -> str:
+        """What would be staged and run on each node, with nothing run."""
+        self.ctx.dry_run = True
+        for p in self.plugins.values():
+            p.pre_configure(self.ctx)
+        out = [f"deployment {self.dep_id} (dry run): {len(self.plan.instances)} instances on "
+               f"{len(self.stages)} transfer(s)"]
+        for first, st in self.stages.items():
+            out.append(f"transfer to {', '.join(st.nodes)}: {st.base}/ (from prestage-tree-adage-"
+                       f"{self.pid}/{first})")
+            out += [f"  mkdir {d}" for d in st.dirs]
+            out += [f"  copy {src} -> {dest}" for dest, src in sorted(st.files.items())]
+            out += [f"  write {dest}" for dest in sorted(st.texts)]
+            out += [f"  write {self.layout.satellite(n)} (satellite)" for n in st.nodes[:1]]
+        for g in self.appl.groups:
+            deps = [f"{d.on}:{d.condition}" for d in self.appl.dependencies if d.group == g.id]
+            out.append(f"group {g.id} ({g.type}) after {', '.join(deps) or 'nothing'}:")
+            insts = self.ctx.instances(g.id)
+            self.ctx.extra_launches.clear()
+            if self.group_plugin[g.id].launch_group(g, insts, self.ctx):
+                out += [f"  {line}" for line in self.ctx.extra_launches]
+                continue
+            for inst in insts:
+                for s in self.ctx.instance_specs(g.id, inst.index):
+                    out.append(f"  {inst.node}: {s.cwd}$ {' '.join(s.argv)}")
+        return "\n".join(out)
+
+    # ---------------------------------------------------------------- real run
+    def run(self) -> Result:
+        """Deploy; raises DeployError (after killing every launched process) on failure."""
+        self.dep.save()
+        self._write_state()
+        with _signals():
+            try:
+                for p in self.plugins.values():
+                    p.pre_configure(self.ctx)
+                self._stage()
+                self._start_satellites()
+                self._loop()
+            except (DeployError, PlaceholderError, TransportError, Interrupted,
+                    KeyboardInterrupt) as e:
+                message = (f"interrupted ({e or 'SIGINT'}): every launched process was killed"
+                           if isinstance(e, Interrupted | KeyboardInterrupt) else str(e))
+                self._abort(message)
+                raise DeployError(message) from None
+        return Result(self.dep, self.machine, time.time() - self.started, self.acked_after)
+
+    def _stage(self) -> None:
+        prestage = Path(f"/tmp/{self.user}/prestage-tree-adage-{self.pid}")
+        shutil.rmtree(prestage, ignore_errors=True)
+        sat = satellite_source()
+        try:
+            for first, st in self.stages.items():
+                root = prestage / first
+                for d in st.dirs:
+                    (root / d).mkdir(parents=True, exist_ok=True)
+                for dest, src in st.files.items():
+                    if not Path(src).is_file():
+                        raise DeployError(f"node {first}: file {src} (to {st.base}/{dest}) "
+                                          "does not exist")
+                    (root / dest).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(src, root / dest)
+                for dest, text in st.texts.items():
+                    (root / dest).parent.mkdir(parents=True, exist_ok=True)
+                    (root / dest).write_text(text)
+                for node in st.nodes:
+                    (root / st.rel(self.layout.satellite(node))).write_text(sat)
+                self.transports[first].put_tree(self.layout.node(first), root, st.base,
+                                                self.options.timeout)
+        finally:
+            shutil.rmtree(prestage, ignore_errors=True)
+        self._notify()
+
+    def _start_satellites(self) -> None:
+        for node in sorted({i.node for i in self.plan.instances}):
+            n = self.layout.node(node)
+            argv = ["env", f"ADAGE_DEPLOYMENT={self.dep_id}", n.prop("python") or "python3",
+                    self.layout.satellite(node), node]
+            log = self.dep.dir / f"satellite-{node}.log"
+            popen = self.transports[node].start(n, argv, log)
+            assert popen.stdout is not None
+            os.set_blocking(popen.stdout.fileno(), False)
+            self.links[node] = Link(node, popen, log)
+            self._feed(NodeStarting(node))
+
+    def _loop(self) -> None:
+        sel = selectors.DefaultSelector()
+        for link in self.links.values():
+            assert link.popen.stdout is not None
+            sel.register(link.popen.stdout, selectors.EVENT_READ, link)
+        try:
+            while not self.done:
+                for key, _ in sel.select(timeout=0.05):
+                    link: Link = key.data
+                    msgs = link.read()
+                    if msgs is None:
+                        sel.unregister(key.fileobj)
+                        self._satellite_gone(link)
+                        continue
+                    for msg in msgs:
+                        self._callback(link, msg)
+                self._poll_plugins()
+                self._feed(Tick())
+        finally:
+            sel.close()
+
+    # ---------------------------------------------------------------- callbacks
+    def _callback(self, link: Link, msg: dict[str, Any]) -> None:
+        ev = msg.get("ev")
+        if ev == "hello":
+            link.pid = int(msg["pid"])
+            self.dep.satellites[link.node] = link.pid
+            self._feed(NodeUp(link.node))
+            return
+        if ev == "killed":
+            link.killed = True
+            return
+        cover = self.covers.get(msg.get("key", ""))
+        if cover is None:
+            return
+        now = time.time()
+        if ev == "started":
+            pids = {str(k): int(v) for k, v in msg["pids"].items()}
+            for i in cover.indexes:
+                rec = self.machine.instances[(cover.group, i)]
+                mapped = ({p.process: next(iter(pids.values())) for p in rec.processes}
+                          if cover.whole else pids)
+                self.times.setdefault((cover.group, i), {})["acked"] = now
+                for p in rec.processes:
+                    self.ptimes.setdefault((cover.group, i, p.process), {})["started"] = now
+                self._feed(Acked(cover.group, i, mapped))
+        elif ev == "error":
+            self._feed(LaunchError(cover.group, cover.indexes[0], msg["proc"], msg["message"]))
+        elif ev == "value":
+            for i in cover.indexes:
+                self._feed(Value(cover.group, i, msg["proc"], msg["name"], msg["value"]))
+        elif ev == "exit":
+            for i in cover.indexes:
+                rec = self.machine.instances[(cover.group, i)]
+                names = [p.process for p in rec.processes] if cover.whole else [msg["proc"]]
+                for name in names:
+                    self.ptimes.setdefault((cover.group, i, name), {})["ended"] = now
+                    self._feed(Exited(cover.group, i, name, int(msg["code"])))
+
+    def _satellite_gone(self, link: Link) -> None:
+        link.closed = True
+        link.popen.wait()
+        if self.done or self.machine.failure is not None:
+            return
+        tail = link.log_tail()
+        waiting = [f"{r.group}[{r.index}] {p.process}" for r in self.machine.instances.values()
+                   if r.node == link.node for p in r.processes if p.state not in
+                   (PState.EXITED, PState.FAILED, PState.KILLED)]
+        if waiting:
+            raise DeployError(f"node {link.node}: satellite exited with code "
+                              f"{link.popen.returncode} (processes {', '.join(waiting)})"
+                              + (f": {tail}" if tail else ""))
+
+    def _poll_plugins(self) -> None:
+        for g in self.appl.groups:
+            if (g.id in self.machine.launched and g.id not in self.machine.plugin_ready
+                    and not self.machine.asynchronous[g.id]
+                    and all(r.acked for r in self.machine.of(g.id))
+                    and self.group_plugin[g.id].is_ready(g, self.ctx)):
+                self._feed(PluginReady(g.id))
+
+    # ---------------------------------------------------------------- actions
+    def _feed(self, event: Event) -> None:
+        actions = self.machine.feed(event, time.time())
+        for action in actions:
+            match action:
+                case Launch(group):
+                    self._launch_group(group)
+                case Fail(message):
+                    raise DeployError(message)
+                case Deployed():
+                    self.acked_after = time.time() - self.started
+                    for p in self.plugins.values():
+                        p.post_configure(self.ctx)
+                    self._write_state()
+                    if not self.options.wait:
+                        self._detach()
+                case Finished():
+                    self._write_state()
+                    if self.options.wait:
+                        self._detach()
+        if actions or not isinstance(event, Tick):
+            self._notify()
+
+    def _launch_group(self, group_id: str) -> None:
+        group = self.appl.group(group_id)
+        insts = self.ctx.instances(group_id)
+        now = time.time()
+        for inst in insts:
+            self.times.setdefault((group_id, inst.index), {})["launched"] = now
+        if self.group_plugin[group_id].launch_group(group, insts, self.ctx):
+            return
+        for inst in insts:
+            self._launch(inst.node, group_id, [inst.index],
+                         self.ctx.instance_specs(group_id, inst.index))
+
+    def _launch(self, node: str, group: str, indexes: list[int], specs: list[ProcSpec]) -> None:
+        key = f"{group}/{indexes[0]}" if len(indexes) == 1 else f"{group}/*"
+        whole = len(indexes) > 1 or len(specs) != len(
+            self.machine.instances[(group, indexes[0])].processes)
+        self.covers[key] = Cover(group, indexes, whole)
+        self.launched_specs[(group, indexes[0])] = (node, specs, whole)
+        self.links[node].send({"op": "launch", "key": key,
+                               "procs": [s.to_json() for s in specs]})
+
+    def _detach(self) -> None:
+        self.done = True
+        for link in self.links.values():
+            link.send({"op": "detach"})
+            if link.popen.stdin is not None:
+                with suppress(OSError):
+                    link.popen.stdin.close()
+            link.closed = True
+
+    def _abort(self, message: str) -> None:
+        """Kill every launched process through its satellite, or directly on its node when
+        the satellite does not confirm; record the failure."""
+        self.done = True
+        for link in self.links.values():
+            link.send({"op": "kill"})
+        deadline = time.time() + KILL_WAIT
+        for link in self.links.values():
+            while link.popen.poll() is None and time.time() < deadline:
+                time.sleep(0.05)
+            if link.popen.poll() is None:
+                os.killpg(link.popen.pid, signal.SIGKILL)
+                link.popen.wait()
+        self.machine.kill_all()
+        self._collect_watch()
+        for node in self.dep.watched:
+            n = self.layout.node(node)
+            with suppress(TransportError):
+                self.transports[node].run(n, self.transports[node].shell(n), KILL_WAIT,
+                                          stdin=statedir.node_cleanup_script(
+                                              replace(self.dep, roots={}), node))
+        self._write_state(message)
+
+    # ---------------------------------------------------------------- state
+    def _collect_watch(self) -> None:
+        """The processes started on each node with their pids, for scripts and status."""
+        watched: dict[str, list[statedir.Watched]] = {}
+        for (group, index), (node, specs, whole) in self.launched_specs.items():
+            rec = self.machine.instances[(group, index)]
+            for s in specs:
+                name = rec.processes[0].process if whole else s.name
+                pid = next((p.pid for p in rec.processes if p.process == name), None)
+                if pid is not None:
+                    watched.setdefault(node, []).append(
+                        statedir.Watched(group, index, name, pid, s.cwd))
+        self.dep.watched = watched
+
+    def status(self, message: str = "") -> Status:
+        insts = []
+        for (g, i), r in self.machine.instances.items():
+            procs = []
+            for p in r.processes:
+                pid_name, _, pi = p.process.rpartition("/")
+                t = self.ptimes.get((g, i, p.process), {})
+                rundir = self.layout.rundir(r.node, g, i, pid_name, int(pi))
+                procs.append(ProcessStatus(
+                    pid_name, int(pi), p.state.value, p.pid, p.code, rundir,
+                    f"{rundir}/stdout", f"{rundir}/stderr", t.get("started"), t.get("ended"),
+                    values=tuple(sorted(r.values.items()))))
+            states = {p.state for p in r.processes}
+            state = min(states, key=list(PState).index).value if states else "planned"
+            t = self.times.get((g, i), {})
+            insts.append(InstanceStatus(g, i, r.node, state, tuple(procs), t.get("launched"),
+                                        t.get("acked"), message=message if
+                                        self.machine.failure else ""))
+        return Status(tuple(insts), f"adage-{self.pid}", self.plan.planner, self.started,
+                      time.time())
+
+    def _write_state(self, message: str = "") -> None:
+        self._collect_watch()
+        statedir.write_scripts(self.dep, self.options.link_dir)
+        self.dep.save()
+        statedir.write_status(self.dep, self.status(message))
+
+    def _notify(self) -> None:
+        if self.options.observer is not None:
+            self.options.observer(self.machine)
+
+
+@contextmanager
+def _signals() -> Iterator[None]:
+    """SIGTERM (and SIGINT) raise Interrupted while deploying."""
+
+    def handler(signum: int, _frame: object) -> None:
+        raise Interrupted(signal.Signals(signum).name)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def deploy(appl: GenericAppl, resources: Resources, ctrl: CtrlParams, plan: Plan,
+           options: Options | None = None) -> Result:
+    """Deploy ``appl`` as ``plan`` places it; DeployError on failure (nothing left running)."""
+    return Deployer(appl, resources, ctrl, plan, options or Options()).run()

@@ -1,0 +1,209 @@
+"""The state directory of a deployment (``$ADAGE_HOME/deployments/<id>/``, ``ADAGE_HOME``
+defaulting to ``~/.adage``): ``deployment.json`` (nodes, run roots, who runs where),
+``status.xml`` (the status document), the generated ``get_status.sh`` and ``cleanup.sh`` (also
+symlinked where adage was started) and the satellites' logs. ``adage status`` and ``adage
+clean`` run the very same per-node shell snippets as the scripts, through the transport.
+
+A process is recognised on its node by ``ADAGE_DEPLOYMENT=<id>`` in ``/proc/<pid>/environ``,
+so a recycled pid is never killed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from adage import documents
+from adage.deploy.transport import TransportError, get_transport
+from adage.model import Node
+from adage.status import Status
+
+
+class StateError(RuntimeError):
+    """No such deployment, or its state directory is unreadable."""
+
+
+def home() -> Path:
+    return Path(os.environ.get("ADAGE_HOME") or Path.home() / ".adage") / "deployments"
+
+
+@dataclass
+class Watched:
+    """A process started on ``node`` (pid on that node), its exit code file in ``cwd``."""
+
+    group: str
+    index: int
+    process: str
+    pid: int
+    cwd: str
+
+
+@dataclass
+class Deployment:
+    id: str
+    pid: int
+    user: str
+    cwd: str
+    nodes: list[Node]
+    roots: dict[str, str]  # node -> <base>/<user>/adage-<pid> (removed by clean)
+    satellites: dict[str, int] = field(default_factory=dict)  # node -> satellite pid
+    watched: dict[str, list[Watched]] = field(default_factory=dict)  # node -> processes
+    links: list[str] = field(default_factory=list)
+
+    @property
+    def dir(self) -> Path:
+        return home() / self.id
+
+    def node(self, name: str) -> Node:
+        return next(n for n in self.nodes if n.name == name)
+
+    def save(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        data = asdict(self)
+        tmp = self.dir / "deployment.json.tmp"
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(self.dir / "deployment.json")
+
+
+def load(dep_id: str | None) -> Deployment:
+    """The deployment ``dep_id`` (None: the most recent one)."""
+    if dep_id is None:
+        found = sorted(p.parent.name for p in home().glob("*/deployment.json"))
+        if not found:
+            raise StateError(f"no deployment in {home()}")
+        dep_id = found[-1]
+    path = home() / dep_id / "deployment.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise StateError(f"no deployment {dep_id!r} ({path}: {e})") from None
+    nodes = [Node(**{k: tuple(map(tuple, v)) if k == "properties" else
+                     tuple(v) if isinstance(v, list) else v for k, v in n.items()})
+             for n in data.pop("nodes")]
+    watched = {k: [Watched(**w) for w in v] for k, v in data.pop("watched").items()}
+    return Deployment(nodes=nodes, watched=watched, **data)
+
+
+def write_status(dep: Deployment, status: Status) -> None:
+    tmp = dep.dir / "status.xml.tmp"
+    tmp.write_text(documents.dump("status", status))
+    tmp.replace(dep.dir / "status.xml")
+
+
+def read_status(dep: Deployment) -> Status | None:
+    path = dep.dir / "status.xml"
+    return documents.read_status(path) if path.exists() else None
+
+
+# ------------------------------------------------------------------ per-node snippets
+def _owned(dep_id: str) -> str:
+    """A sh function: is pid $1 a process of this deployment?"""
+    return ("owned() { [ -n \"$1\" ] && tr '\\0' '\\n' < /proc/$1/environ 2>/dev/null "
+            f"| grep -qx {shlex.quote('ADAGE_DEPLOYMENT=' + dep_id)}; }}\n")
+
+
+def node_status_script(dep: Deployment, node: str) -> str:
+    """sh printing ``GROUP INDEX PROCESS running|exited|gone PID CODE`` per watched process."""
+    lines = [_owned(dep.id),
+             'st() { if owned "$1"; then echo "$3 $4 $5 running $1 -"; '
+             'elif [ -f "$2/adage.exit" ]; then echo "$3 $4 $5 exited $1 $(cat "$2/adage.exit")"; '
+             'else echo "$3 $4 $5 gone $1 -"; fi; }\n']
+    for w in dep.watched.get(node, []):
+        lines.append(f"st {w.pid} {shlex.quote(w.cwd)} {shlex.quote(w.group)} {w.index} "
+                     f"{shlex.quote(w.process)}\n")
+    return "".join(lines)
+
+
+def node_cleanup_script(dep: Deployment, node: str) -> str:
+    """sh killing the satellite and the process groups of this deployment on ``node``, then
+    removing its run directories."""
+    pids = [str(dep.satellites[node])] if node in dep.satellites else []
+    pids += [str(w.pid) for w in dep.watched.get(node, [])]
+    body = _owned(dep.id)
+    if pids:
+        body += (f"for p in {' '.join(pids)}; do owned $p && {{ kill -TERM -$p 2>/dev/null || "
+                 "kill -TERM $p 2>/dev/null; }; done\n"
+                 "n=0; while [ $n -lt 20 ]; do alive=; "
+                 f"for p in {' '.join(pids)}; do owned $p && alive=1; done; "
+                 "[ -z \"$alive\" ] && break; sleep 0.1; n=$((n+1)); done\n"
+                 f"for p in {' '.join(pids)}; do owned $p && {{ kill -KILL -$p 2>/dev/null || "
+                 "kill -KILL $p 2>/dev/null; }; done\n")
+    if node in dep.roots:
+        body += f"rm -rf {shlex.quote(dep.roots[node])}\n"
+    return body
+
+
+def _node_call(dep: Deployment, node: str, script: str) -> str:
+    """A sh command running ``script`` on ``node`` through its transport (heredoc)."""
+    n = dep.node(node)
+    prefix = " ".join(shlex.quote(a) for a in get_transport(n.submission[0], n.transfer[0])
+                      .shell(n))
+    return f"{prefix} <<'ADAGE_EOF'\n{script}ADAGE_EOF\n"
+
+
+def write_scripts(dep: Deployment, link_dir: Path | None) -> None:
+    """(Re)write get_status.sh and cleanup.sh, and symlink them in ``link_dir``."""
+    nodes = [n.name for n in dep.nodes]
+    header = f"#!/bin/sh\n# Generated by adage for deployment {dep.id}.\n"
+    status = header + "".join(_node_call(dep, n, node_status_script(dep, n)) for n in nodes)
+    cleanup = header + "".join(_node_call(dep, n, node_cleanup_script(dep, n)) for n in nodes)
+    for link in dep.links:
+        cleanup += (f"[ \"$(readlink {shlex.quote(link)})\" = "
+                    f"{shlex.quote(str(dep.dir / Path(link).name))} ] && rm -f "
+                    f"{shlex.quote(link)}\n")
+    cleanup += f"rm -rf {shlex.quote(str(dep.dir))}\necho 'deployment {dep.id} cleaned'\n"
+    for name, text in (("get_status.sh", status), ("cleanup.sh", cleanup)):
+        path = dep.dir / name
+        path.write_text(text)
+        path.chmod(0o755)
+        if link_dir is not None:
+            link = link_dir / name
+            if link.is_symlink() or not link.exists():
+                link.unlink(missing_ok=True)
+                link.symlink_to(path)
+                if str(link) not in dep.links:
+                    dep.links.append(str(link))
+
+
+# ------------------------------------------------------------------ status and clean
+def live(dep: Deployment, timeout: float = 30.0) -> dict[tuple[str, int, str], tuple[str, str]]:
+    """(group, index, process) -> (running|exited|gone|unreachable, exit code or "-"), asking
+    each node once."""
+    out: dict[tuple[str, int, str], tuple[str, str]] = {}
+    for node, procs in dep.watched.items():
+        n = dep.node(node)
+        transport = get_transport(n.submission[0], n.transfer[0])
+        try:
+            text = transport.run(n, transport.shell(n), timeout,
+                                 stdin=node_status_script(dep, node))
+        except TransportError:
+            for w in procs:
+                out[(w.group, w.index, w.process)] = ("unreachable", "-")
+            continue
+        for line in text.splitlines():
+            g, i, p, state, _pid, code = line.split()
+            out[(g, int(i), p)] = (state, code)
+    return out
+
+
+def clean(dep: Deployment, timeout: float = 30.0) -> list[str]:
+    """Kill what is left of the deployment, remove its run directories, its symlinks and its
+    state directory; the errors met on the way (empty: all clean)."""
+    errors = []
+    for n in dep.nodes:
+        transport = get_transport(n.submission[0], n.transfer[0])
+        try:
+            transport.run(n, transport.shell(n), timeout, stdin=node_cleanup_script(dep, n.name))
+        except TransportError as e:
+            errors.append(str(e))
+    for link in dep.links:
+        p = Path(link)
+        if p.is_symlink() and Path(os.readlink(p)).parent == dep.dir:
+            p.unlink()
+    if not errors:
+        shutil.rmtree(dep.dir, ignore_errors=True)
+    return errors

@@ -1,0 +1,107 @@
+"""How the front end reaches a node: run a command, start the satellite, put a tree.
+
+``Transport`` is the whole interface a deployment needs; ``LocalTransport`` serves the virtual
+nodes of this machine. An ssh/oarsh transport only has to wrap the same argv in
+``ssh -o BatchMode=yes <address> -- <quoted argv>`` (``shell``: ``ssh ... sh -s``) and stream
+the tree with ``tar -C <src> -cf - . | ssh <address> tar -C <dest> -xf -``: the satellite
+talks over its stdin/stdout, which ssh carries unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+from adage.model import Node
+
+
+class TransportError(RuntimeError):
+    """A node could not be reached or a transfer failed (the message names the node)."""
+
+
+class Transport(Protocol):
+    name: str
+
+    def run(self, node: Node, argv: Sequence[str], timeout: float, stdin: str = "") -> str:
+        """Run ``argv`` on ``node`` with ``stdin``; its stdout. TransportError on failure or
+        timeout."""
+        ...
+
+    def start(self, node: Node, argv: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
+        """Start a long-running ``argv`` on ``node`` with stdin/stdout piped to us, stderr to
+        ``log`` (a front-end file), in its own session."""
+        ...
+
+    def put_tree(self, node: Node, src: Path, dest: str, timeout: float) -> None:
+        """Make the tree ``src`` (front end) appear under ``dest`` on ``node``, in one go."""
+        ...
+
+    def shell(self, node: Node) -> list[str]:
+        """The argv that runs, on ``node``, the ``sh`` script given on its stdin."""
+        ...
+
+
+class LocalTransport:
+    """Virtual nodes on this machine: commands run here, trees are hard-linked (or copied
+    across file systems) into the node's own directory tree."""
+
+    name = "local"
+
+    def run(self, node: Node, argv: Sequence[str], timeout: float, stdin: str = "") -> str:
+        try:
+            done = subprocess.run(list(argv), input=stdin, capture_output=True, text=True,
+                                  timeout=timeout, check=False)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise TransportError(f"node {node.name}: {argv[0]}: {e}") from e
+        if done.returncode != 0:
+            raise TransportError(f"node {node.name}: {' '.join(argv)[:200]} exited with code "
+                                 f"{done.returncode}: {done.stderr.strip()[-500:]}")
+        return done.stdout
+
+    def start(self, node: Node, argv: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
+        with open(log, "ab") as err:
+            try:
+                return subprocess.Popen(list(argv), stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=err,
+                                        start_new_session=True)
+            except OSError as e:
+                raise TransportError(f"node {node.name}: cannot start {argv[0]}: {e}") from e
+
+    def put_tree(self, node: Node, src: Path, dest: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        try:
+            for dirpath, _dirs, files in os.walk(src):
+                target = Path(dest) / Path(dirpath).relative_to(src)
+                target.mkdir(parents=True, exist_ok=True)
+                for name in files:
+                    _link_or_copy(Path(dirpath) / name, target / name)
+                if time.monotonic() > deadline:
+                    raise TransportError(f"node {node.name}: transfer to {dest} took more "
+                                         f"than {timeout:g} s")
+        except OSError as e:
+            raise TransportError(f"node {node.name}: transfer to {dest}: {e}") from e
+
+    def shell(self, node: Node) -> list[str]:
+        return ["sh", "-s"]
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    if dst.exists():
+        dst.unlink()
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def get_transport(submission: str, transfer: str) -> Transport:
+    """The transport for a submission and a transfer method (only ``local`` for now)."""
+    if submission == "local" and transfer == "local":
+        return LocalTransport()
+    raise TransportError(f"submission method {submission!r} with transfer method {transfer!r} "
+                         "is not available yet: only 'local' is (ssh/oarsh come later)")

@@ -1,0 +1,739 @@
+"""A single-machine OAR 2.5.9 test bed with fake nodes: bring it up, report on it, stop it.
+
+``up`` is idempotent and does only what is missing: Debian packages, the database server
+(PostgreSQL or MariaDB), oar.conf, OAR's database, N fake nodes x C cores registered in bulk,
+a submitting user, then Almighty (restarted when oar.conf changed since it started).
+
+Resources are written the way ``oar_resources_add | bash`` writes them (``oarproperty`` columns,
+then one ``oarnodesetting -a -h nodeN -p host=.. -p cpu=.. -p core=.. -p cpuset=..`` per core,
+i.e. ``OAR::IO::add_resource`` + ``set_resources_property``), but with a few multi-row
+parameterised statements instead of one Perl process per core. The pure functions at the top
+(layout, plan, log rows, conf values) hold every decision; the rest is a thin shell of
+subprocesses and SQL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from oarlib import conf as oarconf
+from oarlib.almighty import notify
+from oarlib.conf import DbParams, ServerAddress
+from oarlib.db import Db
+
+log = logging.getLogger("oarlib.testbed")
+
+CONF_PATH = oarconf.DEFAULT_PATH
+STATE_DIR = Path("/var/lib/orpheus-testbed")  # pristine oar.conf, Almighty start record
+OAR_SERVER_PIDFILE = Path("/var/run/oar-server.pid")
+FAKE_COMMANDS_DIR = Path("/usr/local/lib/orpheus")  # where `orpheus install` puts fake-*
+ENV_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+DB_PASSWORDS = {"DB_BASE_PASSWD": "oarpass", "DB_BASE_PASSWD_RO": "oarropass"}
+COMMON_PACKAGES = ("oar-server", "oar-user", "libyaml-perl", "libyaml-syck-perl",
+                   "libxml-dumper-perl")
+BACKEND_PACKAGES = {
+    "pg": ("postgresql", "oar-server-pgsql", "oar-user-pgsql"),
+    "mysql": ("mariadb-server", "oar-server-mysql", "oar-user-mysql"),
+}
+ACTIVE_JOB_STATES = ("toLaunch", "Launching", "Running", "Finishing", "Suspended", "Resuming")
+STATE_NUM = {"Alive": 1, "Absent": 2, "Suspected": 3, "Dead": 4}  # OAR::IO %State_to_num
+# oar_resources_add's properties: name -> column type oarproperty gives (-c = VARCHAR(255))
+PROPERTIES = {"host": "VARCHAR(255)", "cpu": "INT", "core": "INT"}
+# a new row's value of each property oarnodesetting sets (schema default; NULL for new columns)
+INITIAL = {"host": None, "cpu": None, "core": None, "cpuset": "0"}
+AVAILABLE_UPTO = {True: "2147483646", False: "2147483647"}  # energy saving on / off
+
+
+class TestbedError(RuntimeError):
+    """Something the test bed cannot do, with a message meant for the operator."""
+
+
+# ----------------------------------------------------------------------------- pure core
+
+@dataclass(frozen=True)
+class Config:
+    """What ``orpheus testbed up`` is asked for."""
+
+    db: str = "pg"  # "pg" or "mysql"
+    nodes: int = 16
+    cores: int = 4
+    port: int = 6666
+    log_level: int = 2
+    sched_interval: int = 5  # SCHEDULER_MIN_TIME_BETWEEN_2_CALLS (Debian's value)
+    max_jobs_per_user: int = 30  # SCHEDULER_FAIRSHARING_MAX_JOB_PER_USER (Debian's value)
+    user: str = "alice"
+    energy: bool = False
+    energy_idle: int = 600  # seconds idle before Hulot halts a node
+    boot_time: int = 5  # seconds a woken-up fake node takes to come back Alive
+    prefix: str = "node"
+
+    def check(self) -> None:
+        """Raise TestbedError naming the first bad setting."""
+        if self.db not in BACKEND_PACKAGES:
+            raise TestbedError(f"--db must be pg or mysql, not {self.db!r}")
+        for name in ("nodes", "cores", "port", "energy_idle"):
+            if getattr(self, name) < 1:
+                raise TestbedError(f"--{name.replace('_', '-')} must be >= 1")
+        for name in ("sched_interval", "max_jobs_per_user", "boot_time"):
+            if getattr(self, name) < 0:
+                raise TestbedError(f"--{name.replace('_', '-')} must be >= 0")
+        if not 1 <= self.log_level <= 3:
+            raise TestbedError("--log-level must be 1, 2 or 3")
+        if self.user in ("root", "oar") or not self.user.isidentifier():
+            raise TestbedError(f"--user {self.user!r}: OAR refuses root and oar; use a plain name")
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One fake core, keyed as ``oarnodesetting -a`` registers it."""
+
+    network_address: str
+    host: str
+    cpu: int
+    core: int
+    cpuset: str
+
+    def properties(self) -> list[tuple[str, str]]:
+        """The ``-p name=value`` pairs of its oarnodesetting line, in that order."""
+        return [("host", self.host), ("cpu", str(self.cpu)), ("core", str(self.core)),
+                ("cpuset", self.cpuset)]
+
+    def log_rows(self) -> list[tuple[str, str]]:
+        """(attribute, value) rows oarnodesetting adds to resource_logs for it, in order.
+
+        ``add_resource`` logs the state; ``set_resources_property`` then logs a property only
+        when it changes the new row (``cpuset=0`` equals the column default: no row).
+        """
+        return [("state", "Alive")] + [(p, v) for p, v in self.properties() if INITIAL[p] != v]
+
+
+def layout(nodes: int, cores: int, prefix: str = "node") -> list[Resource]:
+    """``oar_resources_add -H nodes -C 1 -c cores --host-prefix prefix``: one CPU per node."""
+    return [
+        Resource(f"{prefix}{h}", f"{prefix}{h}", h, (h - 1) * cores + c + 1, str(c))
+        for h in range(1, nodes + 1)
+        for c in range(cores)
+    ]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How to turn the registered resources into the asked ones."""
+
+    remove: list[int]  # resource ids
+    add: list[Resource]
+
+
+def plan(existing: Iterable[tuple[int, Resource]], wanted: Sequence[Resource]) -> Plan:
+    """Keep registered resources that are asked for (once), remove the rest, add what lacks."""
+    want = Counter(wanted)
+    remove: list[int] = []
+    for rid, res in sorted(existing, key=lambda e: e[0]):
+        if want[res] > 0:
+            want[res] -= 1
+        else:
+            remove.append(rid)
+    add: list[Resource] = []
+    for res in wanted:
+        if want[res] > 0:
+            want[res] -= 1
+            add.append(res)
+    return Plan(remove, add)
+
+
+def conf_values(cfg: Config, fake_commands: Path = FAKE_COMMANDS_DIR) -> dict[str, str | None]:
+    """The oar.conf settings the test bed owns for ``cfg``."""
+    pg = cfg.db == "pg"
+    values: dict[str, str | None] = {
+        "DB_TYPE": "Pg" if pg else "mysql",
+        "DB_HOSTNAME": "localhost" if pg else "127.0.0.1",
+        "DB_PORT": "5432" if pg else "3306",
+        "DB_BASE_NAME": "oar",
+        "DB_BASE_LOGIN": "oar",
+        "DB_BASE_PASSWD": DB_PASSWORDS["DB_BASE_PASSWD"],
+        "DB_BASE_LOGIN_RO": "oar_ro",
+        "DB_BASE_PASSWD_RO": DB_PASSWORDS["DB_BASE_PASSWD_RO"],
+        "SERVER_HOSTNAME": "localhost",
+        "SERVER_PORT": str(cfg.port),
+        "LOG_LEVEL": str(cfg.log_level),
+        "SCHEDULER_MIN_TIME_BETWEEN_2_CALLS": str(cfg.sched_interval),
+        "SCHEDULER_FAIRSHARING_MAX_JOB_PER_USER": str(cfg.max_jobs_per_user),
+        "ENERGY_SAVING_INTERNAL": "yes" if cfg.energy else "no",
+    }
+    if cfg.energy:  # Hulot with fake halt/wake-up commands (see the recipe)
+        values |= {
+            "ENERGY_SAVING_NODE_MANAGER_WAKE_UP_CMD": f"{fake_commands}/fake-wakeup {cfg.boot_time}",
+            "ENERGY_SAVING_NODE_MANAGER_SLEEP_CMD": f"{fake_commands}/fake-halt",
+            "SCHEDULER_NODE_MANAGER_IDLE_TIME": str(cfg.energy_idle),
+            "SCHEDULER_NODE_MANAGER_SLEEP_TIME": str(cfg.energy_idle),
+            "SCHEDULER_NODE_MANAGER_WAKEUP_TIME": str(cfg.boot_time + 5),
+            "ENERGY_SAVING_NODE_MANAGER_WAKEUP_TIMEOUT": str(cfg.boot_time + 60),
+            "ENERGY_SAVING_WINDOW_TIME": "0",
+        }
+    return values
+
+
+def is_oar_server_process(argv: Sequence[str]) -> bool:
+    """Whether a command line is Almighty, one of its renamed children or sarko."""
+    if not argv:
+        return False
+    first = argv[0]
+    if first.split(":")[0].strip() in ("Almighty", "sarko") or first.startswith("Almighty:"):
+        return True
+    return any(a in ("/usr/lib/oar/Almighty", "/usr/lib/oar/sarko") for a in argv[:3])
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# ----------------------------------------------------------------------------- processes
+
+def run(cmd: Sequence[str], *, check: bool = True, quiet: bool = False,
+        **kw: Any) -> subprocess.CompletedProcess[str]:
+    """Run a command from /tmp (``su postgres`` cannot cd to /root); raise with its output."""
+    kw.setdefault("cwd", "/tmp")
+    proc = subprocess.run(list(cmd), capture_output=True, text=True, **kw)
+    if check and proc.returncode != 0:
+        out = (proc.stdout + proc.stderr).strip()
+        raise TestbedError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}): {out[-2000:]}")
+    if not quiet and proc.stdout.strip():
+        log.debug("%s: %s", cmd[0], proc.stdout.strip())
+    return proc
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise TestbedError("this needs root (it installs packages and configures OAR)")
+
+
+def wait_until(pred: Callable[[], bool], timeout: float, what: str, step: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise TestbedError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(step)
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
+        return True
+    return False
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+# ----------------------------------------------------------------------------- packages
+
+def missing_packages(names: Iterable[str]) -> list[str]:
+    out = []
+    for name in names:
+        proc = run(["dpkg-query", "-W", "-f=${Status}", name], check=False, quiet=True)
+        if "install ok installed" not in proc.stdout:
+            out.append(name)
+    return out
+
+
+def ensure_packages(db: str) -> None:
+    missing = missing_packages((*BACKEND_PACKAGES[db], *COMMON_PACKAGES))
+    if not missing:
+        return
+    log.info("installing Debian packages: %s", " ".join(missing))
+    env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
+    run(["apt-get", "update", "-qq"], env=env)
+    run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], env=env)
+
+
+# ----------------------------------------------------------------------------- DB servers
+
+def pg_version() -> str:
+    versions = sorted(Path("/usr/lib/postgresql").iterdir(), key=lambda p: int(p.name))
+    if not versions:
+        raise TestbedError("PostgreSQL is not installed (/usr/lib/postgresql is empty)")
+    return versions[-1].name
+
+
+def pg_cluster_status(version: str) -> str | None:
+    """'online', 'down' or None when the cluster ``<version>/main`` does not exist."""
+    for line in run(["pg_lsclusters", "-h"], quiet=True).stdout.splitlines():
+        f = line.split()
+        if len(f) >= 4 and f[0] == version and f[1] == "main":
+            return f[3]
+    return None
+
+
+def pg_ready() -> bool:
+    return run(["pg_isready", "-q", "-h", "localhost", "-p", "5432"], check=False).returncode == 0
+
+
+def mysql_ready() -> bool:
+    return run(["mysqladmin", "--protocol=socket", "ping"], check=False,
+               quiet=True).returncode == 0
+
+
+def start_db_server(db: str) -> None:
+    """Start PostgreSQL (creating its cluster if needed) or MariaDB; wait for connections."""
+    if db == "pg":
+        version = pg_version()
+        status = pg_cluster_status(version)
+        if status is None:
+            log.info("creating PostgreSQL cluster %s/main", version)
+            run(["pg_createcluster", version, "main"])
+            status = "down"
+        if not status.startswith("online"):
+            log.info("starting PostgreSQL %s/main", version)
+            run(["pg_ctlcluster", version, "main", "start"])
+        wait_until(pg_ready, 60, "PostgreSQL to accept connections")
+    else:
+        if not mysql_ready():
+            log.info("starting MariaDB")
+            run(["/etc/init.d/mariadb", "start"])
+        wait_until(mysql_ready, 60, "MariaDB to accept connections")
+
+
+def stop_db_servers() -> None:
+    if Path("/usr/lib/postgresql").is_dir():
+        version = pg_version()
+        if (pg_cluster_status(version) or "").startswith("online"):
+            run(["pg_ctlcluster", version, "main", "stop"])
+    if Path("/etc/init.d/mariadb").exists() and mysql_ready():
+        run(["/etc/init.d/mariadb", "stop"])
+
+
+# ----------------------------------------------------------------------------- oar.conf
+
+def read_conf_text() -> str:
+    return CONF_PATH.read_text()
+
+
+def write_conf_text(text: str) -> bool:
+    """Write oar.conf (mode 600, owner oar) if it changed; return whether it did."""
+    if CONF_PATH.exists() and CONF_PATH.read_text() == text:
+        return False
+    st = CONF_PATH.stat()
+    tmp = CONF_PATH.with_name(CONF_PATH.name + ".orpheus-tmp")
+    tmp.write_text(text)
+    os.chown(tmp, pwd.getpwnam("oar").pw_uid, st.st_gid)
+    tmp.chmod(0o600)
+    tmp.replace(CONF_PATH)
+    return True
+
+
+def configure(cfg: Config) -> bool:
+    """Set the test bed's oar.conf values, keeping a pristine copy first; True if changed."""
+    STATE_DIR.mkdir(mode=0o700, exist_ok=True)
+    pristine = STATE_DIR / "oar.conf.dist"
+    if not pristine.exists():
+        shutil.copy2(CONF_PATH, pristine)
+    return write_conf_text(oarconf.set_values(read_conf_text(), conf_values(cfg)))
+
+
+def conf_db_params() -> DbParams:
+    return DbParams.from_conf(oarconf.parse(read_conf_text()))
+
+
+def conf_server() -> ServerAddress:
+    return ServerAddress.from_conf(oarconf.parse(read_conf_text()))
+
+
+# ----------------------------------------------------------------------------- OAR database
+
+def database_ok() -> bool:
+    return run(["oar-database", "--check"], check=False).returncode == 0
+
+
+def ensure_database(db: str) -> None:
+    if database_ok():
+        return
+    log.info("creating the OAR database (%s)", db)
+    run(["oar-database", "--create", f"--db-type={'Pg' if db == 'pg' else 'mysql'}",
+         "--db-is-local", "-y"])
+    if not database_ok():
+        raise TestbedError("oar-database --check still fails after --create; see /var/log/oar.log")
+
+
+@contextlib.contextmanager
+def connect() -> Iterator[Db]:
+    try:
+        db = Db(conf_db_params())
+    except Exception as exc:  # both drivers' errors: report, never a traceback
+        raise TestbedError(f"cannot connect to OAR's database: {exc}") from exc
+    with db:
+        yield db
+
+
+def columns(db: Db) -> set[str]:
+    rows = db.query("SELECT column_name FROM information_schema.columns "
+                    "WHERE table_name = 'resources' AND table_schema = "
+                    + ("current_schema()" if db.kind == "Pg" else "DATABASE()"))
+    return {r[0].lower() for r in rows}
+
+
+def ensure_properties(db: Db) -> None:
+    """``oarproperty -c -a host; oarproperty -a cpu; oarproperty -a core`` when missing."""
+    have = columns(db)
+    for name, sqltype in PROPERTIES.items():
+        if name not in have:
+            db.execute(f"ALTER TABLE resources ADD COLUMN {name} {sqltype}")
+
+
+def registered(db: Db) -> list[tuple[int, Resource]]:
+    rows = db.query("SELECT resource_id, network_address, host, cpu, core, cpuset FROM resources")
+    return [(rid, Resource(na, host or "", cpu if cpu is not None else -1,
+                           core if core is not None else -1, str(cpuset)))
+            for rid, na, host, cpu, core, cpuset in rows]
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _insert(db: Db, table: str, cols: Sequence[str], rows: Sequence[Sequence[Any]],
+            chunk: int = 2000) -> None:
+    """Multi-row parameterised INSERT, ``chunk`` rows per statement."""
+    one = "(" + ",".join(["%s"] * len(cols)) + ")"
+    for part in _chunks(rows, chunk):
+        db.execute(f"INSERT INTO {table} ({','.join(cols)}) VALUES " + ",".join([one] * len(part)),
+                   [v for row in part for v in row])
+
+
+def _in(ids: Sequence[int]) -> str:
+    return "(" + ",".join(["%s"] * len(ids)) + ")"
+
+
+def lock_resources(db: Db) -> None:
+    """What oarnodesetting does before touching resources (Pg: exclusive table lock)."""
+    if db.kind == "Pg":
+        db.execute("LOCK TABLE resources, resource_logs IN EXCLUSIVE MODE")
+
+
+def add_resources(db: Db, resources: Sequence[Resource]) -> list[int]:
+    """Register resources as ``oarnodesetting -a -h H -p host=.. -p cpu=.. ...`` would."""
+    if not resources:
+        return []
+    with db.transaction():
+        lock_resources(db)
+        before = db.scalar("SELECT COALESCE(MAX(resource_id), 0) FROM resources")
+        now = db.scalar(f"SELECT {db.now_sql}")
+        _insert(db, "resources",
+                ("network_address", "state", "state_num", "host", "cpu", "core", "cpuset"),
+                [(r.network_address, "Alive", STATE_NUM["Alive"], r.host, r.cpu, r.core,
+                  r.cpuset) for r in resources], chunk=1000)
+        new = db.query("SELECT resource_id, network_address, cpuset FROM resources "
+                       "WHERE resource_id > %s ORDER BY resource_id", [before])
+        ids = {(na, str(cs)): rid for rid, na, cs in new}
+        logs = [(ids[(r.network_address, r.cpuset)], attr, value, now)
+                for r in resources for attr, value in r.log_rows()]
+        _insert(db, "resource_logs", ("resource_id", "attribute", "value", "date_start"), logs)
+    return [ids[(r.network_address, r.cpuset)] for r in resources]
+
+
+def set_property(db: Db, ids: Sequence[int], prop: str, value: str) -> int:
+    """``OAR::IO::set_resources_property`` in bulk: update, close old log rows, log new ones."""
+    if prop not in columns(db) or not prop.isidentifier():
+        raise TestbedError(f"no resource property {prop!r}")
+    changed: list[int] = []
+    with db.transaction():
+        lock_resources(db)
+        for part in _chunks(list(ids), 5000):
+            changed += [r[0] for r in db.query(
+                f"SELECT resource_id FROM resources WHERE resource_id IN {_in(part)} "
+                f"AND ({prop} != %s OR {prop} IS NULL)", [*part, value])]
+        now = db.scalar(f"SELECT {db.now_sql}")
+        for part in _chunks(changed, 5000):
+            db.execute(f"UPDATE resources SET {prop} = %s WHERE resource_id IN {_in(part)}",
+                       [value, *part])
+            db.execute("UPDATE resource_logs SET date_stop = %s WHERE date_stop = 0 AND "
+                       f"attribute = %s AND resource_id IN {_in(part)}", [now, prop, *part])
+        _insert(db, "resource_logs", ("resource_id", "attribute", "value", "date_start"),
+                [(rid, prop, value, now) for rid in changed])
+    return len(changed)
+
+
+def busy_jobs(db: Db, ids: Sequence[int]) -> list[int]:
+    """Jobs in an active state that hold one of these resources."""
+    jobs: set[int] = set()
+    states = _in(ACTIVE_JOB_STATES)
+    for part in _chunks(list(ids), 5000):
+        jobs.update(r[0] for r in db.query(
+            "SELECT DISTINCT j.job_id FROM jobs j JOIN assigned_resources a "
+            "ON a.moldable_job_id = j.assigned_moldable_job "
+            f"WHERE j.state IN {states} AND a.resource_id IN {_in(part)}",
+            [*ACTIVE_JOB_STATES, *part]))
+    return sorted(jobs)
+
+
+def remove_resources(db: Db, ids: Sequence[int]) -> None:
+    """``oarremoveresource`` in bulk (it also deletes the jobs that ran on them)."""
+    if not ids:
+        return
+    busy = busy_jobs(db, ids)
+    if busy:
+        shown = ", ".join(map(str, busy[:10])) + (" ..." if len(busy) > 10 else "")
+        raise TestbedError(f"cannot remove {len(ids)} resources: jobs {shown} are running on "
+                           "them (wait for them or oardel them, then run `testbed up` again)")
+    with db.transaction():
+        lock_resources(db)
+        for part in _chunks(list(ids), 5000):
+            jobs = db.query("SELECT DISTINCT j.job_id, j.assigned_moldable_job FROM jobs j "
+                            "JOIN assigned_resources a ON a.moldable_job_id = "
+                            f"j.assigned_moldable_job WHERE a.resource_id IN {_in(part)}", part)
+            for jpart in _chunks(jobs, 5000):
+                jids = [j for j, _ in jpart]
+                molds = [m for _, m in jpart]
+                db.execute(f"DELETE FROM event_logs WHERE job_id IN {_in(jids)}", jids)
+                db.execute(f"DELETE FROM frag_jobs WHERE frag_id_job IN {_in(jids)}", jids)
+                db.execute(f"DELETE FROM jobs WHERE job_id IN {_in(jids)}", jids)
+                db.execute(f"DELETE FROM assigned_resources WHERE moldable_job_id IN "
+                           f"{_in(molds)}", molds)
+            for table in ("assigned_resources", "resource_logs", "resources"):
+                db.execute(f"DELETE FROM {table} WHERE resource_id IN {_in(part)}", part)
+
+
+def register(cfg: Config, db: Db) -> Plan:
+    """Bring the registered resources to ``cfg.nodes`` x ``cfg.cores``; notify Almighty."""
+    ensure_properties(db)
+    todo = plan(registered(db), layout(cfg.nodes, cfg.cores, cfg.prefix))
+    if todo.remove:
+        log.info("removing %d resources that were not asked for", len(todo.remove))
+        remove_resources(db, todo.remove)
+    if todo.add:
+        log.info("registering %d resources", len(todo.add))
+        add_resources(db, todo.add)
+    all_ids = [r[0] for r in db.query("SELECT resource_id FROM resources")]
+    set_property(db, all_ids, "available_upto", AVAILABLE_UPTO[cfg.energy])
+    if todo.remove or todo.add:
+        notify_quietly("ChState", "Term")  # as oarnodesetting does after -a
+    return todo
+
+
+def notify_quietly(*messages: str) -> None:
+    """Send messages to Almighty if it listens (OAR's notify_tcp_socket ignores failures too)."""
+    with contextlib.suppress(OSError):
+        notify(conf_server(), *messages)
+
+
+def set_alive() -> int:
+    """Set every non-Alive resource Alive with the real oarnodesetting; return how many."""
+    with connect() as db:
+        bad = db.scalar("SELECT COUNT(*) FROM resources WHERE state <> 'Alive'")
+    if bad:
+        log.info("setting %d non-Alive resources Alive", bad)
+        run(["oarnodesetting", "--sql", "state <> 'Alive'", "-s", "Alive"])
+    return int(bad or 0)
+
+
+# ----------------------------------------------------------------------------- user
+
+def ensure_user(name: str) -> None:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        log.info("creating user %s", name)
+        run(["useradd", "-m", "-s", "/bin/bash", name])
+    home = Path(pwd.getpwnam(name).pw_dir)
+    if not home.is_dir():
+        run(["mkhomedir_helper", name], check=False)
+        if not home.is_dir():
+            home.mkdir(parents=True)
+            shutil.chown(home, name, name)
+
+
+# ----------------------------------------------------------------------------- Almighty
+
+def almighty_pid() -> int | None:
+    pid = read_pid(OAR_SERVER_PIDFILE)
+    if pid and pid_alive(pid) and is_oar_server_process(cmdline(pid)):
+        return pid
+    return None
+
+
+def _record_path() -> Path:
+    return STATE_DIR / "almighty.json"
+
+
+def almighty_started_with() -> dict[str, Any] | None:
+    """The record written when the test bed started Almighty (pid, oar.conf checksum)."""
+    try:
+        return json.loads(_record_path().read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def almighty_is_current() -> bool:
+    """Whether a running Almighty was started by us with today's oar.conf."""
+    pid, rec = almighty_pid(), almighty_started_with()
+    return bool(pid and rec and rec.get("pid") == pid
+                and rec.get("conf_sha256") == sha256(CONF_PATH.read_bytes()))
+
+
+def start_almighty(timeout: float = 60) -> int:
+    """Start Almighty under a clean environment and wait for its TCP port."""
+    conf_bytes = CONF_PATH.read_bytes()
+    port = ServerAddress.from_conf(oarconf.parse(conf_bytes.decode())).port
+    if port_open(port):
+        raise TestbedError(f"port {port} is already in use by another process")
+    log.info("starting Almighty (port %d)", port)
+    run(["env", "-i", f"PATH={ENV_PATH}", "LANG=C", "/usr/sbin/oar-server"], cwd="/")
+    wait_until(lambda: almighty_pid() is not None and port_open(port), timeout,
+               f"Almighty to listen on port {port} (see /var/log/oar.log)")
+    pid = almighty_pid()
+    assert pid is not None
+    STATE_DIR.mkdir(mode=0o700, exist_ok=True)
+    _record_path().write_text(json.dumps({"pid": pid, "conf_sha256": sha256(conf_bytes),
+                                          "started": time.time()}))
+    return pid
+
+
+def leftover_pids() -> list[int]:
+    me = os.getpid()
+    return [int(p.name) for p in Path("/proc").iterdir()
+            if p.name.isdigit() and int(p.name) != me and is_oar_server_process(cmdline(int(p.name)))]
+
+
+def stop_almighty(timeout: float = 15) -> bool:
+    """SIGTERM Almighty, wait, then kill leftovers by name (as the init script); True if any."""
+    pid = almighty_pid()
+    found = pid is not None
+    if pid:
+        log.info("stopping Almighty (pid %d)", pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        with contextlib.suppress(TestbedError):
+            wait_until(lambda: not pid_alive(pid), timeout, "Almighty to exit")
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        left = leftover_pids()
+        if not left:
+            break
+        found = True
+        log.info("sending %s to leftover OAR server processes %s", sig.name, left)
+        for p in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, sig)
+        with contextlib.suppress(TestbedError):
+            wait_until(lambda: not leftover_pids(), 5, "leftover OAR processes to exit")
+    OAR_SERVER_PIDFILE.unlink(missing_ok=True)
+    _record_path().unlink(missing_ok=True)
+    return found
+
+
+def restart_almighty_if_running() -> int | None:
+    """Restart Almighty if it runs (it reads oar.conf only at start); return the new pid."""
+    if almighty_pid() is None:
+        return None
+    stop_almighty()
+    return start_almighty()
+
+
+# ----------------------------------------------------------------------------- commands
+
+def up(cfg: Config, install: Callable[[], None] | None = None,
+       before_switch: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Bring the test bed to ``cfg`` (idempotent); return ``status()``.
+
+    ``install`` runs after OAR is configured and before Almighty starts (the Orpheus install
+    step, without restarting Almighty); ``before_switch`` runs when the DB backend changes
+    (e.g. stop a daemon bound to the old database).
+    """
+    cfg.check()
+    require_root()
+    ensure_packages(cfg.db)
+    start_db_server(cfg.db)
+    current = oarconf.parse(read_conf_text()).get("DB_TYPE", "")
+    switching = current.lower() != conf_values(cfg)["DB_TYPE"].lower()  # type: ignore[union-attr]
+    if switching and (almighty_pid() or leftover_pids()):
+        log.info("switching OAR's database from %s to %s", current or "none", cfg.db)
+        if before_switch:
+            before_switch()
+        stop_almighty()
+    configure(cfg)
+    ensure_database(cfg.db)
+    with connect() as db:
+        register(cfg, db)
+    ensure_user(cfg.user)
+    if install:
+        install()
+    if not almighty_is_current():
+        stop_almighty()
+        start_almighty()
+    set_alive()
+    return status()
+
+
+def down(all_servers: bool = False, before: Callable[[], None] | None = None) -> None:
+    """Stop Almighty (after ``before``, e.g. the Orpheus daemon); DB servers too if asked."""
+    require_root()
+    if before:
+        before()
+    stop_almighty()
+    if all_servers:
+        stop_db_servers()
+
+
+def status() -> dict[str, Any]:
+    """What runs and what is registered, as plain data (for ``--json`` and tests)."""
+    out: dict[str, Any] = {"conf": str(CONF_PATH)}
+    try:
+        conf = oarconf.parse(read_conf_text())
+    except OSError as exc:
+        return out | {"error": f"cannot read {CONF_PATH}: {exc.strerror}"}
+    params, server = DbParams.from_conf(conf), ServerAddress.from_conf(conf)
+    pid = almighty_pid()
+    out["almighty"] = {"pid": pid, "port": server.port,
+                       "listening": port_open(server.port) if pid else False,
+                       "conf_current": almighty_is_current()}
+    out["db"] = {"type": params.type, "host": params.host, "port": params.port,
+                 "name": params.name, "reachable": False}
+    try:
+        with Db(params, connect_timeout=3) as db:
+            out["db"]["reachable"] = True
+            out["resources"] = dict(db.query(
+                "SELECT state, COUNT(*) FROM resources GROUP BY state ORDER BY state"))
+            nodes = db.query("SELECT network_address, COUNT(*) FROM resources "
+                             "GROUP BY network_address")
+            out["nodes"] = len(nodes)
+            out["cores_per_node"] = sorted({n for _, n in nodes})
+            out["jobs"] = dict(db.query(
+                "SELECT state, COUNT(*) FROM jobs GROUP BY state ORDER BY state"))
+    except Exception as exc:  # any driver error: reported, not raised
+        out["db"]["error"] = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+    return out

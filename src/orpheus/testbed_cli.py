@@ -1,0 +1,142 @@
+"""``orpheus testbed up|down|status``: the single-machine OAR test bed (see docs/testbed.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from oarlib import testbed
+from oarlib.testbed import Config, TestbedError
+from orpheus import install
+
+log = logging.getLogger("orpheus.testbed")
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    return Config(db=args.db, nodes=args.nodes, cores=args.cores, port=args.port,
+                  log_level=args.log_level, sched_interval=args.sched_interval,
+                  max_jobs_per_user=args.max_jobs_per_user, user=args.user, energy=args.energy,
+                  energy_idle=args.energy_idle, boot_time=args.boot_time)
+
+
+def full_status() -> dict[str, Any]:
+    """The test bed's status plus whether Orpheus is installed and its daemon runs."""
+    return testbed.status() | {"orpheus": install.status()}
+
+
+def _switch_hook() -> None:
+    if install.stop_daemon():
+        log.warning("the Orpheus daemon was stopped (its database changes): start it again")
+
+
+def up(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    if args.energy and args.no_orpheus:
+        raise TestbedError("--energy needs the fake halt/wake-up commands: drop --no-orpheus")
+    hook = None if args.no_orpheus else (lambda: install.install(restart=False))
+    testbed.up(cfg, install=hook, before_switch=_switch_hook)
+    show(full_status(), args.json)
+    return 0
+
+
+def down(args: argparse.Namespace) -> int:
+    testbed.down(all_servers=args.all, before=install.stop_daemon)
+    if not args.json:
+        Console().print("test bed stopped" + (" (database servers too)" if args.all else ""))
+    else:
+        show(full_status(), True)
+    return 0
+
+
+def status(args: argparse.Namespace) -> int:
+    st = full_status()
+    show(st, args.json)
+    ok = st.get("db", {}).get("reachable") and st.get("almighty", {}).get("listening")
+    return 0 if ok else 3
+
+
+def _counts(d: dict[str, int] | None) -> str:
+    return ", ".join(f"{k} {v}" for k, v in (d or {}).items()) or "none"
+
+
+def show(st: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(st, indent=1, sort_keys=True))
+        return
+    table = Table(title="OAR test bed", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    if "error" in st:
+        table.add_row("error", st["error"])
+    db, alm, orph = st.get("db", {}), st.get("almighty", {}), st["orpheus"]
+    if db:
+        reach = "reachable" if db["reachable"] else f"[red]unreachable[/]: {db.get('error', '')}"
+        table.add_row("database", f"{db['type']} {db['host']}:{db['port']}/{db['name']} {reach}")
+    if alm:
+        run = (f"pid {alm['pid']}, port {alm['port']}"
+               + ("" if alm["listening"] else " [red](not listening)[/]")
+               + ("" if alm["conf_current"] else " [yellow](oar.conf changed since start)[/]")
+               if alm["pid"] else f"[red]not running[/] (port {alm['port']})")
+        table.add_row("Almighty", run)
+    if "resources" in st:
+        cores = "/".join(map(str, st["cores_per_node"])) or "0"
+        table.add_row("nodes x cores", f"{st['nodes']} x {cores}")
+        table.add_row("resources", _counts(st["resources"]))
+        table.add_row("jobs", _counts(st["jobs"]))
+    table.add_row("Orpheus", ("installed" if orph["installed"] else "[yellow]not installed[/]")
+                  + (f", daemon pid {orph['daemon_pid']}" if orph["daemon_running"]
+                     else ", daemon not running"))
+    Console().print(table)
+
+
+def _guarded(func: Any) -> Any:
+    def wrapper(args: argparse.Namespace) -> int:
+        try:
+            return int(func(args))
+        except TestbedError as exc:
+            log.error("%s", exc)
+            return 1
+    return wrapper
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``testbed`` with its actions ``up``, ``down`` and ``status``."""
+    d = Config()
+    p = sub.add_parser("testbed", help="single-machine OAR test bed with fake nodes (root)",
+                       description=__doc__)
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    u = actions.add_parser("up", help="install, configure and start everything (idempotent)")
+    u.add_argument("--db", choices=("pg", "mysql"), default=d.db, help="database backend")
+    u.add_argument("--nodes", type=int, default=d.nodes, help="fake nodes (default %(default)s)")
+    u.add_argument("--cores", type=int, default=d.cores, help="cores per node (%(default)s)")
+    u.add_argument("--port", type=int, default=d.port, help="Almighty's TCP port (%(default)s)")
+    u.add_argument("--log-level", type=int, choices=(1, 2, 3), default=d.log_level,
+                   help="OAR LOG_LEVEL (%(default)s)")
+    u.add_argument("--sched-interval", type=int, default=d.sched_interval,
+                   help="SCHEDULER_MIN_TIME_BETWEEN_2_CALLS, s (%(default)s)")
+    u.add_argument("--max-jobs-per-user", type=int, default=d.max_jobs_per_user,
+                   help="SCHEDULER_FAIRSHARING_MAX_JOB_PER_USER (%(default)s)")
+    u.add_argument("--user", default=d.user, help="submitting user to create (%(default)s)")
+    u.add_argument("--energy", action="store_true", help="enable Hulot energy saving")
+    u.add_argument("--energy-idle", type=int, default=d.energy_idle,
+                   help="idle seconds before Hulot halts a node (%(default)s)")
+    u.add_argument("--boot-time", type=int, default=d.boot_time,
+                   help="seconds a woken-up fake node takes to boot (%(default)s)")
+    u.add_argument("--no-orpheus", action="store_true", help="skip `orpheus install`")
+    u.add_argument("--json", action="store_true", help="print the status as JSON")
+    u.set_defaults(func=_guarded(up))
+
+    dn = actions.add_parser("down", help="stop the Orpheus daemon and Almighty")
+    dn.add_argument("--all", action="store_true", help="stop the database servers too")
+    dn.add_argument("--json", action="store_true", help="print the status as JSON")
+    dn.set_defaults(func=_guarded(down))
+
+    s = actions.add_parser("status", help="what runs, what is registered (exit 3 if not up)")
+    s.add_argument("--json", action="store_true", help="print the status as JSON")
+    s.set_defaults(func=_guarded(status))
