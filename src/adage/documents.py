@@ -156,7 +156,7 @@ _REWRITES: list[tuple[re.Pattern[str], str]] = [
      "'{0}' does not match the pattern {1}"),
     (re.compile(r"\[facet '(\w+)'\] The value '(.*)' is (?:less|greater) than.*"),
      "'{1}' is out of range ({0})"),
-    (re.compile(r"\[facet 'minLength'\] The value '(.*)' has a length of '0'.*"),
+    (re.compile(r"\[facet 'minLength'\] The value (?:'.*' )?has a length of '0'.*"),
      "the value must not be empty"),
     (re.compile(r"This element is not expected\. Expected is (?:one of )?\( (.*) \)\."),
      "element not allowed here; expected: {0}"),
@@ -165,7 +165,8 @@ _REWRITES: list[tuple[re.Pattern[str], str]] = [
      "missing child element; expected: {0}"),
     (re.compile(r"Character content (?:other than whitespace )?is not allowed.*"),
      "text is not allowed in this element"),
-    (re.compile(r"Element content is not allowed, because the content type is a simple type.*"),
+    (re.compile(r"Element content is not allowed, because the (?:content type|type "
+                r"definition) is (?:a )?simple.*"),
      "child elements are not allowed in this element"),
 ]
 
@@ -207,9 +208,11 @@ class _Source:
         self.root = self.tree.getroot()
 
     def fail(self, xpath: str, rule: str, **variables: str) -> DocumentError:
-        """A DocumentError at the first element ``xpath`` selects (or at the root)."""
-        found = self.tree.xpath(xpath, **variables) if xpath else []
-        elem = found[0] if found else self.root
+        """A DocumentError at the first element ``xpath`` selects (or at the root); ``xpath``
+        may list alternatives separated by " || ", tried in order."""
+        found = next((hit for x in xpath.split(" || ") if (hit := self.tree.xpath(x, **variables))),
+                     [self.root])
+        elem = found[0]
         return DocumentError(self.file, elem.sourceline or 0,
                              etree.QName(elem).localname, rule)
 
@@ -285,11 +288,13 @@ def _check_group(appl: GenericAppl, group_id: str, src: _Source) -> None:
     group = appl.group(group_id)
     for proc in group.processes:
         for text in (*proc.args, *(v for _, v in proc.env)):
-            where = "//arg[contains(., $t)] | //env[contains(@value, $t)]"
+            where = ("//proc_group[@id=$g]//arg[contains(., $t)] | "
+                     "//proc_group[@id=$g]//env[contains(@value, $t)] || "
+                     "//arg[contains(., $t)] | //env[contains(@value, $t)]")
             try:
                 found = list(refs(text))
             except PlaceholderError as e:
-                raise src.fail(where, str(e), t=text) from None
+                raise src.fail(where, str(e), t=text, g=group_id) from None
             for ref in found:
                 if ref.group == "self":
                     continue
@@ -298,11 +303,11 @@ def _check_group(appl: GenericAppl, group_id: str, src: _Source) -> None:
                             f"'{ref.group}' to use it")
                     if ref.group not in {g.id for g in appl.groups}:
                         rule = f"{ref.text}: '{ref.group}' names no proc_group"
-                    raise src.fail(where, rule, t=ref.text)
+                    raise src.fail(where, rule, t=ref.text, g=group_id)
                 count = appl.group(ref.group).cardinality
                 if ref.index >= count:
                     raise src.fail(where, f"{ref.text}: '{ref.group}' has only {count} "
-                                   f"instance(s), numbered from 0", t=ref.text)
+                                   f"instance(s), numbered from 0", t=ref.text, g=group_id)
         for spec in proc.files:
             if not Path(spec.src).exists():
                 elem = next((e for e in src.root.iter() for attr in ("src", "script")

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -309,6 +310,18 @@ def mysql_ready() -> bool:
                quiet=True).returncode == 0
 
 
+MARIADB_CNF = Path("/etc/mysql/mariadb.conf.d/90-oar-testbed.cnf")
+# OAR 2.5.9 inserts rows without every NOT NULL column (e.g. resources.expiry_date), which
+# MariaDB's default strict sql_mode rejects: run it with the permissive mode OAR was written for.
+MARIADB_CNF_TEXT = ("# written by `orpheus testbed up`: OAR 2.5.9 needs a non-strict sql_mode\n"
+                    "[mysqld]\nsql_mode = NO_ENGINE_SUBSTITUTION\n")
+
+
+def mariadb_strict() -> bool:
+    return "STRICT" in run(["mysql", "--protocol=socket", "-N", "-B", "-e",
+                            "SELECT @@GLOBAL.sql_mode"], quiet=True).stdout
+
+
 def start_db_server(db: str) -> None:
     """Start PostgreSQL (creating its cluster if needed) or MariaDB; wait for connections."""
     if db == "pg":
@@ -322,11 +335,16 @@ def start_db_server(db: str) -> None:
             log.info("starting PostgreSQL %s/main", version)
             run(["pg_ctlcluster", version, "main", "start"])
         wait_until(pg_ready, 60, "PostgreSQL to accept connections")
-    else:
-        if not mysql_ready():
-            log.info("starting MariaDB")
-            run(["/etc/init.d/mariadb", "start"])
-        wait_until(mysql_ready, 60, "MariaDB to accept connections")
+        return
+    if not MARIADB_CNF.exists() or MARIADB_CNF.read_text() != MARIADB_CNF_TEXT:
+        MARIADB_CNF.write_text(MARIADB_CNF_TEXT)
+    if mysql_ready() and mariadb_strict():
+        log.info("restarting MariaDB with a non-strict sql_mode")
+        run(["/etc/init.d/mariadb", "stop"])
+    if not mysql_ready():
+        log.info("starting MariaDB")
+        run(["/etc/init.d/mariadb", "start"])
+    wait_until(mysql_ready, 60, "MariaDB to accept connections")
 
 
 def stop_db_servers() -> None:
@@ -380,24 +398,60 @@ def database_ok() -> bool:
     return run(["oar-database", "--check"], check=False).returncode == 0
 
 
+def mysql_admin(sql: str, database: str = "") -> str:
+    """Run SQL as MariaDB's root over the unix socket (how ``--db-is-local`` works)."""
+    return run(["mysql", "--protocol=socket", "-N", "-B", "-e", sql,
+                *([database] if database else [])], quiet=True).stdout
+
+
+def create_walltime_change() -> None:
+    """Create OAR's walltime_change table on MariaDB, where 2.5.9's schema cannot.
+
+    ``mysql_structure.sql`` names a column ``force``, a reserved word of MariaDB 10.11, so
+    ``oar-database --create`` stops at that (last) table. The same statement with the column
+    name quoted gives the table OAR expects (only used when WALLTIME_CHANGE_ENABLED=yes).
+    """
+    text = Path("/usr/lib/oar/database/mysql_structure.sql").read_text()
+    m = re.search(r"CREATE TABLE IF NOT EXISTS walltime_change \(.*?\);", text, re.S)
+    if m is None:
+        raise TestbedError("no walltime_change table in /usr/lib/oar/database/mysql_structure.sql")
+    mysql_admin(re.sub(r"^force ", "`force` ", m.group(0), flags=re.M), "oar")
+
+
 def ensure_database(db: str) -> None:
+    """Create OAR's database if ``oar-database --check`` fails."""
     if database_ok():
         return
     log.info("creating the OAR database (%s)", db)
-    run(["oar-database", "--create", f"--db-type={'Pg' if db == 'pg' else 'mysql'}",
-         "--db-is-local", "-y"])
+    cmd = ["oar-database", "--create", f"--db-type={'Pg' if db == 'pg' else 'mysql'}",
+           "--db-is-local", "-y"]
+    if db == "mysql":
+        if mysql_admin("SHOW DATABASES LIKE 'oar'").strip():
+            log.info("dropping the incomplete MariaDB database oar")
+            run(["oar-database", "--drop", "--db-type=mysql", "--db-is-local", "-y"])
+        cmd.append("--force-sql")  # go past walltime_change (see create_walltime_change)
+    proc = run(cmd, check=db == "pg")
+    if db == "mysql":
+        create_walltime_change()
     if not database_ok():
-        raise TestbedError("oar-database --check still fails after --create; see /var/log/oar.log")
+        out = (proc.stdout + proc.stderr).strip()[-2000:]
+        raise TestbedError(f"oar-database --check still fails after --create: {out}")
+
+
+def _driver_error(exc: BaseException) -> bool:
+    return type(exc).__module__.split(".")[0] in ("psycopg", "pymysql")
 
 
 @contextlib.contextmanager
 def connect() -> Iterator[Db]:
+    """A connection to OAR's database (as oar.conf says); driver errors become TestbedError."""
     try:
-        db = Db(conf_db_params())
-    except Exception as exc:  # both drivers' errors: report, never a traceback
-        raise TestbedError(f"cannot connect to OAR's database: {exc}") from exc
-    with db:
-        yield db
+        with Db(conf_db_params()) as db:
+            yield db
+    except Exception as exc:
+        if _driver_error(exc):
+            raise TestbedError(f"OAR's database ({conf_db_params().type}): {exc}") from exc
+        raise
 
 
 def columns(db: Db) -> set[str]:

@@ -1,4 +1,8 @@
-"""``orpheus`` command line: one sub-command per module, each registering its own parser."""
+"""``orpheus`` command line: one sub-command per module, each registering its own parser.
+
+Only the module of the sub-command being run is imported (``orpheus run`` does not pay for
+matplotlib); ``orpheus -h`` imports them all to list them.
+"""
 
 from __future__ import annotations
 
@@ -20,17 +24,21 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser for ``command`` (every sub-command when None)."""
     parser = argparse.ArgumentParser(prog="orpheus", description=__doc__)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in dict.fromkeys(COMMANDS.values()):
+    wanted = [COMMANDS[command]] if command in COMMANDS else COMMANDS.values()
+    for module in dict.fromkeys(wanted):
         importlib.import_module(module).register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose > 1 else logging.INFO,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",

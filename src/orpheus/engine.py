@@ -14,7 +14,7 @@ them until ``pop_ended`` returns them. A job is in the engine from ``start`` unt
 Tolerance: an end is due at ``now`` when its time is <= ``now + EPS`` (EPS = 1e-9 s); reported
 end times never go backwards (an end computed a hair before the previous event is reported
 at that event's time). At equal times, ends come in job_id order, and a completion beats a
-failure of the same job.
+failure of the same job (an I/O job whose work is done to 1 - EPS at its fail_at is done).
 """
 
 from __future__ import annotations
@@ -40,6 +40,10 @@ class Ended:
     job_id: int
     time: float
     outcome: str
+
+
+def _end_order(ended: Ended) -> tuple[float, int]:
+    return ended.time, ended.job_id
 
 
 class _Running:
@@ -115,7 +119,7 @@ class Engine:
     def pop_ended(self, now: float) -> list[Ended]:
         """Remove and return the jobs ended by ``now`` (+EPS), in end order (ties by job_id)."""
         self._advance(now)
-        ended = [item[0] for item in self._ended.values()]
+        ended = sorted((item[0] for item in self._ended.values()), key=_end_order)
         self._ended.clear()
         return ended
 
@@ -169,6 +173,8 @@ class Engine:
             self._clock = time
             job = running.pop(job_id)
             if job.io:
+                if outcome == FAILED and model.progress(job_id, time) >= 1.0 - EPS:
+                    outcome = DONE  # its work completes at its fail_at, within rounding
                 progress = model.remove(job_id, time, done=outcome == DONE)
             else:
                 progress = 1.0 if outcome == DONE else fraction_done(

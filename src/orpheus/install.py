@@ -134,6 +134,13 @@ def daemon_pid() -> int | None:
     return None
 
 
+def clear_spool_state() -> None:
+    """Remove the shims' messages and logs (launch.*, kill.*, fake-ssh.log, energy.log)."""
+    for pattern in SPOOL_STATE:
+        for path in SPOOL.glob(pattern):
+            path.unlink(missing_ok=True)
+
+
 def stop_daemon(timeout: float = 15) -> bool:
     """SIGTERM the Orpheus daemon if it runs and wait for it; return whether it ran."""
     pid = daemon_pid()
@@ -206,9 +213,8 @@ def uninstall(restart: bool = True) -> None:
     if str(LIBDIR) in created:
         with contextlib.suppress(OSError):
             LIBDIR.rmdir()
-    for pattern in (*SPOOL_STATE, "orpheus.pid"):
-        for path in SPOOL.glob(pattern):
-            path.unlink(missing_ok=True)
+    clear_spool_state()
+    (SPOOL / "orpheus.pid").unlink(missing_ok=True)
     if str(SPOOL) in created:
         try:
             SPOOL.rmdir()

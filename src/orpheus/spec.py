@@ -44,7 +44,11 @@ _SPACE_RE = re.compile(r"[ \t\n\r\f\v]+")
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DEC_NUMERAL_RE = re.compile(r"(?:[Ee][+-]?|[0-9a-fA-F.])*[A-Za-z_]?")
 _HEX_NUMERAL_RE = re.compile(r"(?:[Pp][+-]?|[0-9a-fA-F.])*[A-Za-z_]?")
-_DEC_FLOAT_RE = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+# numerals as C's strtod reads them (written without ambiguity: no backtracking blow-up)
+_DEC_FLOAT_RE = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_HEX_FLOAT_RE = re.compile(
+    r"(?:[0-9a-fA-F]+(?:\.[0-9a-fA-F]*)?|\.[0-9a-fA-F]+)(?:[pP][+-]?[0-9]+)?"
+)
 _HEX_DIGITS_RE = re.compile(r"[0-9a-fA-F]+")
 _DEC_DIGITS_RE = re.compile(r"[0-9]{1,3}")
 _PLAIN_RE = {q: re.compile(r"[^\\\n\r" + q + "]+") for q in "'\""}
@@ -155,7 +159,7 @@ class _Parser:
         close = "]" + opening.group(1) + "]"
         end = self.text.find(close, opening.end())
         if end < 0:
-            raise self.error(f"unfinished {what} (no closing '{close}') starting", start)
+            raise self.error(f"unfinished {what} starting", start, f"no closing '{close}'")
         return end, end + len(close)
 
     def scan(self) -> _Token:
@@ -187,7 +191,7 @@ class _Parser:
         if c in _SINGLE_OPS:
             self.i = start + 1
             return _Token("op", c, start, self.i)
-        raise self.error(f"unexpected character {c!r}", start)
+        raise self.error(f"unexpected character {c!r}", start, _EXPRESSION_HINT)
 
     def number(self, start: int) -> _Token:
         text = self.text
@@ -199,7 +203,8 @@ class _Parser:
         lexeme = text[start : self.i]
         value = _hex_number(lexeme[2:]) if is_hex else _decimal_number(lexeme)
         if value is None:
-            raise self.error(f"malformed number '{lexeme}'", start)
+            shown = lexeme if len(lexeme) <= 30 else lexeme[:27] + "..."
+            raise self.error(f"malformed number '{shown}'", start)
         return _Token("number", value, start, self.i)
 
     def short_string(self, start: int) -> _Token:
@@ -225,7 +230,7 @@ class _Parser:
         text = self.text
         c = text[i + 1 : i + 2]
         if not c:
-            raise self.error("unfinished string (backslash at end of text)", i)
+            raise self.error("unfinished string", i, "backslash at end of text")
         if c in _SIMPLE_ESCAPES:
             parts.append(_SIMPLE_ESCAPES[c])
             return i + 2
@@ -250,7 +255,7 @@ class _Parser:
         m = _DEC_DIGITS_RE.match(text, i + 1)
         if m:
             if int(m.group()) > 255:
-                raise self.error(f"decimal escape '\\{m.group()}' too large (at most 255)", i)
+                raise self.error(f"decimal escape '\\{m.group()}' too large", i, "at most 255")
             parts.append(bytes([int(m.group())]))
             return m.end()
         raise self.error(f"invalid escape sequence '\\{c}'", i)
@@ -258,7 +263,7 @@ class _Parser:
     def unicode_escape(self, i: int, parts: list[bytes]) -> int:
         text = self.text
         if text[i + 2 : i + 3] != "{":
-            raise self.error("'\\u' escape needs '{' (as in \\u{E9})", i)
+            raise self.error("'\\u' escape without '{'", i, "write e.g. \\u{E9}")
         m = _HEX_DIGITS_RE.match(text, i + 3)
         if not m:
             raise self.error("'\\u{' escape needs hexadecimal digits", i)
@@ -267,7 +272,7 @@ class _Parser:
         code = int(m.group(), 16)
         if code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
             raise self.error(
-                f"'\\u{{{m.group()}}}' is not a Unicode character (strings must be UTF-8 text)", i
+                f"'\\u{{{m.group()}}}' is not a Unicode character", i, "strings must be UTF-8 text"
             )
         parts.append(chr(code).encode("utf-8"))
         return m.end() + 1
@@ -287,7 +292,7 @@ class _Parser:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
             raise self.error(
-                "string is not valid UTF-8 text (check its \\ddd and \\x escapes) starting", start
+                "string is not valid UTF-8 text", start, "check its \\ddd and \\x escapes"
             ) from None
 
     # -- parser ---------------------------------------------------------------------------
@@ -305,8 +310,8 @@ class _Parser:
             why = "is a ',' missing between two fields?"
         return self.error(f"expected {expected} but found {self.describe(tok)}", tok.pos, why)
 
-    def enter(self, pos: int, levels: int = 1) -> None:
-        self.depth += levels
+    def enter(self, pos: int) -> None:
+        self.depth += 1
         if self.depth > MAX_DEPTH:
             raise self.error(
                 "nested too deeply", pos, f"at most {MAX_DEPTH} levels of tables and unary minus"
@@ -334,8 +339,11 @@ class _Parser:
                 store(count, value, pos)
             pending.clear()
 
+        closing = f"'}}' (or ',') to close the table opened at {_where(self.text, opening.pos)}"
         while not (self.peek().kind == "op" and self.peek().value == "}"):
             tok = self.peek()
+            if tok.kind == "eof":
+                raise self.unexpected(tok, closing)
             named = self.peek(1).kind == "op" and self.peek(1).value == "="
             if tok.kind == "keyword" and named:
                 raise self.error(
@@ -364,7 +372,9 @@ class _Parser:
                 break
             self.next()
         flush()
-        self.expect("}", f"(or ',') to close the table opened at {_where(self.text, opening.pos)}")
+        closer = self.next()
+        if not (closer.kind == "op" and closer.value == "}"):
+            raise self.unexpected(closer, closing)
         self.depth -= 1
         return self.build(entries, top)
 
@@ -431,8 +441,7 @@ def _hex_number(body: str) -> int | float | None:
     """Lua hex numeral after '0x': integers wrap modulo 2**64, others are C hex floats."""
     if _HEX_DIGITS_RE.fullmatch(body):
         return _wrap(int(body, 16))
-    if not re.fullmatch(r"(?:[0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)(?:[pP][+-]?[0-9]+)?",
-                        body):
+    if not _HEX_FLOAT_RE.fullmatch(body):
         return None
     try:
         return float.fromhex("0x" + body)
@@ -463,7 +472,7 @@ def _negate(value: int | float) -> int | float:
 def _check_length(text: str) -> None:
     if len(text) > MAX_LENGTH:
         raise SpecError(
-            f"job arguments too long ({len(text)} characters, at most {MAX_LENGTH})", MAX_LENGTH
+            f"job arguments too long: {len(text)} characters, at most {MAX_LENGTH}", MAX_LENGTH
         )
 
 
@@ -480,8 +489,8 @@ def _parse_table_at(text: str, start: int) -> tuple[dict[object, object], dict[o
     tok = parser.peek()
     if tok.kind != "eof":
         raise parser.error(
-            f"unexpected {parser.describe(tok)} after the table "
-            "(the arguments must be exactly one table constructor)", tok.pos
+            f"unexpected {parser.describe(tok)} after the table", tok.pos,
+            "the arguments must be exactly one table constructor",
         )
     return table, parser.top_positions
 
@@ -515,7 +524,7 @@ class JobSpec:
     )
 
 
-_SLEEP_RE = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?([smhd]?)")
+_SLEEP_RE = re.compile(_DEC_FLOAT_RE.pattern + "([smhd]?)")
 _SLEEP_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 

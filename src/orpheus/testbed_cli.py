@@ -30,8 +30,10 @@ def full_status() -> dict[str, Any]:
 
 
 def _switch_hook() -> None:
+    """Before a DB switch: stop the daemon and forget job ids that belong to the old DB."""
     if install.stop_daemon():
         log.warning("the Orpheus daemon was stopped (its database changes): start it again")
+    install.clear_spool_state()
 
 
 def up(args: argparse.Namespace) -> int:

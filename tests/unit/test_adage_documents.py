@@ -92,6 +92,14 @@ BROKEN = [
      r"attribute 'mode' is not allowed here"),
     ("bad identifier", '<proc_group id="A"', '<proc_group id="1A"', '<proc_group id="1A"',
      "proc_group", r"attribute 'id': '1A' does not match the pattern"),
+    ("empty executable", "<executable>chain_node.py</executable>",
+     "<executable></executable>", "<executable></executable>", "executable",
+     r"^the value must not be empty$"),
+    ("element inside a text element", "<arg>A</arg>", "<arg><b/></arg>", "<arg><b/></arg>",
+     "arg", r"^child elements are not allowed in this element$"),
+    ("text inside an empty element", '<file type="exe" src="chain_node.py"/>',
+     '<file type="exe" src="chain_node.py">x</file>', ">x</file>", "file",
+     r"^text is not allowed in this element$"),
     ("missing child", "<executable>chain_node.py</executable>\n        <arguments>\n"
      "          <arg>--name</arg><arg>A</arg>", "<arguments>\n          <arg>--name</arg>"
      "<arg>A</arg>", "<arguments>\n          <arg>--name</arg><arg>A</arg>", "arguments",
@@ -182,7 +190,8 @@ def test_placeholder_needs_a_dependency(chain_dir: Path) -> None:
     path = write(chain_dir, "a.xml", text)
     with pytest.raises(DocumentError) as err:
         documents.read_appls([path])
-    assert (err.value.line, err.value.element) == (line_of(text, "<arg>@{A.host}"), "arg")
+    line_in_c = text[: text.rindex("<arg>@{A.host}")].count("\n") + 1  # B has the same arg
+    assert (err.value.line, err.value.element) == (line_in_c, "arg")
     assert "proc_group 'C' must depend on 'A'" in err.value.rule
 
 
@@ -530,3 +539,13 @@ def test_documentation_lists_every_schema() -> None:
     text = DOC.read_text()
     for xsd in (ROOT / "src" / "adage" / "schemas").glob("*.xsd"):
         assert xsd.name in text
+
+
+def test_python_blocks_of_the_documentation_run(monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(ROOT)
+    blocks = re.findall(r"^```python\n(.*?)^```", DOC.read_text(), re.S | re.M)
+    assert blocks
+    for code in blocks:
+        exec(compile(code, str(DOC), "exec"), {})
+    assert "<generic_appl_descr>" in capsys.readouterr().out

@@ -121,7 +121,7 @@ def test_dask_without_client_with_dashboard(tmp_path: Path) -> None:
     assert sched.processes[0].executable == "/usr/bin/python3"
     assert sched.processes[0].args[-3:] == ("--dashboard", "--dashboard-address", ":8787")
     assert "tcp://@{x-scheduler.host}:9000" in workers.processes[0].args
-    assert workers.processes[0].args[4:8] == ("--nthreads", "1", "--memory-limit", "auto")
+    assert workers.processes[0].args[3:7] == ("--nthreads", "1", "--memory-limit", "auto")
     assert appl.dependencies == (Dependency("x-workers", "x-scheduler", "ready"),)
 
 

@@ -200,7 +200,8 @@ class Deployer:
                 raise DeployError(str(e)) from None
         self.links: dict[str, Link] = {}
         self.covers: dict[str, Cover] = {}
-        self.launched_specs: dict[tuple[str, int], tuple[str, list[ProcSpec], bool]] = {}
+        self.launched_specs: dict[tuple[str, int],
+                                  tuple[str, list[int], list[ProcSpec], bool]] = {}
         self.times: dict[tuple[str, int], dict[str, float]] = {}
         self.ptimes: dict[tuple[str, int, str], dict[str, float]] = {}
         self.started = time.time()
@@ -225,7 +226,7 @@ class Deployer:
             out += [f"  mkdir {d}" for d in st.dirs]
             out += [f"  copy {src} -> {dest}" for dest, src in sorted(st.files.items())]
             out += [f"  write {dest}" for dest in sorted(st.texts)]
-            out += [f"  write {self.layout.satellite(n)} (satellite)" for n in st.nodes[:1]]
+            out += [f"  write {st.rel(self.layout.satellite(n))} (satellite)" for n in st.nodes]
         for g in self.appl.groups:
             deps = [f"{d.on}:{d.condition}" for d in self.appl.dependencies if d.group == g.id]
             out.append(f"group {g.id} ({g.type}) after {', '.join(deps) or 'nothing'}:")
@@ -418,7 +419,7 @@ class Deployer:
         whole = len(indexes) > 1 or len(specs) != len(
             self.machine.instances[(group, indexes[0])].processes)
         self.covers[key] = Cover(group, indexes, whole)
-        self.launched_specs[(group, indexes[0])] = (node, specs, whole)
+        self.launched_specs[(group, indexes[0])] = (node, indexes, specs, whole)
         self.links[node].send({"op": "launch", "key": key,
                                "procs": [s.to_json() for s in specs]})
 
@@ -456,16 +457,21 @@ class Deployer:
 
     # ---------------------------------------------------------------- state
     def _collect_watch(self) -> None:
-        """The processes started on each node with their pids, for scripts and status."""
+        """The processes started on each node with their pids, for scripts and status (an
+        mpirun standing for several instances is watched once per rank it covers)."""
         watched: dict[str, list[statedir.Watched]] = {}
-        for (group, index), (node, specs, whole) in self.launched_specs.items():
-            rec = self.machine.instances[(group, index)]
+        for (group, first), (node, indexes, specs, whole) in self.launched_specs.items():
             for s in specs:
+                rec = self.machine.instances[(group, first)]
                 name = rec.processes[0].process if whole else s.name
                 pid = next((p.pid for p in rec.processes if p.process == name), None)
-                if pid is not None:
-                    watched.setdefault(node, []).append(
-                        statedir.Watched(group, index, name, pid, s.cwd))
+                if pid is None:
+                    continue
+                covered = ([(i, p.process) for i in indexes
+                            for p in self.machine.instances[(group, i)].processes]
+                           if whole else [(first, s.name)])
+                watched.setdefault(node, []).extend(
+                    statedir.Watched(group, i, proc, pid, s.cwd) for i, proc in covered)
         self.dep.watched = watched
 
     def status(self, message: str = "") -> Status:

@@ -14,13 +14,16 @@ import json
 import os
 import shlex
 import shutil
-from dataclasses import asdict, dataclass, field
+import time
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from adage import documents
 from adage.deploy.transport import TransportError, get_transport
 from adage.model import Node
-from adage.status import Status
+from adage.status import STATES, Status
+
+FINAL_STATES = ("exited", "failed", "killed")
 
 
 class StateError(RuntimeError):
@@ -102,7 +105,7 @@ def read_status(dep: Deployment) -> Status | None:
 # ------------------------------------------------------------------ per-node snippets
 def _owned(dep_id: str) -> str:
     """A sh function: is pid $1 a process of this deployment?"""
-    return ("owned() { [ -n \"$1\" ] && tr '\\0' '\\n' < /proc/$1/environ 2>/dev/null "
+    return ("owned() { [ -n \"$1\" ] && tr '\\0' '\\n' 2>/dev/null < /proc/$1/environ "
             f"| grep -qx {shlex.quote('ADAGE_DEPLOYMENT=' + dep_id)}; }}\n")
 
 
@@ -207,3 +210,28 @@ def clean(dep: Deployment, timeout: float = 30.0) -> list[str]:
     if not errors:
         shutil.rmtree(dep.dir, ignore_errors=True)
     return errors
+
+
+def refresh_status(dep: Deployment) -> Status:
+    """The recorded status updated with what each node says now (written back)."""
+    status = read_status(dep)
+    if status is None:
+        raise StateError(f"deployment {dep.id} has no status.xml yet")
+    now = live(dep)
+    insts = []
+    for inst in status.instances:
+        procs = []
+        for p in inst.processes:
+            state, code = now.get((inst.proc_group, inst.index, f"{p.id}/{p.index}"), ("", "-"))
+            if state == "exited" and p.state not in ("failed", "killed"):
+                c = int(code)
+                p = replace(p, state="exited" if c == 0 else "failed", exit_code=c)
+            elif state == "gone" and p.state not in FINAL_STATES:
+                p = replace(p, state="killed", message="gone without an exit code")
+            procs.append(p)
+        order = list(STATES)
+        insts.append(replace(inst, processes=tuple(procs), state=min(
+            (q.state for q in procs), key=order.index, default=inst.state)))
+    status = replace(status, instances=tuple(insts), updated=time.time())
+    write_status(dep, status)
+    return status

@@ -1,1 +1,0 @@
-"""ADAGE: automatic deployment of distributed applications."""

@@ -1,1 +1,0 @@
-"""Orpheus: a job-execution simulator for a real, unmodified OAR server."""

@@ -1,0 +1,228 @@
+"""``adage``: convert (default), plan (-p), dry-run (-n) or deploy (-x) an application; and
+``adage status [ID]`` / ``adage clean [ID]`` for a deployment made earlier.
+
+Exit codes: 0 success, 1 failure (bad document, planning or deployment error, a failed process
+with --wait), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from adage import documents
+from adage.deploy import statedir
+from adage.deploy.deployer import Deployer, DeployError, Options
+from adage.deploy.layout import LayoutError
+from adage.deploy.progress import Progress
+from adage.deploy.sources import SourceError, local_nodes, oar_nodefile
+from adage.deploy.state import PState
+from adage.deploy.transport import TransportError
+from adage.model import Resources
+from adage.placeholders import PlaceholderError
+from adage.planners import PlanningError, get_planner
+
+ERRORS = (documents.DocumentError, PlanningError, DeployError, SourceError, LayoutError,
+          PlaceholderError, TransportError, statedir.StateError)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="adage",
+        description="Automatic deployment of distributed applications. Without -p/-n/-x, only "
+                    "convert the application documents to the generic description. "
+                    "Also: 'adage status [ID]' and 'adage clean [ID]'.")
+    p.add_argument("-a", "--appl", action="append", default=[], metavar="FILE",
+                   help="application document (any plugin); repeat to merge several")
+    p.add_argument("-c", "--ctrl", metavar="FILE", help="control parameters")
+    p.add_argument("-r", "--res", metavar="FILE", help="resource document")
+    p.add_argument("-R", "--addres", action="append", default=[], metavar="FILE",
+                   help="add a resource document (repeatable)")
+    p.add_argument("-o", "--oarnodefile", metavar="FILE",
+                   help="resources from an OAR node file (one line per core)")
+    p.add_argument("-j", "--jobid", metavar="ID", help="resources of an OAR job (not yet)")
+    p.add_argument("-J", "--addjobid", action="append", default=[], metavar="ID",
+                   help="add the resources of an OAR job (not yet)")
+    p.add_argument("-D", "--dump", action="append", default=[], choices=documents.DUMP_KINDS,
+                   help="dump a document once validated or made (repeatable)")
+    p.add_argument("-F", "--dump-file", action="append", default=[], metavar="FILE",
+                   help="write the n-th -D dump to this file instead of stdout (repeatable)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("-p", "--plan", action="store_true", help="convert and plan")
+    mode.add_argument("-n", "--dry-run", action="store_true",
+                      help="convert, plan, and print what would be staged and run per node")
+    mode.add_argument("-x", "--execute", action="store_true", help="convert, plan and deploy")
+    p.add_argument("-l", "--loglevel", type=int, choices=range(4), default=2, metavar="0..3",
+                   help="0 errors only, 1 summary, 2 progress (default), 3 details")
+    p.add_argument("--local-nodes", type=int, default=4, metavar="N",
+                   help="number of local virtual nodes when no resources are given (default 4)")
+    p.add_argument("--timeout", type=float, default=30.0, metavar="S",
+                   help="seconds to wait for any callback (default 30)")
+    p.add_argument("--wait", action="store_true",
+                   help="with -x: wait until every process exits; fail if one failed")
+    return p
+
+
+def state_parser(cmd: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"adage {cmd}", description={
+        "status": "Show the state of every process of a deployment (default: the latest).",
+        "clean": "Kill what is left of a deployment, remove its run directories and its "
+                 "state (default: the latest)."}[cmd])
+    p.add_argument("id", nargs="?", help="deployment id (see ~/.adage/deployments)")
+    if cmd == "status":
+        p.add_argument("-D", "--dump", action="append", default=[], choices=["status"],
+                       help="print the status document instead of the table")
+    return p
+
+
+class Output:
+    """Where messages (stderr, by level) and dumps (stdout or -F files) go."""
+
+    def __init__(self, level: int, dumps: list[str], files: list[str]) -> None:
+        self.level = level
+        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+        self.out = Console(highlight=False, soft_wrap=True)
+        self.targets = dict(zip(dumps, files, strict=False))
+        self.dumps = dumps
+
+    def say(self, level: int, text: str) -> None:
+        if self.level >= level:
+            self.err.print(text)
+
+    def dump(self, kind: str, obj: object) -> None:
+        if kind not in self.dumps:
+            return
+        text = documents.dump(kind, obj)
+        if kind in self.targets:
+            Path(self.targets[kind]).write_text(text)
+            self.say(2, f"{kind} document written to {self.targets[kind]}")
+        else:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+
+def resources_of(args: argparse.Namespace) -> Resources:
+    if args.jobid or args.addjobid:
+        raise SourceError("-j/-J (resources of an OAR job) are not available yet: use "
+                          "-o $OAR_NODEFILE inside the job")
+    docs = [p for p in [args.res, *args.addres] if p]
+    parts = [documents.read_resources(docs)] if docs else []
+    if args.oarnodefile:
+        parts.append(oar_nodefile(args.oarnodefile))
+    if not parts:
+        return local_nodes(args.local_nodes)
+    nodes = [n for r in parts for n in r.nodes]
+    names = [n.name for n in nodes]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup:
+        raise SourceError(f"node {dup} is given twice (resource documents and node file)")
+    return Resources(tuple(nodes), tuple(g for r in parts for g in r.groups))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("status", "clean"):
+        return state_main(argv[0], argv[1:])
+    args = parser().parse_args(argv)
+    out = Output(args.loglevel, args.dump, args.dump_file)
+    try:
+        return run(args, out)
+    except ERRORS as e:
+        out.err.print(f"adage: error: {e}", markup=False)
+        return 1
+
+
+def run(args: argparse.Namespace, out: Output) -> int:
+    if not args.appl:
+        out.err.print("adage: error: give at least one application document with -a")
+        return 2
+    appl = documents.read_appls(args.appl)
+    out.dump("generic", appl)
+    ctrl = documents.read_ctrl(args.ctrl, appl)
+    out.dump("ctrl", ctrl)
+    resources = resources_of(args)
+    if not (args.res or args.addres or args.oarnodefile):
+        ctrl = replace(ctrl, submission_method="local", transfer=replace(ctrl.transfer,
+                                                                         method="local"))
+    out.dump("res", resources)
+    if not (args.plan or args.dry_run or args.execute):
+        out.say(1, f"converted {len(args.appl)} document(s): {len(appl.groups)} proc_group(s) "
+                   "(use -D generic to see the generic description, -p/-n/-x to go on)")
+        return 0
+    plan = get_planner(ctrl.planner).plan(appl, resources, ctrl)
+    out.dump("plan", plan)
+    if args.plan:
+        out.say(1, f"planned {len(plan.instances)} instance(s) with {plan.planner}")
+        return 0
+    options = Options(timeout=args.timeout, wait=args.wait, link_dir=Path.cwd())
+    deployer = Deployer(appl, resources, ctrl, plan, options)
+    if args.dry_run:
+        print(deployer.dry_run())
+        return 0
+    progress = Progress(out.err, live=out.err.is_terminal and args.loglevel >= 2)
+    if args.loglevel >= 2:
+        options.observer = progress
+    out.say(2, f"deployment {deployer.dep_id}: state in {deployer.dep.dir}")
+    try:
+        with progress:
+            result = deployer.run()
+    finally:
+        out.dump("status", deployer.status(deployer.machine.failure or ""))
+    m = result.machine
+    out.say(1, f"deployment {deployer.dep_id}: {len(m.instances)} instance(s) acknowledged in "
+               f"{result.acked_after or result.elapsed:.2f} s; ./get_status.sh, ./cleanup.sh "
+               f"or 'adage status|clean {deployer.dep_id}'")
+    if not args.wait:
+        return 0
+    failed = [p for p in m.processes() if p.state != PState.EXITED or p.code != 0]
+    if args.loglevel >= 1:
+        out.err.print(process_table(m))
+    return 1 if failed else 0
+
+
+def process_table(machine: object) -> Table:
+    t = Table("proc_group", "index", "process", "node", "pid", "state", "exit code")
+    for p in machine.processes():  # type: ignore[attr-defined]
+        t.add_row(p.group, str(p.index), p.process, p.node, str(p.pid or "-"), p.state.value,
+                  "-" if p.code is None else str(p.code))
+    return t
+
+
+def state_main(cmd: str, argv: list[str]) -> int:
+    args = state_parser(cmd).parse_args(argv)
+    err = Console(stderr=True, highlight=False)
+    try:
+        dep = statedir.load(args.id)
+        if cmd == "clean":
+            errors = statedir.clean(dep)
+            for e in errors:
+                err.print(f"adage clean: {e}", markup=False)
+            if not errors:
+                err.print(f"deployment {dep.id} cleaned")
+            return 1 if errors else 0
+        status = statedir.refresh_status(dep)
+    except ERRORS as e:
+        err.print(f"adage {cmd}: error: {e}", markup=False)
+        return 1
+    if args.dump:
+        sys.stdout.write(documents.dump("status", status))
+        return 0
+    t = Table("proc_group", "index", "node", "process", "state", "pid", "exit code",
+              title=f"deployment {dep.id}", title_justify="left")
+    for inst in status.instances:
+        for p in inst.processes:
+            t.add_row(inst.proc_group, str(inst.index), inst.node, f"{p.id}/{p.index}",
+                      p.state, str(p.pid or "-"),
+                      "-" if p.exit_code is None else str(p.exit_code))
+    Console(highlight=False).print(t)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

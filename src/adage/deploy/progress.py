@@ -1,0 +1,87 @@
+"""The progress display while deploying: one row per process group, how many of its process
+instances are in each state (rich Live table on a terminal, one line per change otherwise)."""
+
+from __future__ import annotations
+
+import time
+from types import TracebackType
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from adage.deploy.state import Machine, PState
+
+COLUMNS = (PState.LAUNCHED, PState.ACKED, PState.READY, PState.EXITED, PState.FAILED,
+           PState.KILLED)
+
+
+def counts(machine: Machine) -> dict[str, dict[PState, int]]:
+    """Per group: how many process instances reached (or passed) each state."""
+    order = list(PState)
+    out: dict[str, dict[PState, int]] = {}
+    for g in machine.appl.groups:
+        c = dict.fromkeys(PState, 0)
+        for r in machine.of(g.id):
+            for p in r.processes:
+                if p.state in (PState.EXITED, PState.FAILED, PState.KILLED):
+                    c[p.state] += 1
+                    if p.pid is not None:
+                        c[PState.LAUNCHED] += 1
+                        c[PState.ACKED] += 1
+                    continue
+                for s in order[order.index(PState.LAUNCHED):order.index(p.state) + 1]:
+                    c[s] += 1
+        out[g.id] = c
+    return out
+
+
+def table(machine: Machine) -> Table:
+    t = Table(title="ADAGE deployment", title_justify="left")
+    t.add_column("proc_group")
+    t.add_column("processes", justify="right")
+    for s in COLUMNS:
+        t.add_column(s.value, justify="right")
+    for gid, c in counts(machine).items():
+        total = sum(len(r.processes) for r in machine.of(gid))
+        t.add_row(gid, str(total), *(str(c[s]) for s in COLUMNS))
+    return t
+
+
+class Progress:
+    """Observer for ``deploy.Options.observer``: shows the machine's counts as they change."""
+
+    def __init__(self, console: Console, live: bool) -> None:
+        self.console = console
+        self.live: Live | None = None
+        self.use_live = live
+        self.last: dict[str, dict[PState, int]] = {}
+        self.shown = 0.0
+        self.machine: Machine | None = None
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __call__(self, machine: Machine) -> None:
+        if self.use_live:
+            if self.live is None:
+                self.live = Live(table(machine), console=self.console, auto_refresh=False)
+                self.live.start()
+            now = time.monotonic()
+            if now - self.shown > 0.1:
+                self.live.update(table(machine), refresh=True)
+                self.shown = now
+            self.machine = machine
+            return
+        c = counts(machine)
+        for gid, row in c.items():
+            if row != self.last.get(gid) and any(row.values()):
+                self.console.print(f"{gid}: " + ", ".join(
+                    f"{s.value} {row[s]}" for s in COLUMNS if row[s]), highlight=False)
+        self.last = c
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.live is not None and self.machine is not None:
+            self.live.update(table(self.machine), refresh=True)
+            self.live.stop()

@@ -1,0 +1,392 @@
+"""Workload readers: SWF traces and Batsim JSON workloads, read into one list of trace jobs.
+
+Pure: the readers take text (``parse_swf``, ``parse_batsim``) or a path (``read_workload``) and
+return a :class:`Workload`; nothing is submitted here. Every error is a :class:`WorkloadError`
+naming the file and the line (SWF) or the job / profile (Batsim).
+
+SWF (Standard Workload Format, Parallel Workloads Archive): 18 whitespace-separated numeric
+fields per job, ``;`` comments, ``-1`` for unknown. The header's ``MaxProcs``, ``MaxNodes`` and
+``Queues`` (the ``* name`` lines that follow it, numbered from 1 in that order) are used. No
+maintained PyPI package reads SWF (the format is 18 columns), so this module does.
+
+Batsim JSON: ``nb_res``, ``jobs`` (``id``, ``subtime``, ``res``, ``profile``, optional
+``walltime``) and ``profiles``. A profile gives the job's run time (``exec_time``) as follows,
+with ``flops`` = ``--flops-per-second`` and ``bw`` = ``--bytes-per-second``:
+
+=========================================================  =====================================
+profile type (v5 name / older names)                       exec_time
+=========================================================  =====================================
+``DelayProfile`` / ``delay``                               ``delay``
+``ParallelTaskProfile`` / ``parallel``, ``ptask``          max over hosts of ``cpu[i]`` / flops
+                                                           + max over hosts of bytes sent / bw
+``ParallelTaskHomogeneousProfile`` / ``parallel_homo-``    ``cpu`` / flops + ``com`` * (n-1) / bw
+``geneous``, ``ptask_homogeneous``                         (n = ``res``; ``DefinedAmountsSpread-
+                                                           Uniformly`` or ``parallel_homogeneous_
+                                                           total``: divide by n, resp. n(n-1))
+``ParallelTaskOnStorageHomogeneousProfile`` / ``parallel_  (``bytes_to_read`` + ``bytes_to_write``)
+homogeneous_pfs``, ``ptask_homogeneous_on_storage``        / bw, and ``io=1, io_workload=n``
+``ParallelTaskDataStagingBetweenStoragesProfile`` /        ``nb_bytes`` / bw, ``io=1,
+``data_staging``, ``ptask_data_staging``                   io_workload=1``
+``SequentialCompositionProfile`` / ``composed``,           ``repeat`` x sum of its ``seq``
+``sequence``
+=========================================================  =====================================
+
+A profile's ``ret`` is the job's exit code. Trace replays (SMPI, usage traces) are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SWF_FIELDS = 18
+SWF_STATUS_EXIT = {0: 1, 5: 143}
+"""Exit code of a job by SWF status: failed -> 1, cancelled -> 143 (128 + SIGTERM); others 0."""
+DEFAULT_FLOPS = 1e9
+DEFAULT_BYTES = 1e9
+
+
+class WorkloadError(ValueError):
+    """A workload that cannot be read; the message names the file and the line or job."""
+
+
+@dataclass(frozen=True)
+class TraceJob:
+    """One job of a trace, in the trace's own units (seconds, processors)."""
+
+    id: str
+    submit: float  # submission time, seconds, as in the trace
+    res: int  # requested resources (processors); 0 = unknown
+    run_time: float | None  # how long it runs; None = unknown
+    walltime: float | None = None  # requested time; None = none
+    exit_code: int = 0
+    user: str | None = None
+    queue: int | str | None = None  # SWF queue number, or a queue name (Batsim extra_data)
+    profile: str = ""  # Batsim profile name; "" for SWF
+    io: bool = False
+    io_workload: float = 0.0
+    trace_wait: float | None = None  # wait recorded in the trace (SWF field 3)
+    status: int | None = None  # SWF status (field 11)
+    skip: str | None = None  # why this job cannot be replayed (kept, reported as rejected)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A trace: its jobs (in submission order) and what its header says of the machine."""
+
+    name: str
+    format: str  # "swf" or "batsim"
+    jobs: list[TraceJob]
+    max_procs: int | None = None  # SWF MaxProcs / Batsim nb_res
+    max_nodes: int | None = None
+    queues: dict[int, str] = field(default_factory=dict)  # SWF queue number -> name
+
+
+# ----------------------------------------------------------------------------------- SWF
+
+_HEADER = re.compile(r"^;\s*([A-Za-z][A-Za-z ]*?)\s*:\s*(.*?)\s*$")
+_QUEUE_ITEM = re.compile(r"^;\s*\*\s*(\S+)")
+
+
+def _swf_header(lines: list[str]) -> tuple[dict[str, str], list[str]]:
+    """The ``; Key: value`` pairs of the header, and the ``* name`` items under ``Queues:``.
+
+    The queue block runs from ``Queues:`` to the next bare ``;`` line or the next key that is
+    not indented deeper than ``Queues:`` (items carry sub-keys such as ``priority:``).
+    """
+    keys: dict[str, str] = {}
+    queues: list[str] = []
+    queues_indent: int | None = None
+    for line in lines:
+        body = line.lstrip()[1:]
+        indent = len(body) - len(body.lstrip())
+        if queues_indent is not None:
+            item = _QUEUE_ITEM.match(line)
+            if item:
+                queues.append(item.group(1))
+                continue
+            if not body.strip() or indent <= queues_indent:
+                queues_indent = None
+        m = _HEADER.match(line)
+        if m:
+            key = m.group(1).replace(" ", "")
+            keys.setdefault(key, m.group(2))
+            if key == "Queues":
+                queues_indent = indent
+    return keys, queues
+
+
+def _header_int(keys: Mapping[str, str], key: str, path: str) -> int | None:
+    value = keys.get(key, "").split()
+    if not value:
+        return None
+    try:
+        n = int(value[0])
+    except ValueError:
+        raise WorkloadError(f"{path}: header {key}: {value[0]!r} is not an integer") from None
+    return n if n > 0 else None
+
+
+def _number(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
+def parse_swf(text: str, path: str = "<swf>") -> Workload:
+    """Read an SWF trace; see the module docstring for what each field becomes."""
+    lines = text.splitlines()
+    keys, queue_names = _swf_header([ln for ln in lines if ln.lstrip().startswith(";")])
+    jobs: list[TraceJob] = []
+    for lineno, line in enumerate(lines, 1):
+        body = line.split(";", 1)[0].strip()
+        if not body:
+            continue
+        parts = body.split()
+        if len(parts) != SWF_FIELDS:
+            raise WorkloadError(f"{path}:{lineno}: {len(parts)} fields, SWF has {SWF_FIELDS}")
+        try:
+            f = [_number(p) for p in parts]
+        except ValueError as e:
+            raise WorkloadError(f"{path}:{lineno}: not a number: {e.args[0]!r}") from None
+        jobs.append(_swf_job(f, f"{path}:{lineno}"))
+    if not jobs:
+        raise WorkloadError(f"{path}: no job line")
+    ids = [j.id for j in jobs]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise WorkloadError(f"{path}: job number {dup} appears more than once")
+    return Workload(
+        name=Path(path).stem, format="swf", jobs=sorted(jobs, key=lambda j: j.submit),
+        max_procs=_header_int(keys, "MaxProcs", path),
+        max_nodes=_header_int(keys, "MaxNodes", path),
+        queues={i: name for i, name in enumerate(queue_names, 1)},
+    )
+
+
+def _swf_job(f: list[float], where: str) -> TraceJob:
+    """One SWF record (fields 1..18 as f[0..17]) as a TraceJob."""
+    number, submit, wait, run, alloc, req_procs, req_time, status, user, queue = (
+        f[0], f[1], f[2], f[3], f[4], f[7], f[8], f[10], f[11], f[14])
+    if number != int(number) or number < 0:
+        raise WorkloadError(f"{where}: job number {number:g} is not a natural number")
+    if submit < 0:
+        raise WorkloadError(f"{where}: job {int(number)}: negative submit time {submit:g}")
+    res = int(req_procs) if req_procs > 0 else int(alloc) if alloc > 0 else 0
+    skip = None
+    if res <= 0:
+        skip = "no processor count (requested and allocated are 0 or -1)"
+        if status == 5:
+            skip += ": cancelled before it started in the trace"
+    elif run < 0:
+        skip = "unknown run time (field 4 is -1)"
+    st = int(status)
+    return TraceJob(
+        id=str(int(number)), submit=submit, res=res, run_time=run if run >= 0 else None,
+        walltime=req_time if req_time > 0 else None, exit_code=SWF_STATUS_EXIT.get(st, 0),
+        user=str(int(user)) if user >= 0 else None,
+        queue=int(queue) if queue >= 0 else None,
+        trace_wait=wait if wait >= 0 else None, status=st, skip=skip,
+    )
+
+
+# -------------------------------------------------------------------------------- Batsim
+
+_DELAY = {"DelayProfile", "delay"}
+_PTASK = {"ParallelTaskProfile", "parallel", "ptask"}
+_HOMOGENEOUS = {"ParallelTaskHomogeneousProfile", "parallel_homogeneous", "ptask_homogeneous",
+                "parallel_homogeneous_total"}
+_PFS = {"ParallelTaskOnStorageHomogeneousProfile", "parallel_homogeneous_pfs",
+        "ptask_homogeneous_on_storage"}
+_STAGING = {"ParallelTaskDataStagingBetweenStoragesProfile", "data_staging",
+            "ptask_data_staging"}
+_SEQUENCE = {"SequentialCompositionProfile", "composed", "sequence"}
+MAX_PROFILE_DEPTH = 20
+
+
+@dataclass(frozen=True)
+class Rates:
+    """How Batsim's amounts become seconds."""
+
+    flops_per_second: float = DEFAULT_FLOPS
+    bytes_per_second: float = DEFAULT_BYTES
+
+
+@dataclass(frozen=True)
+class ProfileRun:
+    """What a profile makes a job do."""
+
+    exec_time: float
+    io: bool = False
+    io_workload: float = 0.0
+
+
+def _amount(profile: Mapping[str, Any], key: str, where: str, default: float = 0.0) -> float:
+    value = profile.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (
+            math.isfinite(value) and value >= 0):
+        raise WorkloadError(f"{where}: {key} must be a number >= 0, not {value!r}")
+    return float(value)
+
+
+def _vector(profile: Mapping[str, Any], key: str, where: str) -> list[float]:
+    value = profile.get(key, [])
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, list):
+        raise WorkloadError(f"{where}: {key} must be a list of numbers")
+    return [_amount({key: v}, key, where) for v in value]
+
+
+def profile_run(name: str, profiles: Mapping[str, Any], res: int, rates: Rates,
+                where: str = "", depth: int = 0) -> ProfileRun:
+    """The run of profile ``name`` for a job on ``res`` resources (module docstring rules)."""
+    here = f"{where}profile {name!r}"
+    if depth > MAX_PROFILE_DEPTH:
+        raise WorkloadError(f"{here}: sequences nested deeper than {MAX_PROFILE_DEPTH} "
+                            "(a profile that contains itself?)")
+    profile = profiles.get(name)
+    if not isinstance(profile, dict):
+        raise WorkloadError(f"{here}: no such profile" if profile is None
+                            else f"{here}: not a JSON object")
+    kind = profile.get("type")
+    flops, bw, n = rates.flops_per_second, rates.bytes_per_second, max(res, 1)
+    if kind in _DELAY:
+        if "delay" not in profile:
+            raise WorkloadError(f"{here}: a delay profile needs 'delay'")
+        return ProfileRun(_amount(profile, "delay", here))
+    if kind in _PTASK:
+        cpu = _vector(profile, "cpu", here)
+        com = _vector(profile, "com", here)
+        hosts = len(cpu) or math.isqrt(len(com)) or 1
+        if com and len(com) != hosts * hosts:
+            raise WorkloadError(f"{here}: com has {len(com)} values, not {hosts}x{hosts}")
+        sent = max((sum(com[i * hosts:(i + 1) * hosts]) for i in range(hosts)), default=0.0)
+        return ProfileRun(max(cpu, default=0.0) / flops + sent / bw)
+    if kind in _HOMOGENEOUS:
+        cpu, com = _amount(profile, "cpu", here), _amount(profile, "com", here)
+        spread = (kind == "parallel_homogeneous_total"
+                  or profile.get("generation_strategy") == "DefinedAmountsSpreadUniformly")
+        per_pair = com / (n * (n - 1)) if spread and n > 1 else com
+        return ProfileRun((cpu / n if spread else cpu) / flops + per_pair * (n - 1) / bw)
+    if kind in _PFS:
+        total = _amount(profile, "bytes_to_read", here) + _amount(profile, "bytes_to_write", here)
+        if profile.get("generation_strategy") == "DefinedAmountsSpreadUniformly":
+            total /= n
+        return ProfileRun(total / bw, io=True, io_workload=float(n))
+    if kind in _STAGING:
+        return ProfileRun(_amount(profile, "nb_bytes", here) / bw, io=True, io_workload=1.0)
+    if kind in _SEQUENCE:
+        seq, repeat = profile.get("seq"), profile.get("repeat", 1)
+        if not isinstance(seq, list) or not all(isinstance(s, str) for s in seq):
+            raise WorkloadError(f"{here}: seq must be a list of profile names")
+        if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 0:
+            raise WorkloadError(f"{here}: repeat must be an integer >= 0, not {repeat!r}")
+        parts = [profile_run(s, profiles, res, rates, where, depth + 1) for s in seq]
+        return ProfileRun(repeat * sum(p.exec_time for p in parts),
+                          io=any(p.io for p in parts),
+                          io_workload=max((p.io_workload for p in parts), default=0.0))
+    raise WorkloadError(f"{here}: profile type {kind!r} cannot be replayed (supported: delay, "
+                        "parallel task, homogeneous parallel task, PFS and staging I/O, "
+                        "sequences)")
+
+
+def _extra(job: Mapping[str, Any]) -> dict[str, Any]:
+    """The job's ``extra_data`` when it is a JSON object (Batsim recommends it)."""
+    extra = job.get("extra_data")
+    if isinstance(extra, str):
+        try:
+            extra = json.loads(extra)
+        except ValueError:
+            return {}
+    return extra if isinstance(extra, dict) else {}
+
+
+def parse_batsim(text: str, path: str = "<batsim>", rates: Rates = Rates()) -> Workload:
+    """Read a Batsim JSON workload; see the module docstring for the profile rules."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise WorkloadError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+    if not isinstance(doc, dict):
+        raise WorkloadError(f"{path}: not a Batsim workload (the top level is not an object)")
+    raw_jobs, profiles = doc.get("jobs"), doc.get("profiles")
+    if not isinstance(raw_jobs, list):
+        raise WorkloadError(f"{path}: 'jobs' must be a list")
+    if not isinstance(profiles, dict):
+        raise WorkloadError(f"{path}: 'profiles' must be an object")
+    nb_res = doc.get("nb_res")
+    if nb_res is not None and (isinstance(nb_res, bool) or not isinstance(nb_res, int)
+                               or nb_res < 1):
+        raise WorkloadError(f"{path}: nb_res must be a positive integer, not {nb_res!r}")
+    jobs: list[TraceJob] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(raw_jobs):
+        job = _batsim_job(raw, index, profiles, rates, path)
+        if job.id in seen:
+            raise WorkloadError(f"{path}: job {job.id}: id appears more than once")
+        seen.add(job.id)
+        jobs.append(job)
+    if not jobs:
+        raise WorkloadError(f"{path}: no job")
+    return Workload(name=Path(path).stem, format="batsim",
+                    jobs=sorted(jobs, key=lambda j: j.submit), max_procs=nb_res)
+
+
+def _batsim_job(raw: Any, index: int, profiles: Mapping[str, Any], rates: Rates,
+                path: str) -> TraceJob:
+    if not isinstance(raw, dict):
+        raise WorkloadError(f"{path}: jobs[{index}] is not an object")
+    if "id" not in raw:
+        raise WorkloadError(f"{path}: jobs[{index}] has no id")
+    where = f"{path}: job {raw['id']}"
+    for key in ("subtime", "res", "profile"):
+        if key not in raw:
+            raise WorkloadError(f"{where}: missing {key}")
+    res = raw["res"]
+    if isinstance(res, bool) or not isinstance(res, int) or res < 1:
+        raise WorkloadError(f"{where}: res must be a positive integer, not {res!r}")
+    submit = _amount(raw, "subtime", where)
+    walltime = raw.get("walltime")
+    if walltime is not None:
+        if isinstance(walltime, bool) or not isinstance(walltime, int | float):
+            raise WorkloadError(f"{where}: walltime must be a number, not {walltime!r}")
+        walltime = float(walltime) if walltime > 0 else None  # Batsim uses -1 for none
+    name = raw["profile"]
+    if not isinstance(name, str):
+        raise WorkloadError(f"{where}: profile must be a name, not {name!r}")
+    run = profile_run(name, profiles, res, rates, f"{where}: ")
+    ret = profiles[name].get("ret", 0)
+    if isinstance(ret, bool) or not isinstance(ret, int) or not 0 <= ret <= 255:
+        raise WorkloadError(f"{where}: profile {name!r}: ret must be an integer 0-255")
+    extra = _extra(raw)
+    user, queue = raw.get("user", extra.get("user")), raw.get("queue", extra.get("queue"))
+    return TraceJob(
+        id=str(raw["id"]), submit=submit, res=res, run_time=run.exec_time, walltime=walltime,
+        exit_code=ret, user=None if user is None else str(user),
+        queue=None if queue is None else str(queue), profile=name, io=run.io,
+        io_workload=run.io_workload,
+    )
+
+
+# ---------------------------------------------------------------------------------- both
+
+def parse_workload(text: str, path: str, rates: Rates = Rates()) -> Workload:
+    """SWF or Batsim JSON, told apart by the first non-blank character (``{`` is JSON)."""
+    if text.lstrip().startswith("{"):
+        return parse_batsim(text, path, rates)
+    return parse_swf(text, path)
+
+
+def read_workload(path: Path, rates: Rates = Rates()) -> Workload:
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise WorkloadError(f"{path}: cannot read: {e}") from None
+    return parse_workload(text, str(path), rates)
