@@ -26,7 +26,6 @@ import signal
 import socket
 import subprocess
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,24 +136,27 @@ class Plan:
     """How to turn the registered resources into the asked ones."""
 
     remove: list[int]  # resource ids
+    update: list[tuple[int, Resource]]  # resource id -> the properties it must get
     add: list[Resource]
 
 
 def plan(existing: Iterable[tuple[int, Resource]], wanted: Sequence[Resource]) -> Plan:
-    """Keep registered resources that are asked for (once), remove the rest, add what lacks."""
-    want = Counter(wanted)
+    """Match registered and asked resources on (node, cpuset): a match keeps its id (and the
+    jobs that ran on it) and gets the asked properties; the rest is removed or added."""
+    asked = {(r.network_address, r.cpuset): r for r in wanted}
+    seen: set[tuple[str, str]] = set()
     remove: list[int] = []
+    update: list[tuple[int, Resource]] = []
     for rid, res in sorted(existing, key=lambda e: e[0]):
-        if want[res] > 0:
-            want[res] -= 1
+        key = (res.network_address, res.cpuset)
+        if key in asked and key not in seen:
+            seen.add(key)
+            if res != asked[key]:
+                update.append((rid, asked[key]))
         else:
             remove.append(rid)
-    add: list[Resource] = []
-    for res in wanted:
-        if want[res] > 0:
-            want[res] -= 1
-            add.append(res)
-    return Plan(remove, add)
+    add = [r for r in wanted if (r.network_address, r.cpuset) not in seen]
+    return Plan(remove, update, add)
 
 
 def conf_values(cfg: Config, fake_commands: Path = FAKE_COMMANDS_DIR) -> dict[str, str | None]:
@@ -178,7 +180,8 @@ def conf_values(cfg: Config, fake_commands: Path = FAKE_COMMANDS_DIR) -> dict[st
     }
     if cfg.energy:  # Hulot with fake halt/wake-up commands (see the recipe)
         values |= {
-            "ENERGY_SAVING_NODE_MANAGER_WAKE_UP_CMD": f"{fake_commands}/fake-wakeup {cfg.boot_time}",
+            "ENERGY_SAVING_NODE_MANAGER_WAKE_UP_CMD":
+                f"{fake_commands}/fake-wakeup {cfg.boot_time}",
             "ENERGY_SAVING_NODE_MANAGER_SLEEP_CMD": f"{fake_commands}/fake-halt",
             "SCHEDULER_NODE_MANAGER_IDLE_TIME": str(cfg.energy_idle),
             "SCHEDULER_NODE_MANAGER_SLEEP_TIME": str(cfg.energy_idle),
@@ -590,13 +593,21 @@ def register(cfg: Config, db: Db) -> Plan:
     if todo.remove:
         log.info("removing %d resources that were not asked for", len(todo.remove))
         remove_resources(db, todo.remove)
+    if todo.update:
+        log.info("renumbering %d resources", len(todo.update))
+        changes: dict[tuple[str, str], list[int]] = {}
+        for rid, res in todo.update:
+            for prop, value in res.properties():
+                changes.setdefault((prop, value), []).append(rid)
+        for (prop, value), ids in changes.items():
+            set_property(db, ids, prop, value)  # logs only the values that change
     if todo.add:
         log.info("registering %d resources", len(todo.add))
         add_resources(db, todo.add)
     all_ids = [r[0] for r in db.query("SELECT resource_id FROM resources")]
     set_property(db, all_ids, "available_upto", AVAILABLE_UPTO[cfg.energy])
-    if todo.remove or todo.add:
-        notify_quietly("ChState", "Term")  # as oarnodesetting does after -a
+    if todo.remove or todo.update or todo.add:
+        notify_quietly("ChState", "Term")  # as oarnodesetting does
     return todo
 
 
@@ -606,14 +617,21 @@ def notify_quietly(*messages: str) -> None:
         notify(conf_server(), *messages)
 
 
-def set_alive() -> int:
-    """Set every non-Alive resource Alive with the real oarnodesetting; return how many."""
+def non_alive() -> int:
     with connect() as db:
-        bad = db.scalar("SELECT COUNT(*) FROM resources WHERE state <> 'Alive'")
+        return int(db.scalar("SELECT COUNT(*) FROM resources WHERE state <> 'Alive'"))
+
+
+def set_alive(timeout: float = 30) -> int:
+    """Set every non-Alive resource Alive with the real oarnodesetting (Almighty applies it);
+    wait until it has; return how many there were."""
+    bad = non_alive()
     if bad:
         log.info("setting %d non-Alive resources Alive", bad)
         run(["oarnodesetting", "--sql", "state <> 'Alive'", "-s", "Alive"])
-    return int(bad or 0)
+        wait_until(lambda: non_alive() == 0, timeout, "Almighty to set the resources Alive",
+                   step=0.5)
+    return bad
 
 
 # ----------------------------------------------------------------------------- user
@@ -679,9 +697,8 @@ def start_almighty(timeout: float = 60) -> int:
 
 
 def leftover_pids() -> list[int]:
-    me = os.getpid()
-    return [int(p.name) for p in Path("/proc").iterdir()
-            if p.name.isdigit() and int(p.name) != me and is_oar_server_process(cmdline(int(p.name)))]
+    pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+    return [pid for pid in pids if pid != os.getpid() and is_oar_server_process(cmdline(pid))]
 
 
 def stop_almighty(timeout: float = 15) -> bool:

@@ -399,7 +399,21 @@ def _drop_privileges(user: str) -> None:
     os.environ.update(HOME=pw.pw_dir, USER=user, LOGNAME=user)
 
 
+def running_daemon(spool: Path = SPOOL) -> int | None:
+    """The pid of the Orpheus daemon that owns ``spool``, if one is alive."""
+    try:
+        pid = int((spool / "orpheus.pid").read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if b"orpheus" in cmdline and pid != os.getpid() else None
+
+
 def _main(args: argparse.Namespace) -> int:
+    other = running_daemon(args.spool)
+    if other is not None:
+        raise SystemExit(f"orpheus run: another daemon (pid {other}) already serves "
+                         f"{args.spool}; stop it first (kill {other})")
     if args.bad_args_exit_code not in range(256):
         raise SystemExit("orpheus run: --bad-args-exit-code must be in 0..255")
     opts = Options(conf=args.conf, mode=args.mode, spool=args.spool, poll=args.poll,

@@ -9,7 +9,6 @@ long job that is then deleted with ``oardel``; waits for all of them and prints 
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from rich.table import Table
 from oarlib import conf as oarconf
 from oarlib import oarcli
 from oarlib.db import Db
-from orpheus.daemon import SPOOL
+from orpheus.daemon import running_daemon
 from orpheus.spec import SpecError, parse_command
 
 WORKLOAD = [
@@ -36,23 +35,14 @@ SLEEPS = ["3", "1.5"]
 LONG = "{exec_time=600}"  # deleted with oardel once Running: Error
 
 
-def daemon_pid(spool: Path = SPOOL) -> int | None:
-    try:
-        pid = int((spool / "orpheus.pid").read_text())
-        os.kill(pid, 0)
-        return pid
-    except (FileNotFoundError, ValueError, ProcessLookupError):
-        return None
-
-
 def ensure_daemon(io_capacity: str, log_file: Path) -> None:
-    if daemon_pid() is not None:
+    if running_daemon() is not None:
         return
     subprocess.run([sys.executable, "-m", "orpheus.cli", "run", "--daemon", "--mode", "oarexec",
                     "--io-capacity", io_capacity, "--log-file", str(log_file),
                     "--stats-interval", "10"], check=True)
     deadline = time.time() + 10
-    while daemon_pid() is None:
+    while running_daemon() is None:
         if time.time() > deadline:
             raise SystemExit(f"orpheus demo: the daemon did not start (see {log_file})")
         time.sleep(0.1)

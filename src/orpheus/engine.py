@@ -11,10 +11,14 @@ later time: ``start``, ``stop`` and ``progress`` first process the ends due by t
 them until ``pop_ended`` returns them. A job is in the engine from ``start`` until
 ``pop_ended`` returns it or ``stop`` removes it.
 
-Tolerance: an end is due at ``now`` when its time is <= ``now + EPS`` (EPS = 1e-9 s); reported
-end times never go backwards (an end computed a hair before the previous event is reported
-at that event's time). At equal times, ends come in job_id order, and a completion beats a
-failure of the same job (an I/O job whose work is done to 1 - EPS at its fail_at is done).
+Tolerance: every call processes the ends due by ``now + EPS`` (EPS = 1e-9 s), so an end
+computed a rounding error after ``now`` is not missed; each is still processed and reported at
+its own time, and a start at ``now`` after such an end joins the model as if at that end
+(rounding-level shifts, at most EPS). So a catch-up gives exactly the results of step-by-step
+calls, and the order of simultaneous starts matters only at that level (for jobs lasting
+less than EPS). ``pop_ended`` returns ends sorted by (time, job_id); a completion beats a
+failure of the same job at the same time (an I/O job whose work is done to 1 - EPS at its
+``fail_at`` is done).
 """
 
 from __future__ import annotations
@@ -65,13 +69,13 @@ class Engine:
         # (time, job_id, outcome, seq): ends of jobs without I/O, failures of I/O jobs; an
         # entry is stale once its job left (seq tells a restarted job_id apart)
         self._deadlines: list[tuple[float, int, str, int]] = []
-        self._ended: dict[int, tuple[Ended, float]] = {}  # processed, not popped: end order
+        self._ended: dict[int, tuple[Ended, float]] = {}  # processed, not popped; progress
         self._now = -math.inf  # latest time given
-        self._clock = -math.inf  # time of the latest event (start, stop, end)
         self._seq = 0
 
     @property
     def model(self) -> IOModel:
+        """The I/O model (read-only use: rates, demands)."""
         return self._model
 
     def start(self, job_id: int, spec: JobSpec, now: float) -> None:
@@ -80,11 +84,10 @@ class Engine:
         if job_id in self:
             raise ValueError(f"job {job_id} is already running")
         io = bool(spec.io) and spec.io_workload > 0
-        self._seq += 1
-        self._running[job_id] = _Running(spec, now, io, self._seq)
-        self._clock = max(self._clock, now)
         if io:
             self._model.add(job_id, spec, now)
+        self._seq += 1
+        self._running[job_id] = _Running(spec, now, io, self._seq)
         fail_at = spec.fail_at
         if fail_at is not None and (io or fail_at < spec.exec_time):
             heapq.heappush(self._deadlines, (now + fail_at, job_id, FAILED, self._seq))
@@ -100,16 +103,16 @@ class Engine:
         job = self._running.pop(job_id, None)
         if job is None:
             return None
-        self._clock = max(self._clock, now)
         if job.io:
-            return self._model.remove(job_id, self._clock)
+            return self._model.remove(job_id, now)
         return fraction_done(now - job.start, job.spec.exec_time)
 
     def next_end(self) -> float | None:
-        """Earliest predicted end among the jobs in the engine (None if there are none)."""
+        """Earliest end among the jobs in the engine, None if none; it may be before the
+        latest ``now`` (a job already ended, waiting for ``pop_ended``)."""
         candidates = []
         if self._ended:
-            candidates.append(next(iter(self._ended.values()))[0].time)
+            candidates.append(min(item[0].time for item in self._ended.values()))
         if (deadline := self._deadline()) is not None:
             candidates.append(deadline[0])
         if (end := self._model.next_end()) is not None:
@@ -169,8 +172,6 @@ class Engine:
                 return
             if from_deadline:
                 heapq.heappop(self._deadlines)
-            time = max(time, self._clock)
-            self._clock = time
             job = running.pop(job_id)
             if job.io:
                 if outcome == FAILED and model.progress(job_id, time) >= 1.0 - EPS:

@@ -81,12 +81,10 @@ def revert_conf(text: str, originals: dict[str, str | None]) -> str:
     return "".join(out)
 
 
-def render_shim(template: str) -> str:
-    return template.replace("@SPOOL@", str(SPOOL)).replace("@LIBDIR@", str(LIBDIR))
-
-
-def shim_text(name: str) -> str:
-    return render_shim((resources.files("orpheus") / "shims" / name).read_text())
+def shim_text(name: str, spool: Path = SPOOL, libdir: Path = LIBDIR) -> str:
+    """A shim from the package data, with its spool and library directories filled in."""
+    template = (resources.files("orpheus") / "shims" / name).read_text()
+    return template.replace("@SPOOL@", str(spool)).replace("@LIBDIR@", str(libdir))
 
 
 # ----------------------------------------------------------------------------- shell

@@ -73,7 +73,7 @@ def _capacities(text: str) -> tuple[dict[str, float], float]:
     try:
         return parse_capacities(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--io-capacity ")) from None
 
 
 def read_jobs(
@@ -83,7 +83,7 @@ def read_jobs(
 
     Raises InputError on the first bad row unless ``skip_errors``; a bad header always raises.
     """
-    reader = csv.reader(stream)
+    reader = csv.reader(stream, strict=True)
     header = _next_record(reader)
     if header is None or [h.strip() for h in header] != list(FIELDS):
         raise InputError(f"line 1: expected the header {','.join(FIELDS)}, got {header!r}")
@@ -148,10 +148,7 @@ def simulate(rows: Iterable[Row], model: IOModel) -> dict[int, float]:
     engine = Engine(model)
     for row in sorted(rows, key=lambda r: r.start):
         engine.start(row.job_id, row.spec, row.start)
-    ends: dict[int, float] = {}
-    while (now := engine.next_end()) is not None:
-        ends.update((e.job_id, e.time) for e in engine.pop_ended(now))
-    return ends
+    return {ended.job_id: ended.time for ended in engine.pop_ended(math.inf)}
 
 
 def format_time(seconds: float) -> str:

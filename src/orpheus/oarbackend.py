@@ -59,8 +59,17 @@ class OarBackend:
 
     # ------------------------------------------------------------------ reading
     def jobs_to_launch(self) -> list[tuple[int, str]]:
+        """Jobs the meta-scheduler has finished setting toLaunch.
+
+        ``set_job_state`` is not atomic (no transaction): a job can be toLaunch before its
+        toLaunch row is in job_state_logs, and touching it then would let the meta-scheduler
+        close our Running row. So a job counts only once that row exists.
+        """
         return [(int(j), c or "") for j, c in self.db.query(
-            "SELECT job_id, command FROM jobs WHERE state = %s ORDER BY job_id", ("toLaunch",))]
+            "SELECT j.job_id, j.command FROM jobs j WHERE j.state = %s AND EXISTS ("
+            "SELECT 1 FROM job_state_logs l WHERE l.job_id = j.job_id "
+            "AND l.job_state = %s AND l.date_stop = 0) ORDER BY j.job_id",
+            ("toLaunch", "toLaunch"))]
 
     def running_jobs(self) -> list[tuple[int, str, str, int]]:
         """(job_id, command, state, start epoch) of jobs Launching or Running, oldest first.

@@ -339,11 +339,14 @@ class _Parser:
                 store(count, value, pos)
             pending.clear()
 
-        closing = f"'}}' (or ',') to close the table opened at {_where(self.text, opening.pos)}"
+        def unclosed(tok: _Token) -> SpecError:
+            where = _where(self.text, opening.pos)
+            return self.unexpected(tok, f"'}}' (or ',') to close the table opened at {where}")
+
         while not (self.peek().kind == "op" and self.peek().value == "}"):
             tok = self.peek()
             if tok.kind == "eof":
-                raise self.unexpected(tok, closing)
+                raise unclosed(tok)
             named = self.peek(1).kind == "op" and self.peek(1).value == "="
             if tok.kind == "keyword" and named:
                 raise self.error(
@@ -374,7 +377,7 @@ class _Parser:
         flush()
         closer = self.next()
         if not (closer.kind == "op" and closer.value == "}"):
-            raise self.unexpected(closer, closing)
+            raise unclosed(closer)
         self.depth -= 1
         return self.build(entries, top)
 
@@ -627,7 +630,8 @@ def _check(kind: str, value: object) -> tuple[object, str]:
             or (kind == "fraction" and 0 <= value <= 1)
             or (kind == "flag01" and value in (0, 1))
         )
-        value = {"status": int, "flag01": bool}.get(kind, float)(value)
+        if ok:
+            value = {"status": int, "flag01": bool}.get(kind, float)(value)
     else:
         ok = kind == "string" and isinstance(value, str)
     return (value, "") if ok else (None, _EXPECTED[kind])

@@ -36,13 +36,17 @@ def _switch_hook() -> None:
     install.clear_spool_state()
 
 
-def up(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
-    if args.energy and args.no_orpheus:
+def bring_up(cfg: Config, orpheus: bool = True) -> dict[str, Any]:
+    """What ``orpheus testbed up`` does: ``testbed.up`` with the Orpheus install step."""
+    if cfg.energy and not orpheus:
         raise TestbedError("--energy needs the fake halt/wake-up commands: drop --no-orpheus")
-    hook = None if args.no_orpheus else (lambda: install.install(restart=False))
+    hook = (lambda: install.install(restart=False)) if orpheus else None
     testbed.up(cfg, install=hook, before_switch=_switch_hook)
-    show(full_status(), args.json)
+    return full_status()
+
+
+def up(args: argparse.Namespace) -> int:
+    show(bring_up(config_from_args(args), orpheus=not args.no_orpheus), args.json)
     return 0
 
 

@@ -133,7 +133,10 @@ def _header_int(keys: Mapping[str, str], key: str, path: str) -> int | None:
 
 
 def _number(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
     if not math.isfinite(value):
         raise ValueError(text)
     return value

@@ -16,22 +16,36 @@ def running_time(logs: dict[str, tuple[int, int]]) -> int:
     return stop - start
 
 
-@pytest.mark.parametrize("mode", ["oarexec", "event"])
-def test_200_jobs_on_64_cores_end_at_their_exec_time(daemon_factory, mode: str) -> None:
-    rng = random.Random(7)
-    exec_times = [rng.choice([0, 1, 2, 3, 5, 8]) for _ in range(200)]
-    daemon = daemon_factory("--mode", mode)
-    ids = submit_array([f"{{exec_time={t}}}" for t in exec_times])
-    assert len(ids) == 200
-    states = wait_final(ids, timeout=400)
+def check_run(daemon, ids: list[int], exec_times: list[int], tolerance: float) -> None:
+    states = wait_final(ids, timeout=600)
     assert set(states.values()) == {"Terminated"}, states
     logs = state_durations(ids)
     for job_id, exec_time in zip(ids, exec_times, strict=True):
-        assert abs(running_time(logs[job_id]) - exec_time) <= 1.5, (job_id, logs[job_id])
+        assert abs(running_time(logs[job_id]) - exec_time) <= tolerance, (job_id, logs[job_id])
     records = daemon.records()
     assert sorted(int(r["job_id"]) for r in records) == sorted(ids)
-    log = daemon.stop()
-    assert "summary: launched=200" in log
+    late = sorted(float(r["lateness"]) for r in records)
+    assert late[int(0.99 * len(late))] < 0.5, "Orpheus itself must not be late"
+    assert f"summary: launched={len(ids)}" in daemon.stop()
+
+
+def test_200_jobs_on_64_cores_end_at_their_exec_time_event_mode(daemon_factory) -> None:
+    rng = random.Random(7)
+    exec_times = [rng.choice([0, 1, 2, 3, 5, 8]) for _ in range(200)]
+    daemon = daemon_factory("--mode", "event")
+    ids = submit_array([f"{{exec_time={t}}}" for t in exec_times])
+    assert len(ids) == 200
+    check_run(daemon, ids, exec_times, tolerance=1.5)
+
+
+def test_oarexec_mode_runs_oars_own_end_of_job(daemon_factory) -> None:
+    # every end forks OAR's Perl bipbip (~0.25 s of CPU): ends are spread so that OAR, not
+    # Orpheus, stays below saturation on two cores, as on a real cluster of this size
+    rng = random.Random(11)
+    exec_times = [rng.randint(4, 20) for _ in range(120)]
+    daemon = daemon_factory("--mode", "oarexec")
+    ids = submit_array([f"{{exec_time={t}}}" for t in exec_times])
+    check_run(daemon, ids, exec_times, tolerance=1.5)
 
 
 def test_exit_code_reaches_oar_as_a_wait_status(daemon_factory) -> None:

@@ -64,7 +64,7 @@ def test_make_model_by_name() -> None:
     assert isinstance(make_model("fair", {"a": 1}, 2), FairModel)
     model = make_model("linear", {"scratch": 3.0}, 8.0)
     assert (model.capacity("scratch"), model.capacity("home")) == (3.0, 8.0)
-    with pytest.raises(ValueError, match="unknown I/O model 'quadratic'.*linear"):
+    with pytest.raises(ValueError, match=r"unknown I/O model 'quadratic'.*linear"):
         make_model("quadratic", {}, 1.0)
     with pytest.raises(ValueError, match="'scratch' must be > 0"):
         make_model("linear", {"scratch": 0.0}, 1.0)

@@ -1,0 +1,303 @@
+"""SWF and Batsim readers on the bundled workloads and on malformed input; the replay plan."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from orpheus.replayplan import (
+    Capacity,
+    PlanError,
+    PlanOptions,
+    arguments,
+    hms,
+    parse_queue_map,
+    plan,
+)
+from orpheus.spec import parse_command
+from orpheus.workload import (
+    Rates,
+    TraceJob,
+    Workload,
+    WorkloadError,
+    parse_batsim,
+    parse_swf,
+    profile_run,
+    read_workload,
+)
+
+DATA = Path("/work/shared/data")
+GOFREE = DATA / "gofree_sample.swf"
+BATSIM = DATA / "batsim"
+
+
+# ------------------------------------------------------------------------------- SWF
+
+def test_gofree_header_and_counts() -> None:
+    w = read_workload(GOFREE)
+    assert (w.name, w.format, w.max_procs, w.max_nodes) == ("gofree_sample", "swf", 352, 29)
+    assert w.queues == {1: "default", 2: "admin", 3: "besteffort"}
+    assert len(w.jobs) == 1448
+    subs = [j.submit for j in w.jobs]
+    assert subs == sorted(subs) and subs[0] == 0 and subs[-1] == 5542612
+    # 129 records have no processor count (cancelled before they started): kept, to be rejected
+    assert sum(1 for j in w.jobs if j.skip) == 129
+    assert all("cancelled before it started" in j.skip for j in w.jobs if j.skip)
+
+
+def test_gofree_first_and_last_records() -> None:
+    jobs = {j.id: j for j in read_workload(GOFREE).jobs}
+    # "1 0 2 7 1 -1 -1 1 7200 -1 1 3 3 -1 3 -1 -1 -1"
+    assert jobs["1"] == TraceJob(id="1", submit=0, res=1, run_time=7, walltime=7200,
+                                 exit_code=0, user="3", queue=3, trace_wait=2, status=1)
+    # "1447 5542612 1 356 1 -1 -1 1 1200 -1 1 23 0 -1 2 -1 -1 -1": run 356 s > walltime
+    last = jobs["1447"]
+    assert (last.res, last.run_time, last.walltime, last.queue, last.user) == (1, 356, 1200, 2,
+                                                                               "23")
+
+
+def test_swf_status_gives_exit_code() -> None:
+    lines = "".join(f"{i} {i} 0 10 1 -1 -1 1 100 -1 {status} 1 1 -1 1 -1 -1 -1\n"
+                    for i, status in enumerate([1, 0, 5, -1], 1))
+    assert [j.exit_code for j in parse_swf(lines).jobs] == [0, 1, 143, 0]
+
+
+def test_swf_allocated_procs_when_none_requested_and_unknown_run_time() -> None:
+    w = parse_swf("1 0 0 10 4 -1 -1 -1 -1 -1 1 1 1 -1 1 -1 -1 -1\n"
+                  "2 5 0 -1 4 -1 -1 4 60 -1 1 -1 1 -1 -1 -1 -1 -1\n")
+    a, b = w.jobs
+    assert (a.res, a.walltime, a.skip) == (4, None, None)
+    assert b.skip == "unknown run time (field 4 is -1)" and b.user is None and b.queue is None
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("1 0 0 10 1 -1 -1 1 100 -1 1 1 1 -1 1 -1 -1\n", "bad.swf:1: 17 fields, SWF has 18"),
+    ("; comment\n\n1 0 0 ten 1 -1 -1 1 100 -1 1 1 1 -1 1 -1 -1 -1\n",
+     "bad.swf:3: not a number: 'ten'"),
+    ("1 0 0 10 1 -1 -1 1 100 -1 1 1 1 -1 1 -1 -1 -1\n"
+     "1 0 0 10 1 -1 -1 1 100 -1 1 1 1 -1 1 -1 -1 -1\n", "job number 1 appears more than once"),
+    ("1 -5 0 10 1 -1 -1 1 100 -1 1 1 1 -1 1 -1 -1 -1\n", "bad.swf:1: job 1: negative submit"),
+    ("1.5 0 0 10 1 -1 -1 1 100 -1 1 1 1 -1 1 -1 -1 -1\n", "not a natural number"),
+    ("1 0 0 nan 1 -1 -1 1 100 -1 1 1 1 -1 1 -1 -1 -1\n", "bad.swf:1: not a number: 'nan'"),
+    ("; only a header\n", "bad.swf: no job line"),
+])
+def test_malformed_swf_names_file_and_line(text: str, message: str) -> None:
+    with pytest.raises(WorkloadError, match=message.replace("(", r"\(")):
+        parse_swf(text, "bad.swf")
+
+
+def test_unreadable_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(WorkloadError, match="cannot read"):
+        read_workload(tmp_path / "missing.swf")
+    (tmp_path / "bin.swf").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(WorkloadError, match="bin.swf: cannot read"):
+        read_workload(tmp_path / "bin.swf")
+
+
+def test_swf_queue_block_ends_at_a_shallower_key() -> None:
+    text = (";   Queues:\n;     * short\n;       priority: 1\n;     * long\n;   Note: x\n"
+            ";     * not_a_queue\n1 0 0 1 1 -1 -1 1 1 -1 1 1 1 -1 2 -1 -1 -1\n")
+    assert parse_swf(text).queues == {1: "short", 2: "long"}
+
+
+# ------------------------------------------------------------------------------ Batsim
+
+def test_batsim_test_walltime() -> None:
+    w = read_workload(BATSIM / "test_walltime.json")
+    assert (w.format, w.max_procs, len(w.jobs)) == ("batsim", 64, 44)
+    jobs = {j.id: j for j in w.jobs}
+    assert jobs["1"].walltime == 1 and jobs["1"].run_time == 10 and jobs["1"].profile == "delay_10s"
+    assert jobs["21"].walltime is None and jobs["22"].submit == 10
+    # compute_only_10s: ptask_homogeneous with cpu=1e10 at the default 1e9 flops/s -> 10 s
+    assert jobs["1001"].run_time == pytest.approx(10)
+    fast = {j.id: j for j in read_workload(BATSIM / "test_walltime.json",
+                                           Rates(flops_per_second=2e9)).jobs}
+    assert fast["1001"].run_time == pytest.approx(5) and fast["1"].run_time == 10
+
+
+def test_batsim_bundled_workloads_read() -> None:
+    big = read_workload(BATSIM / "example_workload_hpc_seed1_jobs250.json")
+    assert (len(big.jobs), big.max_procs) == (250, 128)
+    first = next(j for j in big.jobs if j.id == "0")
+    assert (first.res, first.run_time, first.walltime, first.profile) == (8, 172.94, 300, "ft.D.8")
+    same = read_workload(BATSIM / "test_same_submit_time.json")
+    assert [j.submit for j in same.jobs] == sorted(j.submit for j in same.jobs)
+    assert [j.id for j in same.jobs[:6]] == ["10", "11", "12", "20", "22", "21"]  # stable order
+    delays = read_workload(BATSIM / "test_delays.json")
+    assert {j.run_time for j in delays.jobs} == {10} and delays.max_procs == 2
+
+
+PROFILES = {
+    "d": {"type": "DelayProfile", "delay": 3, "ret": 2},
+    "p": {"type": "ParallelTaskProfile", "cpu": [4e9, 2e9], "com": [0, 1e9, 3e9, 0]},
+    "h": {"type": "parallel_homogeneous", "cpu": 2e9, "com": 1e9},
+    "ht": {"type": "parallel_homogeneous_total", "cpu": 8e9, "com": 12e9},
+    "pfs": {"type": "ParallelTaskOnStorageHomogeneousProfile", "bytes_to_read": 3e9,
+            "bytes_to_write": 1e9},
+    "stage": {"type": "data_staging", "nb_bytes": 5e9, "from": "a", "to": "b"},
+    "seq": {"type": "SequentialCompositionProfile", "repeat": 2, "seq": ["d", "h"]},
+    "loop": {"type": "composed", "seq": ["loop"]},
+    "smpi": {"type": "TraceReplayProfile", "trace_type": "SMPI", "filename": "x"},
+}
+
+
+@pytest.mark.parametrize(("name", "res", "exec_time", "io"), [
+    ("d", 4, 3.0, False),
+    ("p", 2, 4.0 + 3.0, False),  # max cpu 4 s; host 1 sends 3e9 bytes: 3 s
+    ("h", 4, 2.0 + 3.0, False),  # 2 s of cpu; 1e9 bytes to each of 3 others: 3 s
+    ("ht", 4, 2.0 + 3.0, False),  # 8e9/4 flops; 12e9/(4*3) = 1e9 per pair, 3 pairs
+    ("pfs", 4, 4.0, True),
+    ("stage", 1, 5.0, True),
+    ("seq", 4, 2 * (3.0 + 5.0), False),
+])
+def test_profile_rules(name: str, res: int, exec_time: float, io: bool) -> None:
+    run = profile_run(name, PROFILES, res, Rates(1e9, 1e9))
+    assert run.exec_time == pytest.approx(exec_time)
+    assert run.io is io
+    if name == "pfs":
+        assert run.io_workload == res
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("loop", "nested deeper than"),
+    ("smpi", "'TraceReplayProfile' cannot be replayed"),
+    ("nope", "profile 'nope': no such profile"),
+])
+def test_bad_profiles(name: str, message: str) -> None:
+    with pytest.raises(WorkloadError, match=message):
+        profile_run(name, PROFILES, 1, Rates())
+
+
+def _batsim(jobs: object, profiles: object = None) -> str:
+    return json.dumps({"nb_res": 4, "jobs": jobs,
+                       "profiles": profiles if profiles is not None else PROFILES})
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('{"jobs": [', "w.json:1:11: invalid JSON"),
+    ("[]", "w.json: not a Batsim workload"),
+    (_batsim("x"), "w.json: 'jobs' must be a list"),
+    (_batsim([{"subtime": 0}]), r"w.json: jobs\[0\] has no id"),
+    (_batsim([{"id": 7, "subtime": 0, "res": 1}]), "w.json: job 7: missing profile"),
+    (_batsim([{"id": 7, "subtime": 0, "res": 0, "profile": "d"}]),
+     "w.json: job 7: res must be a positive integer"),
+    (_batsim([{"id": 7, "subtime": -1, "res": 1, "profile": "d"}]),
+     "w.json: job 7: subtime must be a number >= 0"),
+    (_batsim([{"id": 7, "subtime": 0, "res": 1, "profile": "zz"}]),
+     "w.json: job 7: profile 'zz': no such profile"),
+    (_batsim([{"id": 7, "subtime": 0, "res": 1, "profile": "d", "walltime": "1h"}]),
+     "w.json: job 7: walltime must be a number"),
+    (_batsim([{"id": 7, "subtime": 0, "res": 1, "profile": "d"}],
+             {"d": {"type": "DelayProfile"}}), "job 7: profile 'd': a delay profile needs"),
+    (_batsim([{"id": 7, "subtime": 0, "res": 1, "profile": "d"}],
+             {"d": {"type": "delay", "delay": 1, "ret": 300}}), "ret must be an integer 0-255"),
+    (_batsim([{"id": 1, "subtime": 0, "res": 1, "profile": "d"}] * 2),
+     "job 1: id appears more than once"),
+    (_batsim([]), "w.json: no job"),
+])
+def test_malformed_batsim_names_file_and_job(text: str, message: str) -> None:
+    with pytest.raises(WorkloadError, match=message):
+        parse_batsim(text, "w.json")
+
+
+def test_batsim_ret_user_queue_and_no_walltime() -> None:
+    w = parse_batsim(_batsim([{"id": "a", "subtime": 1.5, "res": 2, "profile": "d",
+                               "walltime": -1,
+                               "extra_data": json.dumps({"user": 12, "queue": "besteffort"})}]))
+    (j,) = w.jobs
+    assert (j.id, j.exit_code, j.walltime, j.user, j.queue) == ("a", 2, None, "12", "besteffort")
+
+
+# -------------------------------------------------------------------------------- plan
+
+CAP = Capacity(resources=64, nodes=16)
+
+
+def test_plan_of_gofree_scaled() -> None:
+    w = read_workload(GOFREE)
+    p = plan(w, Capacity(352, 22), PlanOptions(time_scale=10000))
+    assert len(p.submissions) + len(p.rejections) == len(w.jobs)
+    reasons = [r.reason for r in p.rejections]
+    assert sum("cancelled before it started" in r for r in reasons) == 129
+    assert len(reasons) == 129  # every other job fits on 352 cores
+    first = p.submissions[0]
+    assert (first.at, first.user, first.queue, first.walltime) == (0, "replay-u3", "besteffort",
+                                                                  1)
+    assert first.oarsub_options() == ["-l", "core=1,walltime=0:00:01", "-t", "besteffort"]
+    assert first.arguments == "{exec_time=0.001, exit_code=0}"
+    last = p.submissions[-1]
+    assert last.at == pytest.approx(554.2612)
+    assert last.queue == "admin" and last.oarsub_options()[2:] == ["-q", "admin"]
+
+
+def test_plan_window_rejects_misfits_and_maps_queues() -> None:
+    w = parse_swf("1 100 0 50 8 -1 -1 8 100 -1 1 1 1 -1 2 -1 -1 -1\n"
+                  "2 110 0 50 80 -1 -1 80 100 -1 1 1 1 -1 1 -1 -1 -1\n"
+                  "3 120 0 50 2 -1 -1 2 -1 -1 0 2 1 -1 2 -1 -1 -1\n")
+    p = plan(w, CAP, PlanOptions(start=1, time_scale=2, queue_map=parse_queue_map("2=long")))
+    (rej,) = p.rejections
+    assert rej.job.id == "2" and rej.at == 0 and rej.reason == (
+        "requests 80 cores; the test bed has 64")
+    (sub,) = p.submissions
+    assert (sub.at, sub.walltime, sub.queue, sub.user) == (5, None, "long", "replay-u2")
+    assert sub.oarsub_options() == ["-l", "core=2", "-q", "long"]
+    assert sub.arguments == "{exec_time=25, exit_code=1}"
+    half = plan(w, CAP, PlanOptions(size_scale=0.5, user="bob"))
+    assert [s.res for s in half.submissions] == [4, 40, 1] and not half.rejections
+    assert {s.user for s in half.submissions} == {"bob"}
+    nodes = plan(w, CAP, PlanOptions(unit="node", limit=2))
+    assert [s.request for s in nodes.submissions] == ["nodes=2"]
+    assert nodes.submissions[0].res == 8
+    assert nodes.rejections[0].reason.startswith("needs 20 nodes of 4 cores for 80 processors")
+
+
+@pytest.mark.parametrize("opts", [PlanOptions(time_scale=0), PlanOptions(size_scale=-1),
+                                  PlanOptions(start=5), PlanOptions(unit="socket"),
+                                  PlanOptions(min_walltime=0)])
+def test_bad_plan_options(opts: PlanOptions) -> None:
+    w = parse_swf("1 0 0 1 1 -1 -1 1 1 -1 1 1 1 -1 1 -1 -1 -1\n")
+    with pytest.raises(PlanError):
+        plan(w, CAP, opts)
+
+
+@pytest.mark.parametrize("text", ["2", "x=default", "2=", "=a"])
+def test_bad_queue_map(text: str) -> None:
+    with pytest.raises(PlanError, match="NUMBER=NAME"):
+        parse_queue_map(text)
+
+
+@given(run=st.floats(0, 1e7), wall=st.floats(0.001, 1e7), scale=st.floats(0.01, 1e5),
+       code=st.integers(0, 255))
+def test_scaled_arguments_parse_back_and_walltime_covers(run: float, wall: float, scale: float,
+                                                         code: int) -> None:
+    w = Workload("t", "swf", [TraceJob("1", 0, 1, run, wall, exit_code=code)])
+    (sub,) = plan(w, CAP, PlanOptions(time_scale=scale)).submissions
+    spec = parse_command(f"sim {sub.arguments}")
+    assert spec.exec_time == pytest.approx(run / scale, abs=5e-4)
+    assert spec.exit_code == code
+    assert sub.walltime is not None and sub.walltime >= 1
+    assert sub.walltime >= wall / scale * (1 - 1e-9)
+    assert sub.walltime < max(1, wall / scale) + 1
+
+
+def test_io_arguments_parse_back() -> None:
+    spec = parse_command("sim " + arguments(2.5, 0, True, 4))
+    assert (spec.exec_time, spec.io, spec.io_workload) == (2.5, True, 4.0)
+
+
+@given(st.integers(0, 10**6))
+def test_hms_round_trips(seconds: int) -> None:
+    h, m, s = (int(x) for x in hms(seconds).split(":"))
+    assert h * 3600 + m * 60 + s == seconds and m < 60 and s < 60
+
+
+def test_size_scale_rounds_half_up_and_keeps_one() -> None:
+    w = Workload("t", "swf", [TraceJob(str(i), 0, n, 1.0) for i, n in enumerate([1, 3, 5, 352])])
+    p = plan(w, Capacity(64, 16), PlanOptions(size_scale=64 / 352))
+    assert [s.res for s in p.submissions] == [1, 1, 1, 64]
+    assert math.isclose(p.size_scale, 64 / 352)
