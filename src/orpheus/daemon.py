@@ -61,6 +61,7 @@ class Options:
     io_model: str = "linear"
     io_capacity: str = ""
     record: Path | None = None
+    kick_reservations: bool = False
 
 
 @dataclass
@@ -122,6 +123,8 @@ class Daemon:
                 self._record_writer.writerow(RECORD_FIELDS)
                 self._record.flush()
         self._clock = 0.0  # last time given to the engine: it never goes backwards
+        self._next_kick: float | None = None  # next reservation start to kick the scheduler at
+        self._kicked: dict[int, float] = {}  # reservation -> when Scheduling was last sent
 
     def _now(self) -> float:
         self._clock = max(self._clock, time.time())
@@ -183,9 +186,9 @@ class Daemon:
         timeout = self.opts.poll
         if self.pending:
             timeout = min(timeout, 0.2)
-        nxt = self.engine.next_end()
-        if nxt is not None:
-            timeout = min(timeout, max(0.0, nxt - time.time()))
+        for nxt in (self.engine.next_end(), self._next_kick):
+            if nxt is not None:
+                timeout = min(timeout, max(0.0, nxt - time.time()))
         return timeout
 
     def _sleep(self, timeout: float) -> None:
@@ -214,6 +217,24 @@ class Daemon:
         self._launch(backend)
         self._collect_ends(self._now())
         self._deliver(backend)
+        if self.opts.kick_reservations:
+            self._kick_reservations(backend)
+
+    def _kick_reservations(self, backend: OarBackend) -> None:
+        """Send ``Scheduling`` when a reservation's start comes (and every 2 s until it
+        starts): alone, OAR may start it up to a minute late, or let a short one expire."""
+        now = time.time()
+        waiting = dict(backend.waiting_reservations())
+        self._kicked = {j: t for j, t in self._kicked.items() if j in waiting}
+        due = [j for j, start in waiting.items()
+               if start <= now and now - self._kicked.get(j, 0.0) >= 2.0]
+        if due:
+            notify(self.server, "Scheduling")
+            self._kicked.update(dict.fromkeys(due, now))
+            log.info("reservation(s) %s due: Scheduling sent", due)
+        future = [s for s in waiting.values() if s > now]
+        retry = [t + 2.0 for t in self._kicked.values()]
+        self._next_kick = min(future + retry, default=None)
 
     def _adopt(self, backend: OarBackend) -> None:
         """Take over jobs OAR has Launching or Running that this daemon does not run yet."""
@@ -382,6 +403,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--io-capacity", default="",
                    help="I/O capacity: C, or target=C,... (default: unlimited)")
     p.add_argument("--record", type=Path, help="append one CSV line per job end to this file")
+    p.add_argument("--kick-reservations", action="store_true",
+                   help="send Scheduling to Almighty when an advance reservation's start comes")
     p.add_argument("--user", default="oar",
                    help="user to run as when started by root (the shims signal it; default oar)")
     p.add_argument("--log-file", type=Path, help="log here instead of stderr")
@@ -420,7 +443,8 @@ def _main(args: argparse.Namespace) -> int:
                    default_exec_time=args.default_exec_time,
                    bad_args_exit_code=args.bad_args_exit_code,
                    stats_interval=args.stats_interval, io_model=args.io_model,
-                   io_capacity=args.io_capacity, record=args.record)
+                   io_capacity=args.io_capacity, record=args.record,
+                   kick_reservations=args.kick_reservations)
     if args.log_file:  # opened before dropping rights, like oar.conf and the record file
         handler = logging.FileHandler(args.log_file)
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))

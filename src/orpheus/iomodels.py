@@ -31,7 +31,7 @@ from __future__ import annotations
 import heapq
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
@@ -193,7 +193,7 @@ class IOModel(ABC):
             self._update(target)
         else:
             del self._targets[target.name]
-            self._next = min((t.next for t in self._targets.values() if t.next), default=None)
+            self._next = _earliest(t.next for t in self._targets.values())
         return progress
 
     def next_end(self) -> tuple[float, int] | None:
@@ -226,10 +226,19 @@ class IOModel(ABC):
         else:
             for cls in target.classes.values():
                 cls.rate = 1.0
-        target.next = min(
-            (end for cls in target.classes.values() if (end := cls.next_end())), default=None
+        target.next = _earliest(cls.next_end() for cls in target.classes.values())
+        self._next = (
+            target.next if len(self._targets) == 1
+            else _earliest(t.next for t in self._targets.values())
         )
-        self._next = min((t.next for t in self._targets.values() if t.next), default=None)
+
+
+def _earliest(ends: Iterable[tuple[float, int] | None]) -> tuple[float, int] | None:
+    best = None
+    for end in ends:
+        if end is not None and (best is None or end < best):
+            best = end
+    return best
 
 
 def fraction_done(done: float, total: float) -> float:

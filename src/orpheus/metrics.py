@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -128,11 +129,31 @@ def interval_set(ids: Iterable[int]) -> str:
     return str(RangeSet.fromlist([str(i) for i in values])).replace(",", " ") if values else ""
 
 
+def _natural(name: str) -> tuple[tuple[int, int | str], ...]:
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"(\d+)", name) if p)
+
+
+def order_resources(resources: Iterable[tuple[int, str]]) -> list[tuple[int, str]]:
+    """(resource_id, node) pairs in Batsim order: nodes in natural order (node2 < node10),
+    then resource_id within a node."""
+    return sorted(resources, key=lambda r: (_natural(r[1]), r[0]))
+
+
+def resource_index(resources: Iterable[tuple[int, str]],
+                   used: Iterable[int] = ()) -> dict[int, int]:
+    """Batsim's 0-based resource numbers: the rank of each OAR resource in
+    :func:`order_resources`; ids no longer in the test bed (used by old jobs) come after."""
+    known = [rid for rid, _ in order_resources(resources)]
+    extra = sorted(set(used) - set(known))
+    return {rid: i for i, rid in enumerate(known + extra)}
+
+
 def record_from_oar(job: OarJob, origin: float, *, job_id: str | None = None,
                     workload_name: str = "", profile: str = "", trace_wait: float | None = None,
                     requested: int | None = None, extra: Mapping[str, Any] | None = None,
-                    ) -> JobRecord:
-    """The jobs.csv record of an OAR job; resources become 0-based (resource_id - 1)."""
+                    index: Mapping[int, int] | None = None) -> JobRecord:
+    """The jobs.csv record of an OAR job; resources numbered by ``index`` (see
+    :func:`resource_index`; without it, resource_id - 1)."""
     started = job.start_time > 0
     state = final_state(job.state, job.exit_code, job.events, started)
     finished = state is not None and started
@@ -152,7 +173,7 @@ def record_from_oar(job: OarJob, origin: float, *, job_id: str | None = None,
         requested_time=job.walltime,
         starting_time=job.start_time - origin if started else None,
         finish_time=max(job.stop_time, job.start_time) - origin if finished else None,
-        allocated=tuple(r - 1 for r in job.resources) if started else (),
+        allocated=tuple(index[r] if index else r - 1 for r in job.resources) if started else (),
         workload_name=workload_name, profile=profile or job.command, metadata=meta,
         trace_wait=trace_wait,
     )

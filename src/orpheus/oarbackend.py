@@ -88,6 +88,12 @@ class OarBackend:
         out = [(int(j), c or "", s, int(t)) for j, c, s, t in rows]
         return sorted(out, key=lambda r: (r[3], r[0]))
 
+    def waiting_reservations(self) -> list[tuple[int, int]]:
+        """(job_id, start epoch) of advance reservations accepted and not started yet."""
+        return [(int(j), int(t)) for j, t in self.db.query(
+            "SELECT job_id, start_time FROM jobs WHERE reservation = %s AND state = %s",
+            ("Scheduled", "Waiting"))]
+
     def challenges(self, job_ids: Iterable[int]) -> dict[int, str]:
         ids = list(job_ids)
         if not ids:

@@ -33,8 +33,16 @@ def _save(fig: Figure, stem: Path) -> list[Path]:
     return paths
 
 
-def gantt(boxes: Sequence[Box], nb_resources: int, stem: Path, title: str) -> list[Path]:
-    """Resources on y, time on x; one colour per job, hatching and edge colour by outcome."""
+MAX_NODE_LABELS = 64
+
+
+def gantt(boxes: Sequence[Box], nb_resources: int, stem: Path, title: str,
+          nodes: Sequence[tuple[str, int, int]] = ()) -> list[Path]:
+    """Resources on y, time on x; one colour per job, hatching and edge colour by outcome.
+
+    ``nodes`` (name, first, last resource index) label the y axis by node when there are at
+    most MAX_NODE_LABELS of them, with a faint line between nodes.
+    """
     top = max([nb_resources, *(b.hi + 1 for b in boxes)])
     fig = Figure(figsize=(13, min(16, 4 + top * 0.06)))
     ax = fig.subplots()
@@ -57,7 +65,14 @@ def gantt(boxes: Sequence[Box], nb_resources: int, stem: Path, title: str) -> li
     ax.set_xlim(0, t_max * 1.02)
     ax.set_ylim(0, top)
     ax.set_xlabel("time since the first submission (s)")
-    ax.set_ylabel("resource (OAR resource_id - 1)")
+    if nodes and len(nodes) <= MAX_NODE_LABELS:
+        ax.set_yticks([(lo + hi + 1) / 2 for _, lo, hi in nodes], [n for n, _, _ in nodes],
+                      fontsize=7 if len(nodes) <= 32 else 5)
+        for _, lo, _ in nodes[1:]:
+            ax.axhline(lo, color="lightgrey", linewidth=0.5, zorder=0)
+        ax.set_ylabel("resources (cores), grouped by node")
+    else:
+        ax.set_ylabel("resource (Batsim number: rank of the OAR resource_id)")
     ax.set_title(title)
     used = {b.state for b in boxes}
     handles = [Patch(facecolor="white", edgecolor=STYLE[s][1], hatch=STYLE[s][0],

@@ -208,7 +208,7 @@ class Replay:
     def counts(self) -> dict[str, int]:
         c = Counter("done" if s in ENDED else "running" if s in ACTIVE else "waiting"
                     for s in self.states.values())
-        return {"total": len(self.plan.submissions) + len(self.plan.rejections),
+        return {"jobs": len(self.plan.submissions) + len(self.plan.rejections),
                 "submitted": len(self.submitted), "waiting": c["waiting"],
                 "running": c["running"], "done": c["done"],
                 "rejected": len(self.plan.rejections) + len(self.failed)}
@@ -247,7 +247,7 @@ class Replay:
             console=Console(stderr=True), disable=not self.show_progress, transient=False,
         )
         counts = self.counts()
-        task = progress.add_task("replay", total=counts["total"], **counts)
+        task = progress.add_task("replay", total=counts["jobs"], **counts)
         last_poll, last_log, code = 0.0, time.monotonic(), 0
         deadline = None
         try:
@@ -313,7 +313,7 @@ class Replay:
     def print_summary(self) -> None:
         s = self.summary()
         c, late = s["counts"], s["lateness_s"]
-        lines = [f"replay: {c['total']} trace jobs: {c['submitted']} submitted "
+        lines = [f"replay: {c['jobs']} trace jobs: {c['submitted']} submitted "
                  f"({c['done']} ended), {c['rejected']} rejected"]
         if late["n"]:
             lines.append(f"submission lateness over {late['n']} jobs: p50={late['p50']:.3f} s "

@@ -124,8 +124,21 @@ def fetch_jobs(db: Db, job_ids: Sequence[int]) -> dict[int, metrics.OarJob]:
     return out
 
 
-def nb_resources(db: Db) -> int:
-    return int(db.scalar("SELECT COUNT(*) FROM resources WHERE state <> %s", ("Dead",)) or 0)
+def resources(db: Db) -> list[tuple[int, str]]:
+    """(resource_id, network_address) of the test bed's resources, in Batsim order."""
+    return metrics.order_resources((int(r), str(n)) for r, n in db.query(
+        "SELECT resource_id, network_address FROM resources"))
+
+
+def node_spans(res: list[tuple[int, str]]) -> list[tuple[str, int, int]]:
+    """(node, first index, last index) of each run of consecutive resources of one node."""
+    spans: list[tuple[str, int, int]] = []
+    for i, (_, node) in enumerate(res):
+        if spans and spans[-1][0] == node and spans[-1][2] == i - 1:
+            spans[-1] = (node, spans[-1][1], i)
+        else:
+            spans.append((node, i, i))
+    return spans
 
 
 def ids_since(db: Db, since: int) -> list[int]:
@@ -168,7 +181,8 @@ class ReplayRun:
         return [int(r["oar_job_id"]) for r in self.rows if r.get("oar_job_id")]
 
 
-def replay_records(run: ReplayRun, jobs: dict[int, metrics.OarJob]) -> list[metrics.JobRecord]:
+def replay_records(run: ReplayRun, jobs: dict[int, metrics.OarJob],
+                   index: dict[int, int] | None = None) -> list[metrics.JobRecord]:
     """Records of a replay: trace ids; rejected jobs at their scheduled times."""
     start = float(run.meta.get("start_epoch", 0.0))
     subs = [jobs[int(r["oar_job_id"])].submission_time for r in run.rows
@@ -186,7 +200,8 @@ def replay_records(run: ReplayRun, jobs: dict[int, metrics.OarJob]) -> list[metr
             out.append(metrics.record_from_oar(
                 jobs[oar_id], origin, job_id=r["trace_job_id"], workload_name=name,
                 profile=profile, trace_wait=trace_wait, requested=res,
-                extra={"trace_res": int(r["trace_res"])} if r.get("trace_res") else None))
+                extra={"trace_res": int(r["trace_res"])} if r.get("trace_res") else None,
+                index=index))
         elif oar_id is None:
             out.append(metrics.JobRecord(
                 job_id=r["trace_job_id"], workload_name=name, profile=profile,
@@ -217,7 +232,8 @@ def parse_range(text: str) -> list[int]:
 # ------------------------------------------------------------------------------ outputs
 
 def write_outputs(records: list[metrics.JobRecord], nb_res: int, out: Path, *, tau: float,
-                  title: str, plot: bool, now: float | None) -> dict[str, Any]:
+                  title: str, plot: bool, now: float | None,
+                  nodes: Sequence[tuple[str, int, int]] = ()) -> dict[str, Any]:
     """jobs.csv, schedule.json, gantt/utilisation figures, waits.csv (+ figure) when known."""
     out.mkdir(parents=True, exist_ok=True)
     with (out / "jobs.csv").open("w", newline="") as f:
@@ -237,7 +253,7 @@ def write_outputs(records: list[metrics.JobRecord], nb_res: int, out: Path, *, t
             writer.writerows(waits)
     if plot:
         end = max([b.end for b in boxes] + [schedule["makespan"]])
-        plots.gantt(boxes, nb_res, out / "gantt", f"{title}: jobs on resources")
+        plots.gantt(boxes, nb_res, out / "gantt", f"{title}: jobs on resources", nodes)
         util = "" if schedule["utilisation"] is None else (
             f" (mean {schedule['utilisation']:.0%} up to the makespan)")
         plots.utilisation(metrics.utilisation_series(records, now), nb_res, end,
@@ -285,20 +301,23 @@ def main(args: argparse.Namespace) -> int:
             else:
                 ids = ids_since(db, parse_since(args.since))
             jobs = fetch_jobs(db, ids)
-            nb_res = nb_resources(db)
+            res = resources(db)
+        index = metrics.resource_index(res,
+                                       (r for j in jobs.values() for r in j.resources))
         if run is not None:
-            records = replay_records(run, jobs)
+            records = replay_records(run, jobs, index)
             title = args.title or str(run.meta.get("name") or "replay")
         else:
             if not jobs:
                 raise ReportError("no OAR job matches the selection")
             origin = min(j.submission_time for j in jobs.values())
-            records = [metrics.record_from_oar(jobs[i], origin) for i in sorted(jobs)]
+            records = [metrics.record_from_oar(jobs[i], origin, index=index)
+                       for i in sorted(jobs)]
             title = args.title or "OAR jobs"
         now = time.time()
         origin_now = now - _origin_epoch(records, jobs)
-        schedule = write_outputs(records, nb_res, args.output, tau=args.tau, title=title,
-                                 plot=not args.no_plots, now=origin_now)
+        schedule = write_outputs(records, len(res), args.output, tau=args.tau, title=title,
+                                 plot=not args.no_plots, now=origin_now, nodes=node_spans(res))
     except (ReportError, OSError) as e:
         print(f"orpheus report: {e}", file=sys.stderr)
         return 2

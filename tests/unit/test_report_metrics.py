@@ -206,3 +206,10 @@ def test_figures_are_written(tmp_path: Path) -> None:
         assert data.startswith(b"\x89PNG") if p.suffix == ".png" else b"<svg" in data[:2000]
     svg = (tmp_path / "gantt.svg").read_text()
     assert "killed at walltime" in svg and "time since the first submission" in svg
+
+
+def test_resource_order_groups_nodes_naturally() -> None:
+    res = [(5, "node10"), (1, "node2"), (900, "node2"), (7, "node1"), (3, "node10")]
+    assert metrics.order_resources(res) == [(7, "node1"), (1, "node2"), (900, "node2"),
+                                            (3, "node10"), (5, "node10")]
+    assert metrics.resource_index(res, used=[42, 1]) == {7: 0, 1: 1, 900: 2, 3: 3, 5: 4, 42: 5}

@@ -152,9 +152,11 @@ class Writer:
         if printable and self.rnd.random() < 0.25:
             level = "=" * self.rnd.randrange(3)
             close = f"]{level}]"
-            if (s + close).find(close) == len(s):
-                lead = "\n" if s.startswith("\n") or self.rnd.random() < 0.3 else ""
-                return f"[{level}[{lead}{s}{close}"
+            if (s + close).find(close) == len(s):  # Lua reads every newline pair as one
+                lead = self.rnd.choice(["\n", "\r\n", "\n\r"] + [""] * (not s.startswith("\n")))
+                body = "".join(self.rnd.choice(["\n", "\r\n", "\n\r"]) if c == "\n" else c
+                               for c in s)
+                return f"[{level}[{lead}{body}{close}"
         quote = self.rnd.choice("'\"")
         skipped = "\\z \n\t " if self.rnd.random() < 0.1 else ""  # \z skips what follows
         return quote + "".join(self.char(c, quote) for c in s) + skipped + quote
@@ -174,7 +176,7 @@ class Writer:
         named = {"\n": "\\n", "\t": "\\t", "\\": "\\\\", '"': '\\"', "'": "\\'", "\a": "\\a",
                  "\b": "\\b", "\f": "\\f", "\v": "\\v", "\r": "\\r"}
         if c == "\n" and self.rnd.random() < 0.5:
-            return "\\\n"
+            return "\\" + self.rnd.choice(["\n", "\r", "\r\n", "\n\r"])
         return named.get(c, c if raw else "".join(f"\\{b:03d}" for b in utf8))
 
     def key(self, k: object) -> str:
@@ -266,6 +268,8 @@ TRICKY = [
     "{" + ",".join(str(i) for i in range(1, 50)) + ', [50]="k", 50}',
     "{" + ",".join(str(i) for i in range(1, 121)) + ', [100]="k"}',
     "{" + "[120]=1, " + ",".join(str(i) for i in range(1, 121)) + "}",
+    "{" + ",".join(str(i) for i in range(1, 31)) + ', [5]="k"}',
+    "{" + ",".join(str(i) for i in range(1, 61)) + ', [5]="k", [55]="k"}',
     "{x=1, x=nil}",
     "{x=nil, x=2}",
     "{[2.0]=1, [-0.0]=2, [0.5]=3, [1e400]=4, [-1e400]=5, [1e300]=6}",
