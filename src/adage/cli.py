@@ -62,6 +62,9 @@ def parser() -> argparse.ArgumentParser:
                    help="0 errors only, 1 summary, 2 progress (default), 3 details")
     p.add_argument("--local-nodes", type=int, default=4, metavar="N",
                    help="number of local virtual nodes when no resources are given (default 4)")
+    p.add_argument("--local-root", type=Path, metavar="DIR",
+                   help="directory holding the local nodes' trees (default "
+                        "/tmp/<user>/adage-nodes)")
     p.add_argument("--timeout", type=float, default=30.0, metavar="S",
                    help="seconds to wait for any callback (default 30)")
     p.add_argument("--wait", action="store_true",
@@ -116,7 +119,7 @@ def resources_of(args: argparse.Namespace) -> Resources:
     if args.oarnodefile:
         parts.append(oar_nodefile(args.oarnodefile))
     if not parts:
-        return local_nodes(args.local_nodes)
+        return local_nodes(args.local_nodes, args.local_root)
     nodes = [n for r in parts for n in r.nodes]
     names = [n.name for n in nodes]
     dup = next((n for n in names if names.count(n) > 1), None)

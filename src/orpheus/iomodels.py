@@ -79,11 +79,15 @@ class _Class:
 
 
 class _Job:
-    """One running I/O job: its class, where it starts and ends on the class clock, its demand."""
+    """One running I/O job: its target and class, its start and end on the class clock, its
+    work and its exact demand."""
 
-    __slots__ = ("cls", "demand", "goal", "origin", "work")
+    __slots__ = ("cls", "demand", "goal", "origin", "target", "work")
 
-    def __init__(self, cls: _Class, origin: float, work: float, demand: int) -> None:
+    def __init__(
+        self, target: _Target, cls: _Class, origin: float, work: float, demand: int
+    ) -> None:
+        self.target = target
         self.cls = cls
         self.origin = origin
         self.work = work
@@ -94,7 +98,7 @@ class _Job:
 class _Target:
     """One storage target: its capacity, exact total demand, classes and jobs."""
 
-    __slots__ = ("capacity", "capacity_fixed", "classes", "demand", "jobs", "name", "next")
+    __slots__ = ("capacity", "capacity_fixed", "classes", "count", "demand", "name", "next")
 
     def __init__(self, name: str, capacity: float) -> None:
         self.name = name
@@ -102,7 +106,7 @@ class _Target:
         self.capacity_fixed = _fixed(capacity) if math.isfinite(capacity) else None
         self.demand = 0  # exact sum of io_workload, in units of 2**-1074
         self.classes: dict[Hashable, _Class] = {}
-        self.jobs: dict[int, _Job] = {}
+        self.count = 0  # running jobs
         self.next: tuple[float, int] | None = None
 
     @property
@@ -136,7 +140,7 @@ class IOModel(ABC):
         self._capacities = {n: _check_capacity(n, c) for n, c in (capacities or {}).items()}
         self._default_capacity = _check_capacity("(default)", default_capacity)
         self._targets: dict[str, _Target] = {}
-        self._where: dict[int, _Target] = {}
+        self._jobs: dict[int, _Job] = {}
         self._next: tuple[float, int] | None = None
 
     # -- what a model decides
@@ -155,7 +159,7 @@ class IOModel(ABC):
 
     def add(self, job_id: int, spec: JobSpec, now: float) -> None:
         """Start an I/O job at ``now``: ``exec_time`` of work demanding ``io_workload``."""
-        if job_id in self._where:
+        if job_id in self._jobs:
             raise ValueError(f"job {job_id} is already running")
         if spec.exec_time < 0 or spec.io_workload < 0:
             raise ValueError(f"job {job_id}: exec_time and io_workload must be >= 0")
@@ -168,28 +172,28 @@ class IOModel(ABC):
         cls = target.classes.get(key)
         if cls is None:
             cls = target.classes[key] = _Class(key, now)
-        job = _Job(cls, cls.work, float(spec.exec_time), _fixed(float(spec.io_workload)))
-        target.jobs[job_id] = job
+        job = _Job(target, cls, cls.work, float(spec.exec_time), _fixed(float(spec.io_workload)))
+        self._jobs[job_id] = job
+        target.count += 1
         target.demand += job.demand
         cls.goals[job_id] = job.goal
         heapq.heappush(cls.heap, (job.goal, job_id))
-        self._where[job_id] = target
         self._update(target)
 
     def remove(self, job_id: int, now: float, done: bool = False) -> float:
         """Remove a job at ``now`` (``done``: it completed then); return its progress."""
-        target = self._where.pop(job_id)
-        job = target.jobs.pop(job_id)
-        cls = job.cls
+        job = self._jobs.pop(job_id)
+        target, cls = job.target, job.cls
         target.advance(now)
         if done:
             cls.work = max(cls.work, job.goal)
         progress = 1.0 if done else fraction_done(cls.work - job.origin, job.work)
+        target.count -= 1
         target.demand -= job.demand
         del cls.goals[job_id]
         if not cls.goals:
             del target.classes[cls.key]
-        if target.jobs:
+        if target.count:
             self._update(target)
         else:
             del self._targets[target.name]
@@ -202,12 +206,12 @@ class IOModel(ABC):
 
     def progress(self, job_id: int, now: float) -> float:
         """Fraction in [0, 1] of a running job's work done at ``now``."""
-        job = self._where[job_id].jobs[job_id]
+        job = self._jobs[job_id]
         return fraction_done(job.cls.work_at(now) - job.origin, job.work)
 
     def rate(self, job_id: int) -> float:
         """Current speed of a running job (1 = full speed)."""
-        return self._where[job_id].jobs[job_id].cls.rate
+        return self._jobs[job_id].cls.rate
 
     def demand(self, target: str) -> float:
         """Total ``io_workload`` W of the jobs running on a target (0 if none)."""
@@ -215,10 +219,10 @@ class IOModel(ABC):
         return found.demand / (1 << _FIX_BITS) if found else 0.0
 
     def __len__(self) -> int:
-        return len(self._where)
+        return len(self._jobs)
 
     def __contains__(self, job_id: object) -> bool:
-        return job_id in self._where
+        return job_id in self._jobs
 
     def _update(self, target: _Target) -> None:
         if target.contended:
@@ -226,7 +230,11 @@ class IOModel(ABC):
         else:
             for cls in target.classes.values():
                 cls.rate = 1.0
-        target.next = _earliest(cls.next_end() for cls in target.classes.values())
+        classes = target.classes
+        if len(classes) == 1:
+            target.next = next(iter(classes.values())).next_end()
+        else:
+            target.next = _earliest(cls.next_end() for cls in classes.values())
         self._next = (
             target.next if len(self._targets) == 1
             else _earliest(t.next for t in self._targets.values())
@@ -295,7 +303,7 @@ class FairModel(IOModel):
         return float(spec.io_workload)
 
     def _set_rates(self, target: _Target) -> None:
-        left, count = target.capacity, len(target.jobs)
+        left, count = target.capacity, target.count
         level: float | None = None  # allocation of every job whose demand does not fit
         for cls in sorted(target.classes.values(), key=_demand_of):
             demand = _demand_of(cls)

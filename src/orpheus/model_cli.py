@@ -32,7 +32,6 @@ class InputError(ValueError):
 class Row:
     """One job of the input."""
 
-    line: int
     job_id: int
     start: float
     spec: JobSpec
@@ -140,7 +139,7 @@ def _row(line: int, record: list[str], seen: set[int], default_exec_time: float)
     except SpecError as exc:
         raise InputError(f"line {line}: job {job_id}: {exc}") from None
     seen.add(job_id)
-    return Row(line, job_id, start, spec)
+    return Row(job_id, start, spec)
 
 
 def simulate(rows: Iterable[Row], model: IOModel) -> dict[int, float]:

@@ -57,9 +57,9 @@ def gantt(boxes: Sequence[Box], nb_resources: int, stem: Path, title: str,
             ax.add_patch(Rectangle((b.start, b.lo), b.end - b.start, height, facecolor=colour,
                                    edgecolor=edge, hatch=hatch, linewidth=0.6,
                                    alpha=0.5 if b.state is None else 1.0))
-            if (b.end - b.start) > 0.04 * t_max and height >= max(1, top / 40):
+            if (b.end - b.start) > 0.04 * t_max and height >= max(1, top / 64):
                 ax.text((b.start + b.end) / 2, b.lo + height / 2, b.job_id, ha="center",
-                        va="center", fontsize=7, clip_on=True)
+                        va="center", fontsize=6, clip_on=True)
         else:  # ran for 0 s (OAR counts whole seconds): a tick, so that it stays visible
             ax.plot([b.start, b.start], [b.lo, b.hi + 1], color=edge, linewidth=0.8)
     ax.set_xlim(0, t_max * 1.02)

@@ -389,8 +389,8 @@ class _Parser:
             if key in result:
                 other = next(k for k in result if k == key)
                 raise self.error(
-                    f"keys {_show(other)} and {_show(key)} cannot both be in one table "
-                    "(true/1 and false/0 are one key in a Python dict)", pos
+                    f"keys {_show(other)} and {_show(key)} cannot both be in one table", pos,
+                    "true and 1 (false and 0) are one key in a Python dict",
                 )
             result[key] = value
             if top:

@@ -166,6 +166,16 @@ def test_ended_job_stays_until_popped() -> None:
     assert eng.next_end() == 150.0
 
 
+def test_restarted_job_id_forgets_its_past() -> None:
+    eng = engine()
+    eng.start(1, JobSpec(exec_time=10.0, fail_at=5.0), 0.0)
+    eng.start(2, io_job(10, 20), 0.0)
+    assert eng.stop(1, 2.0) == 0.2
+    assert eng.stop(2, 2.0) == pytest.approx(0.1)  # 2 s at rate 1/2
+    eng.start(1, io_job(10, 5), 3.0)  # same id: the old failure at 5 must not fire
+    assert eng.pop_ended(1000) == [Ended(1, 13.0, "done")]
+
+
 # ---------------------------------------------------------------- properties
 @dataclass(frozen=True)
 class Job:

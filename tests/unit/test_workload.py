@@ -95,7 +95,7 @@ def test_unreadable_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(WorkloadError, match="cannot read"):
         read_workload(tmp_path / "missing.swf")
     (tmp_path / "bin.swf").write_bytes(b"\xff\xfe\x00")
-    with pytest.raises(WorkloadError, match="bin.swf: cannot read"):
+    with pytest.raises(WorkloadError, match=r"bin\.swf: cannot read"):
         read_workload(tmp_path / "bin.swf")
 
 

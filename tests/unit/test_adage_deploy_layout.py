@@ -1,0 +1,150 @@
+"""Run directories, staging, launch specs and placeholder resolution (pure parts)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from adage.deploy.context import DeployContext, needs
+from adage.deploy.layout import Layout, LayoutError, instance_specs, stages
+from adage.deploy.state import Acked, Machine, NodeUp, Value
+from adage.model import (
+    CtrlParams,
+    Dependency,
+    EnvSetting,
+    FileSpec,
+    GenericAppl,
+    Node,
+    NodeGroup,
+    PgInstance,
+    Plan,
+    Process,
+    ProcGroup,
+    Resources,
+    Transfer,
+)
+from adage.placeholders import PlaceholderError
+
+NODES = Resources(
+    (Node("n1", scratch="/scr/n1", address="10.0.0.1"), Node("n2", scratch="/scr/n2"),
+     Node("n3", scratch="/scr/n3", address="10.0.0.3")),
+    (NodeGroup("nfs", "/home/shared", ("n1", "n2")),))
+SERVER = Process("srv", "server", ("--port", "9000"),
+                 files=(FileSpec("exe", "/src/server"), FileSpec("cfg", "/src/srv.cfg"),
+                        FileSpec("lib", "/src/libx.so"), FileSpec("data", "/src/big.dat")))
+CLIENT = Process("cli", "client", ("@{S.host}:9000", "@{S.value.token}", "@@home",
+                                   "@{W.hosts}", "@{W.count}", "@{W[1].host}"),
+                 env=(("ME", "@{self.group}[@{self.index}]@@@{self.host}"),), cardinality=2)
+APPL = GenericAppl(
+    (ProcGroup("S", "generic", 1, (SERVER,)),
+     ProcGroup("W", "generic", 2, (Process("wrk", "worker"),)),
+     ProcGroup("C", "generic", 1, (CLIENT,))),
+    (Dependency("W", "S"), Dependency("C", "S", "ready"), Dependency("C", "W")))
+PLAN = Plan("test", (PgInstance("S", 0, "n1"), PgInstance("W", 0, "n2"),
+                     PgInstance("W", 1, "n3"), PgInstance("C", 0, "n2")))
+
+
+def layout(**transfer: object) -> Layout:
+    return Layout(NODES, CtrlParams(transfer=Transfer(**transfer)), "alice", 42, "dep-1")
+
+
+def test_run_directories_follow_the_seed_layout() -> None:
+    lay = layout()
+    assert lay.rundir("n2", "C", 0, "cli", 1) == "/scr/n2/alice/adage-42/C/0/cli/1"
+    assert layout(destdir="shared").rundir("n2", "C", 0, "cli", 1) == \
+        "/home/shared/alice/adage-42/C/0/cli/1"
+    with pytest.raises(LayoutError, match="node n3 is in no node group"):
+        layout(destdir="shared").rundir("n3", "W", 1, "wrk", 0)
+
+
+def test_stages_hold_every_run_directory_and_only_the_transferred_file_types() -> None:
+    st_ = stages(APPL, PLAN, layout())
+    assert sorted(st_) == ["n1", "n2", "n3"]
+    n2 = st_["n2"]
+    assert n2.base == "/scr/n2"
+    assert "alice/adage-42/C/0/cli/0" in n2.dirs and "alice/adage-42/C/0/cli/1" in n2.dirs
+    assert "alice/adage-42/W/0/wrk/0" in n2.dirs and "alice/adage-42/_adage" in n2.dirs
+    # default types cfg,data,exe: the lib stays behind
+    assert st_["n1"].files == {"alice/adage-42/S/0/srv/0/server": "/src/server",
+                               "alice/adage-42/S/0/srv/0/srv.cfg": "/src/srv.cfg",
+                               "alice/adage-42/S/0/srv/0/big.dat": "/src/big.dat"}
+
+
+def test_binlib_in_commondir_puts_exe_and_libraries_once_per_node_on_the_paths() -> None:
+    lay = layout(types=("exe", "lib", "cfg"), binlib_in_commondir=True)
+    files = stages(APPL, PLAN, lay)["n1"].files
+    assert files == {"alice/adage-42/_common/bin/server": "/src/server",
+                     "alice/adage-42/_common/lib/libx.so": "/src/libx.so",
+                     "alice/adage-42/S/0/srv/0/srv.cfg": "/src/srv.cfg"}
+    [spec] = instance_specs(lay, APPL.group("S"), 0, "n1")
+    assert spec.argv == ("/scr/n1/alice/adage-42/_common/bin/server", "--port", "9000")
+    assert ("PATH", "/scr/n1/alice/adage-42/_common/bin", "prepend") in spec.env
+    assert ("LD_LIBRARY_PATH", "/scr/n1/alice/adage-42/_common/lib", "prepend") in spec.env
+
+
+def test_a_shared_directory_gets_one_transfer_for_all_its_nodes() -> None:
+    st_ = stages(APPL, Plan("t", (PgInstance("S", 0, "n1"), PgInstance("W", 0, "n2"),
+                                  PgInstance("W", 1, "n1"), PgInstance("C", 0, "n2"))),
+                 layout(destdir="shared"))
+    assert list(st_) == ["n1"] and st_["n1"].nodes == ["n1", "n2"]
+
+
+def test_environment_is_ctrl_envs_then_process_env_then_adage_variables() -> None:
+    ctrl = CtrlParams(envs=(EnvSetting("LD_LIBRARY_PATH", "/opt/lib", "add"),
+                            EnvSetting("ME", "ctrl")))
+    lay = Layout(NODES, ctrl, "alice", 42, "dep-1")
+    spec = instance_specs(lay, APPL.group("C"), 0, "n2")[1]
+    names = [e[0] for e in spec.env]
+    assert spec.env[0] == ("LD_LIBRARY_PATH", "/opt/lib", "add")
+    assert names.index("ME") < names.index("ADAGE_REPORT")
+    env = {n: v for n, v, _ in spec.env}
+    assert env["ADAGE_REPORT"] == "/scr/n2/alice/adage-42/C/0/cli/1/adage.report"
+    assert (env["ADAGE_GROUP"], env["ADAGE_INDEX"], env["ADAGE_NODE"]) == ("C", "0", "n2")
+    assert env["ADAGE_RUNDIR"] == spec.cwd and env["ADAGE_DEPLOYMENT"] == "dep-1"
+
+
+def test_reserved_group_names_are_refused() -> None:
+    appl = GenericAppl((ProcGroup("_common", "generic", 1, (Process("p", "x"),)),))
+    with pytest.raises(LayoutError, match="_common"):
+        stages(appl, Plan("t", (PgInstance("_common", 0, "n1"),)), layout())
+
+
+# ------------------------------------------------------------------ placeholders
+def context(dry_run: bool = False) -> DeployContext:
+    lay = layout()
+    m = Machine(APPL, PLAN, {}, needs(APPL), 10.0)
+    return DeployContext(APPL, PLAN, NODES, lay.ctrl, lay, m, stages(APPL, PLAN, lay),
+                         dry_run=dry_run)
+
+
+def test_needs_lists_the_values_placeholders_use() -> None:
+    assert needs(APPL) == {"C": {("S", 0, "token")}}
+    bad = GenericAppl((ProcGroup("A", "generic", 1, (Process("p", "x", ("@{Z.host}",)),)),))
+    with pytest.raises(PlaceholderError, match="group A process p: @{Z.host} names no"):
+        needs(bad)
+
+
+def test_placeholders_resolve_to_addresses_counts_values_and_self() -> None:
+    ctx = context()
+    for n in ("n1", "n2", "n3"):
+        ctx.machine.feed(NodeUp(n), 0.0)
+    ctx.machine.feed(Acked("S", 0, {"srv/0": 7}), 0.0)
+    ctx.machine.feed(Value("S", 0, "srv/0", "token", "s3cr=t"), 0.0)
+    spec = ctx.spec("C", 0, "cli", 1)
+    assert spec.argv[1:] == ("10.0.0.1:9000", "s3cr=t", "@home", "n2,10.0.0.3", "2",
+                             "10.0.0.3")
+    assert dict((n, v) for n, v, _ in spec.env)["ME"] == "C[0]@n2"
+
+
+def test_an_unreported_value_is_an_error_and_a_dry_run_shows_it() -> None:
+    with pytest.raises(PlaceholderError, match=r"S\[0\] has not reported token"):
+        context().spec("C", 0, "cli", 0)
+    assert context(dry_run=True).spec("C", 0, "cli", 0).argv[2] == "<S[0].value.token>"
+
+
+@given(st.text(alphabet="ab@{}.", max_size=12))
+def test_text_without_placeholders_only_loses_doubled_ats(text: str) -> None:
+    if "@{" in text.replace("@@", ""):
+        return
+    assert context().resolve(text, "C", 0, "n2") == text.replace("@@", "@")
