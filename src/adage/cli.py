@@ -171,6 +171,9 @@ def run(args: argparse.Namespace, out: Output) -> int:
     progress = Progress(out.err, live=out.err.is_terminal and args.loglevel >= 2)
     if args.loglevel >= 2:
         options.observer = progress
+    if args.loglevel >= 3:
+        options.trace = lambda node, way, msg: out.err.print(f"{node} {way} {msg}",
+                                                             markup=False)
     out.say(2, f"deployment {deployer.dep_id}: state in {deployer.dep.dir}")
     try:
         with progress:

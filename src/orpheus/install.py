@@ -139,15 +139,21 @@ def clear_spool_state() -> None:
             path.unlink(missing_ok=True)
 
 
-def stop_daemon(timeout: float = 15) -> bool:
-    """SIGTERM the Orpheus daemon if it runs and wait for it; return whether it ran."""
+def stop_daemon(timeout: float = 30) -> bool:
+    """SIGTERM the Orpheus daemon if it runs, wait, SIGKILL it after ``timeout``; return
+    whether it ran."""
     pid = daemon_pid()
     if pid is None:
         return False
     log.info("stopping the Orpheus daemon (pid %d)", pid)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
-    testbed.wait_until(lambda: not testbed.pid_alive(pid), timeout, "the Orpheus daemon to exit")
+    try:
+        testbed.wait_until(lambda: not testbed.pid_alive(pid), timeout, "the Orpheus daemon")
+    except TestbedError:
+        log.warning("the Orpheus daemon (pid %d) ignored SIGTERM for %.0f s: SIGKILL", pid, timeout)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     return True
 
 

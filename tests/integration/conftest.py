@@ -20,6 +20,7 @@ import pytest
 from oarlib import conf as oarconf
 from oarlib import oarcli
 from oarlib.db import Db
+from orpheus.daemon import running_daemon
 
 SUBMITTER = os.environ.get("ORPHEUS_TEST_USER", "alice")
 ORPHEUS = [sys.executable, "-m", "orpheus.cli"]
@@ -92,6 +93,12 @@ class DaemonProcess:
 
 
 def start_daemon(tmp: Path, *args: str) -> DaemonProcess:
+    # one daemon serves the test bed at a time: wait (bounded) for another test run's daemon
+    deadline = time.time() + 900
+    while (other := running_daemon()) is not None:
+        if time.time() > deadline:
+            pytest.fail(f"another Orpheus daemon (pid {other}) kept the test bed for 900 s")
+        time.sleep(1)
     log = tmp / "orpheus.log"
     record = tmp / "record.csv"
     for p in (log, record):

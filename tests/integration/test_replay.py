@@ -9,6 +9,7 @@ import csv
 import json
 import re
 import shlex
+import time
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,11 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "replay-report.md"
 
 @pytest.fixture
 def orpheus_daemon(daemon_factory) -> None:
-    """A daemon serving OAR: the one already running (the test bed is shared), else a new one."""
+    """Our own daemon, once another test's daemon (the test bed is shared) has stopped; if it
+    is still running after 5 minutes, that one serves our jobs."""
+    deadline = time.time() + 300
+    while running_daemon() is not None and time.time() < deadline:
+        time.sleep(1)
     if running_daemon() is None:
         daemon_factory()
 

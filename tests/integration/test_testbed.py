@@ -35,6 +35,14 @@ def orpheus_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[s
                           text=True, env=env, cwd="/tmp", check=check, timeout=300)
 
 
+def start_daemon() -> None:
+    """`orpheus run --daemon` (its detached child keeps no pipe of ours open)."""
+    subprocess.run([sys.executable, "-m", "orpheus.cli", "run", "--daemon", "--log-file",
+                    str(DAEMON_LOG)], env=os.environ | {"PYTHONPATH": SRC}, cwd="/tmp",
+                   check=True, timeout=60, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    testbed.wait_until(lambda: install.daemon_pid() is not None, 20, "the Orpheus daemon")
+
+
 @pytest.fixture(scope="module", autouse=True)
 def default_testbed() -> Iterator[None]:
     bring_up(Config())
@@ -47,8 +55,7 @@ def default_testbed() -> Iterator[None]:
 def daemon() -> Iterator[None]:
     """The real Orpheus daemon (`orpheus run --daemon`), on whatever DB oar.conf names."""
     install.stop_daemon()
-    orpheus_cli("run", "--daemon", "--log-file", str(DAEMON_LOG))
-    testbed.wait_until(lambda: install.daemon_pid() is not None, 20, "the Orpheus daemon")
+    start_daemon()
     yield
     install.stop_daemon()
 
@@ -231,8 +238,7 @@ def test_mariadb_backend_then_back_to_postgresql(daemon: None) -> None:
         assert db.kind == "mysql"
         assert registered_sorted(db) == testbed.layout(16, 4)
         compare_bulk_with_real_oarnodesetting(db)
-    orpheus_cli("run", "--daemon", "--log-file", str(DAEMON_LOG))
-    testbed.wait_until(lambda: install.daemon_pid() is not None, 20, "the Orpheus daemon")
+    start_daemon()
     job = oarsub("-l", "core=1", "'sleep 1'")
     assert wait_state(job, {"Terminated", "Error"}) == "Terminated"
     st = bring_up(Config())

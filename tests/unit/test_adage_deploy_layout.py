@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -121,7 +123,7 @@ def context(dry_run: bool = False) -> DeployContext:
 def test_needs_lists_the_values_placeholders_use() -> None:
     assert needs(APPL) == {"C": {("S", 0, "token")}}
     bad = GenericAppl((ProcGroup("A", "generic", 1, (Process("p", "x", ("@{Z.host}",)),)),))
-    with pytest.raises(PlaceholderError, match="group A process p: @{Z.host} names no"):
+    with pytest.raises(PlaceholderError, match=re.escape("group A process p: @{Z.host} names no")):
         needs(bad)
 
 

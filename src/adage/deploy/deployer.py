@@ -70,6 +70,7 @@ class Options:
     wait: bool = False  # wait until every process exits
     link_dir: Path | None = None  # where get_status.sh/cleanup.sh are symlinked
     observer: Callable[[Machine], None] | None = None  # called after every change
+    trace: Callable[[str, str, dict[str, Any]], None] | None = None  # (node, "<-"/"->", msg)
 
 
 @dataclass
@@ -290,7 +291,7 @@ class Deployer:
         for node in sorted({i.node for i in self.plan.instances}):
             n = self.layout.node(node)
             argv = ["env", f"ADAGE_DEPLOYMENT={self.dep_id}", n.prop("python") or "python3",
-                    self.layout.satellite(node), node]
+                    "-S", self.layout.satellite(node), node]  # -S: stdlib only, fast start
             log = self.dep.dir / f"satellite-{node}.log"
             popen = self.transports[node].start(n, argv, log)
             assert popen.stdout is not None
@@ -321,6 +322,8 @@ class Deployer:
 
     # ---------------------------------------------------------------- callbacks
     def _callback(self, link: Link, msg: dict[str, Any]) -> None:
+        if self.options.trace is not None:
+            self.options.trace(link.node, "<-", msg)
         ev = msg.get("ev")
         if ev == "hello":
             link.pid = int(msg["pid"])
@@ -420,8 +423,10 @@ class Deployer:
             self.machine.instances[(group, indexes[0])].processes)
         self.covers[key] = Cover(group, indexes, whole)
         self.launched_specs[(group, indexes[0])] = (node, indexes, specs, whole)
-        self.links[node].send({"op": "launch", "key": key,
-                               "procs": [s.to_json() for s in specs]})
+        op = {"op": "launch", "key": key, "procs": [s.to_json() for s in specs]}
+        if self.options.trace is not None:
+            self.options.trace(node, "->", op)
+        self.links[node].send(op)
 
     def _detach(self) -> None:
         self.done = True
@@ -433,14 +438,15 @@ class Deployer:
             link.closed = True
 
     def _abort(self, message: str) -> None:
-        """Kill every launched process through its satellite, or directly on its node when
-        the satellite does not confirm; record the failure."""
+        """Kill every launched process through its satellite (a satellite that never said
+        hello launched nothing: it is killed at once), then directly on its node whatever a
+        satellite did not confirm; record the failure."""
         self.done = True
         for link in self.links.values():
             link.send({"op": "kill"})
         deadline = time.time() + KILL_WAIT
         for link in self.links.values():
-            while link.popen.poll() is None and time.time() < deadline:
+            while link.pid is not None and link.popen.poll() is None and time.time() < deadline:
                 time.sleep(0.05)
             if link.popen.poll() is None:
                 os.killpg(link.popen.pid, signal.SIGKILL)

@@ -91,7 +91,7 @@ class Satellite:
         self.emit({"ev": "started", "key": key, "pids": pids})
 
     def read_report(self, p):
-        if not p.report:
+        if not p.report or not self.attached:
             return
         try:
             with open(p.report, "rb") as f:

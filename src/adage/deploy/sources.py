@@ -5,6 +5,7 @@ cores). OAR job ids come with a later issue."""
 from __future__ import annotations
 
 import getpass
+import sys
 from pathlib import Path
 
 from adage.model import Node, Resources
@@ -16,12 +17,14 @@ class SourceError(ValueError):
 
 def local_nodes(count: int, root: Path | None = None) -> Resources:
     """``count`` virtual nodes ``local1..localN`` on this machine, each with its own scratch
-    directory under ``root`` (default ``/tmp/<user>/adage-nodes``), reached at 127.0.0.1."""
+    directory under ``root`` (default ``/tmp/<user>/adage-nodes``), reached at 127.0.0.1; their
+    Python (property ``python``, for the satellites) is the one running ADAGE."""
     if count < 1:
         raise SourceError(f"--local-nodes must be at least 1, not {count}")
     base = root or Path(f"/tmp/{getpass.getuser()}/adage-nodes")
     return Resources(tuple(
-        Node(name=f"local{i}", cores=1, scratch=str(base / f"local{i}"), address="127.0.0.1")
+        Node(name=f"local{i}", cores=1, scratch=str(base / f"local{i}"), address="127.0.0.1",
+             properties=(("python", sys.executable),))
         for i in range(1, count + 1)))
 
 

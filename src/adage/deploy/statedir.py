@@ -15,6 +15,7 @@ import os
 import shlex
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from adage.model import Node
 from adage.status import STATES, Status
 
 FINAL_STATES = ("exited", "failed", "killed")
+FANOUT = 32  # nodes asked or cleaned at the same time
 
 
 class StateError(RuntimeError):
@@ -175,34 +177,41 @@ def write_scripts(dep: Deployment, link_dir: Path | None) -> None:
 # ------------------------------------------------------------------ status and clean
 def live(dep: Deployment, timeout: float = 30.0) -> dict[tuple[str, int, str], tuple[str, str]]:
     """(group, index, process) -> (running|exited|gone|unreachable, exit code or "-"), asking
-    each node once."""
-    out: dict[tuple[str, int, str], tuple[str, str]] = {}
-    for node, procs in dep.watched.items():
+    each node once (FANOUT nodes at a time)."""
+
+    def ask(node: str) -> list[tuple[tuple[str, int, str], tuple[str, str]]]:
         n = dep.node(node)
         transport = get_transport(n.submission[0], n.transfer[0])
         try:
             text = transport.run(n, transport.shell(n), timeout,
                                  stdin=node_status_script(dep, node))
         except TransportError:
-            for w in procs:
-                out[(w.group, w.index, w.process)] = ("unreachable", "-")
-            continue
+            return [((w.group, w.index, w.process), ("unreachable", "-"))
+                    for w in dep.watched[node]]
+        out = []
         for line in text.splitlines():
             g, i, p, state, _pid, code = line.split()
-            out[(g, int(i), p)] = (state, code)
-    return out
+            out.append(((g, int(i), p), (state, code)))
+        return out
+
+    with ThreadPoolExecutor(FANOUT) as pool:
+        return dict(kv for part in pool.map(ask, list(dep.watched)) for kv in part)
 
 
 def clean(dep: Deployment, timeout: float = 30.0) -> list[str]:
     """Kill what is left of the deployment, remove its run directories, its symlinks and its
     state directory; the errors met on the way (empty: all clean)."""
-    errors = []
-    for n in dep.nodes:
+
+    def one(n: Node) -> str:
         transport = get_transport(n.submission[0], n.transfer[0])
         try:
             transport.run(n, transport.shell(n), timeout, stdin=node_cleanup_script(dep, n.name))
         except TransportError as e:
-            errors.append(str(e))
+            return str(e)
+        return ""
+
+    with ThreadPoolExecutor(FANOUT) as pool:
+        errors = [e for e in pool.map(one, dep.nodes) if e]
     for link in dep.links:
         p = Path(link)
         if p.is_symlink() and Path(os.readlink(p)).parent == dep.dir:
