@@ -309,11 +309,14 @@ class Daemon:
             log.info("job %d: signal %s for a job not running here: ignored", job_id, sig)
             return
         now = self._now()
-        if sig in ("TERM", "KILL", "INT"):
+        if sig in ("TERM", "KILL", "INT", "CRASH"):
+            # CRASH: written by `orpheus fail-node`; the job dies with its node and OAR sets
+            # it Error, as it would once it learns the node is gone
             self.engine.stop(job_id, now)
             self.counters.killed += 1
-            log.info("job %d: killed (SIG%s)", job_id, sig)
-            self._end(job_id, JobEnd(job_id, OAREXEC_KILLED, None, job.challenge), now, "killed")
+            outcome = "crashed" if sig == "CRASH" else "killed"
+            log.info("job %d: %s (SIG%s)", job_id, outcome, sig)
+            self._end(job_id, JobEnd(job_id, OAREXEC_KILLED, None, job.challenge), now, outcome)
             return
         job.signals.append(sig)
         if sig == "USR2" and job.spec.checkpoint_exit:

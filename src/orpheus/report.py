@@ -191,7 +191,7 @@ def replay_records(run: ReplayRun, jobs: dict[int, metrics.OarJob],
     origin = min(subs + rejected_at, default=start)
     name = str(run.meta.get("name", ""))
     out = []
-    for r in run.rows:
+    for r in sorted(run.rows, key=lambda r: float(r["scheduled"])):  # trace order
         trace_wait = (float(r["trace_wait"]) / run.time_scale if r.get("trace_wait") else None)
         profile = r.get("profile") or (f"sim {r['arguments']}" if r.get("arguments") else "")
         res = int(r["res"]) if r.get("res") else int(r.get("trace_res") or 0) or None

@@ -69,7 +69,9 @@ def check_report_against_oar(out: Path, report: Path) -> list[dict[str, str]]:
     mapping = read_csv(out / "mapping.csv")
     jobs = read_csv(report / "jobs.csv")
     assert list(jobs[0]) == list(metrics.JOBS_CSV_COLUMNS)
-    assert [j["job_id"] for j in jobs] == [m["trace_job_id"] for m in mapping]
+    assert sorted(j["job_id"] for j in jobs) == sorted(m["trace_job_id"] for m in mapping)
+    order = [m["trace_job_id"] for m in sorted(mapping, key=lambda m: float(m["scheduled"]))]
+    assert [j["job_id"] for j in jobs] == order  # jobs.csv is in trace order
     by_trace = {m["trace_job_id"]: m for m in mapping}
     ids = [int(m["oar_job_id"]) for m in mapping if m["oar_job_id"]]
     oar = oar_rows(ids)

@@ -301,3 +301,39 @@ def test_size_scale_rounds_half_up_and_keeps_one() -> None:
     p = plan(w, Capacity(64, 16), PlanOptions(size_scale=64 / 352))
     assert [s.res for s in p.submissions] == [1, 1, 1, 64]
     assert math.isclose(p.size_scale, 64 / 352)
+
+
+# ------------------------------------------------------------------------------- docs
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "replay-report.md"
+
+
+def test_docs_dry_run_line_is_what_the_plan_prints(capsys: pytest.CaptureFixture[str]) -> None:
+    from orpheus.replay import dry_run
+
+    text = DOC.read_text()
+    example = text.split("`--dry-run` prints the plan", 1)[1].split("```text\n", 1)[1]
+    line = example.split("\n", 1)[0]
+    w = read_workload(GOFREE)
+    dry_run(plan(w, Capacity(64, 16), PlanOptions(start=1069, limit=32, time_scale=2000,
+                                                  size_scale=64 / 352)))
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == line
+    assert out[-1] == "22 to submit, 10 rejected"
+
+
+def test_docs_list_every_flag() -> None:
+    import argparse
+
+    from orpheus import replay, report
+
+    text = DOC.read_text()
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    replay.register(sub)
+    report.register(sub)
+    for name, command in sub.choices.items():
+        for action in command._actions:
+            for flag in action.option_strings:
+                if flag not in ("-h", "--help"):
+                    assert f"`{flag}" in text or f"`-o`, `{flag}" in text, (name, flag)

@@ -16,6 +16,7 @@ import os
 import selectors
 import shutil
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -188,7 +189,7 @@ class Deployer:
         self.ctx = DeployContext(self.appl, self.plan, self.resources, self.ctrl, self.layout,
                                  self.machine, self.stages, launcher=self._launch)
         self.transports: dict[str, Transport] = {}
-        for node in {i.node for i in self.plan.instances}:
+        for node in dict.fromkeys(i.node for i in self.plan.instances):
             n = self.layout.node(node)
             method = self.ctrl.submission_method
             if method not in n.submission or self.ctrl.transfer.method not in n.transfer:
@@ -440,7 +441,10 @@ class Deployer:
     def _abort(self, message: str) -> None:
         """Kill every launched process through its satellite (a satellite that never said
         hello launched nothing: it is killed at once), then directly on its node whatever a
-        satellite did not confirm; record the failure."""
+        satellite did not confirm; record the failure. A second Ctrl-C cannot cut it short."""
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_IGN)
         self.done = True
         for link in self.links.values():
             link.send({"op": "kill"})
@@ -514,7 +518,10 @@ class Deployer:
 
 @contextmanager
 def _signals() -> Iterator[None]:
-    """SIGTERM (and SIGINT) raise Interrupted while deploying."""
+    """SIGTERM (and SIGINT) raise Interrupted while deploying (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
     def handler(signum: int, _frame: object) -> None:
         raise Interrupted(signal.Signals(signum).name)
