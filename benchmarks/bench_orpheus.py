@@ -23,6 +23,7 @@ from pathlib import Path
 from oarlib import conf as oarconf
 from oarlib import oarcli
 from oarlib.db import Db
+from orpheus.daemon import running_daemon
 
 REFERENCE = {"event": 20.0, "oarexec": 6.0}  # jobs/s reached so far on a 2-core machine
 
@@ -41,6 +42,9 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def run_mode(mode: str, jobs: int, user: str, workdir: Path) -> dict[str, float]:
+    while (other := running_daemon()) is not None:  # the test bed serves one daemon at a time
+        print(f"waiting for the running daemon (pid {other}) to stop...", file=sys.stderr)
+        time.sleep(5)
     record = workdir / f"record-{mode}.csv"
     log = workdir / f"orpheus-{mode}.log"
     proc = subprocess.Popen([sys.executable, "-m", "orpheus.cli", "run", "--mode", mode,
@@ -82,7 +86,7 @@ def main() -> int:
     ap.add_argument("--user", default="alice")
     args = ap.parse_args()
     subprocess.run(["orpheus", "testbed", "up", "--nodes", "16", "--cores", "4",
-                    "--sched-interval", "1", "--max-jobs-per-user", "100000"], check=True,
+                    "--sched-interval", "1", "--max-jobs-per-user", "1000"], check=True,
                    stdout=subprocess.DEVNULL)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
