@@ -56,6 +56,21 @@ def wait_final(job_ids: list[int], timeout: float) -> dict[int, str]:
             time.sleep(0.5)
 
 
+def wait_state(job_ids: list[int], state: str, timeout: float) -> None:
+    """Wait until every job is in ``state``; fail naming their states otherwise."""
+    deadline = time.time() + timeout
+    marks = ",".join(["%s"] * len(job_ids))
+    with db() as conn:
+        while True:
+            states = dict(conn.query(
+                f"SELECT job_id, state FROM jobs WHERE job_id IN ({marks})", job_ids))
+            if len(states) == len(job_ids) and set(states.values()) == {state}:
+                return
+            if time.time() > deadline:
+                pytest.fail(f"jobs not all {state} after {timeout} s: {states}")
+            time.sleep(0.1)
+
+
 def state_durations(job_ids: list[int]) -> dict[int, dict[str, tuple[int, int]]]:
     """job_state_logs: job -> state -> (date_start, date_stop)."""
     out: dict[int, dict[str, tuple[int, int]]] = {j: {} for j in job_ids}

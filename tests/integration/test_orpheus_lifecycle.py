@@ -5,21 +5,11 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import SUBMITTER, db, state_durations, submit_array, wait_final
+from conftest import SUBMITTER, db, state_durations, submit_array, wait_final, wait_state
 
 from oarlib import oarcli
 
 pytestmark = pytest.mark.oar
-
-
-def wait_state(job_id: int, state: str, timeout: float) -> None:
-    deadline = time.time() + timeout
-    with db() as conn:
-        while time.time() < deadline:
-            if conn.scalar("SELECT state FROM jobs WHERE job_id = %s", (job_id,)) == state:
-                return
-            time.sleep(0.1)
-    pytest.fail(f"job {job_id} not {state} after {timeout} s")
 
 
 @pytest.mark.parametrize("mode", ["oarexec", "event"])
@@ -27,10 +17,10 @@ def test_oardel_of_a_running_job_is_error_within_2s_and_no_node_suspected(
         daemon_factory, mode: str) -> None:
     daemon = daemon_factory("--mode", mode)
     (job,) = submit_array(["{exec_time=300}"])
-    wait_state(job, "Running", 60)
+    wait_state([job], "Running", 60)
     t0 = time.time()
     oarcli.oardel([job], user=SUBMITTER)
-    wait_state(job, "Error", 10)
+    wait_state([job], "Error", 10)
     assert time.time() - t0 <= 2.5  # oardel itself takes ~0.3 s
     with db() as conn:
         suspected = conn.scalar("SELECT count(*) FROM resources WHERE state = 'Suspected'")

@@ -6,7 +6,7 @@ import random
 import time
 
 import pytest
-from conftest import db, state_durations, submit_array, wait_final
+from conftest import db, state_durations, submit_array, wait_final, wait_state
 
 pytestmark = pytest.mark.oar
 
@@ -82,15 +82,7 @@ def test_jobs_launched_while_orpheus_was_stopped_are_picked_up(daemon_factory) -
     first = daemon_factory()
     first.stop()
     ids = submit_array(["{exec_time=1}"] * 4)
-    deadline = time.time() + 60  # OAR schedules them: they wait in toLaunch for a runner
-    with db() as conn:
-        while time.time() < deadline:
-            states = [s for (s,) in conn.query(
-                "SELECT state FROM jobs WHERE job_id IN (%s,%s,%s,%s)", ids)]
-            if all(s == "toLaunch" for s in states):
-                break
-            time.sleep(0.5)
-        assert all(s == "toLaunch" for s in states), states
+    wait_state(ids, "toLaunch", 60)  # OAR schedules them: they wait for a runner
     daemon_factory()
     states = wait_final(ids, timeout=60)
     assert set(states.values()) == {"Terminated"}
@@ -99,14 +91,7 @@ def test_jobs_launched_while_orpheus_was_stopped_are_picked_up(daemon_factory) -
 def test_running_jobs_are_adopted_after_a_daemon_crash(daemon_factory) -> None:
     first = daemon_factory()
     ids = submit_array(["{exec_time=12}"] * 3)
-    deadline = time.time() + 60
-    with db() as conn:
-        while time.time() < deadline:
-            states = [s for (s,) in conn.query(
-                "SELECT state FROM jobs WHERE job_id IN (%s,%s,%s)", ids)]
-            if all(s == "Running" for s in states):
-                break
-            time.sleep(0.2)
+    wait_state(ids, "Running", 60)
     first.proc.kill()  # SIGKILL: no summary, no cleanup
     first.proc.wait()
     time.sleep(2)
