@@ -21,6 +21,7 @@ COMMANDS = {
     "demo": "orpheus.demo",
     "replay": "orpheus.replay",
     "report": "orpheus.report",
+    "sshnodes": "orpheus.sshnodes_cli",
 }
 
 

@@ -32,7 +32,7 @@ def check_run(daemon, ids: list[int], exec_times: list[int], tolerance: float) -
 def test_200_jobs_on_64_cores_end_at_their_exec_time_event_mode(daemon_factory) -> None:
     rng = random.Random(7)
     exec_times = [rng.choice([0, 1, 2, 3, 5, 8]) for _ in range(200)]
-    daemon = daemon_factory("--mode", "event")
+    daemon = daemon_factory("--mode", "event", "--rekick", "1.2")
     ids = submit_array([f"{{exec_time={t}}}" for t in exec_times])
     assert len(ids) == 200
     check_run(daemon, ids, exec_times, tolerance=1.5)
