@@ -225,6 +225,7 @@ def ensure_user_keys(user: str) -> None:
         pw = pwd.getpwnam(user)
     except KeyError:
         raise SshNodesError(f"user {user} does not exist") from None
+    _unlock(user)
     ssh = Path(pw.pw_dir) / ".ssh"
     ssh.mkdir(mode=0o700, exist_ok=True)
     key = ssh / "id_ed25519"
@@ -241,6 +242,15 @@ def ensure_user_keys(user: str) -> None:
     for p in [ssh, *ssh.iterdir()]:
         os.chown(p, pw.pw_uid, pw.pw_gid)
     auth.chmod(0o600)
+
+
+def _unlock(user: str) -> None:
+    """sshd without PAM refuses a locked account ('!' password, useradd's default): give it
+    the password '*' (no password can match; key logins work)."""
+    for line in Path("/etc/shadow").read_text().splitlines():
+        fields = line.split(":")
+        if fields[0] == user and fields[1].startswith("!"):
+            _run(["usermod", "-p", "*", user])
 
 
 # ------------------------------------------------------------------ up / down / status

@@ -31,7 +31,7 @@ from orpheus.workload import (
     read_workload,
 )
 
-DATA = Path("/work/shared/data")
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"  # shared/ beside the clone
 GOFREE = DATA / "gofree_sample.swf"
 BATSIM = DATA / "batsim"
 
