@@ -146,8 +146,9 @@ def worked_example(out: Path) -> list[list[str]]:
     block = re.search(r"<!-- worked-example -->\s*```sh\n(.*?)```", text, re.S)
     assert block, "docs/replay-report.md has no worked-example block"
     lines = block.group(1).replace("\\\n", " ").splitlines()
-    commands = [shlex.split(ln.replace("/tmp/gofree-slice", str(out))) for ln in lines
-                if ln.startswith("orpheus ")]
+    commands = [shlex.split(ln.replace("/tmp/gofree-slice", str(out))
+                            .replace("/work/shared/data", str(DATA)))
+                for ln in lines if ln.startswith("orpheus ")]
     assert [c[1] for c in commands] == ["replay", "report"]
     return [c[1:] for c in commands]
 
