@@ -12,6 +12,7 @@ node shares this machine's file system and users.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import re
@@ -181,10 +182,8 @@ def stop(node: str, sessions: bool = True) -> None:
         return
     victims = ([pid] + [c for c in _children(pid) if _is_sshd(c)]) if sessions else [pid]
     for p in victims:
-        try:
+        with contextlib.suppress(OSError):
             os.kill(p, signal.SIGTERM)
-        except OSError:
-            pass
     deadline = time.monotonic() + 5
     while pid_of(node) is not None and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -21,6 +21,8 @@ COMMANDS = {
     "demo": "orpheus.demo",
     "replay": "orpheus.replay",
     "report": "orpheus.report",
+    "energy": "orpheus.energy",
+    "fail-node": "orpheus.failnode",
     "sshnodes": "orpheus.sshnodes_cli",
 }
 

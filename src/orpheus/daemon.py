@@ -354,28 +354,32 @@ class Daemon:
         self.pending.append((end, intended, job.start, outcome))
 
     def _deliver(self, backend: OarBackend) -> None:
-        """Hand pending ends to OAR; what cannot be delivered now stays pending."""
+        """Hand pending ends to OAR; what cannot be delivered now stays pending.
+
+        A database error propagates to the main loop, which reconnects and comes back here:
+        nothing is lost. Writing an end again is a no-op (the update is conditional on
+        Running), so a retry after a partial failure sends nothing twice to the database.
+        """
         if not self.pending:
             return
         batch, self.pending = self.pending, []
+        delivered = 0
         try:
             if self.opts.mode == "event":
                 backend.end_as_check_end_of_job(e for e, *_ in batch)
-                delivered = len(batch)
                 notify(self.server, "ChState", "Term")
+                delivered = len(batch)
             else:
-                delivered = 0
                 for end, *_ in batch:
                     notify(self.server, oarexec_message(end))
                     delivered += 1
         except OSError as exc:
             log.warning("Almighty unreachable (%s): %d end(s) will be retried", exc,
                         len(batch) - delivered)
-            self.pending = batch[delivered:] + self.pending
-            batch = batch[:delivered]
         finally:
-            self._account(batch)
-        if batch and self.opts.rekick > 0:
+            self.pending = batch[delivered:] + self.pending
+            self._account(batch[:delivered])
+        if delivered and self.opts.rekick > 0:
             # Almighty defers a Scheduling that comes sooner than
             # SCHEDULER_MIN_TIME_BETWEEN_2_CALLS after the last pass, up to its 10 s timeout
             self._rekick_at = time.time() + self.opts.rekick

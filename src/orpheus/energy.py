@@ -169,7 +169,7 @@ def node_intervals(node: str, state_changes: Sequence[tuple[float, str]],
             power = p
         elif t < until:
             cuts.append((t, p))
-    spans = [(since, power)] + cuts
+    spans = [(since, power), *cuts]
     busy_spans = _merge((max(a, since), min(b, until)) for a, b in busy)
     out: list[Interval] = []
 
@@ -334,7 +334,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--until", type=float, help="window end, epoch seconds (default: now)")
     p.add_argument("--watts", default="",
                    help="power per state, e.g. idle=95,busy=190,off=8,booting=120 (defaults)")
-    p.add_argument("-o", "--output", type=Path, help="write the intervals as CSV here ('-': stdout)")
+    p.add_argument("-o", "--output", type=Path,
+                   help="write the intervals as CSV here ('-': stdout)")
     p.add_argument("--json", action="store_true", help="print the per-node figures as JSON")
     p.set_defaults(func=_main)
 

@@ -19,6 +19,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -31,6 +32,7 @@ from typing import Any
 from adage.deploy import statedir
 from adage.deploy.context import DeployContext, needs
 from adage.deploy.layout import Layout, ProcSpec, stages
+from adage.deploy.ssh import SshOptions
 from adage.deploy.state import (
     Acked,
     Deployed,
@@ -72,6 +74,7 @@ class Options:
     link_dir: Path | None = None  # where get_status.sh/cleanup.sh are symlinked
     observer: Callable[[Machine], None] | None = None  # called after every change
     trace: Callable[[str, str, dict[str, Any]], None] | None = None  # (node, "<-"/"->", msg)
+    ssh: SshOptions = field(default_factory=SshOptions)  # ssh/oarsh: timeouts, fan-out
 
 
 @dataclass
@@ -189,17 +192,23 @@ class Deployer:
         self.ctx = DeployContext(self.appl, self.plan, self.resources, self.ctrl, self.layout,
                                  self.machine, self.stages, launcher=self._launch)
         self.transports: dict[str, Transport] = {}
+        method, transfer = self.ctrl.submission_method, self.ctrl.transfer.method
+        over_ssh = method in ("ssh", "oarsh") and transfer in ("local", "tar")  # tar stream
         for node in dict.fromkeys(i.node for i in self.plan.instances):
             n = self.layout.node(node)
-            method = self.ctrl.submission_method
-            if method not in n.submission or self.ctrl.transfer.method not in n.transfer:
+            if method not in n.submission or (transfer not in n.transfer and not over_ssh):
                 raise DeployError(f"node {node} accepts submission {', '.join(n.submission)} "
                                   f"and transfer {', '.join(n.transfer)}, not "
-                                  f"{method}/{self.ctrl.transfer.method}")
-            try:
-                self.transports[node] = get_transport(method, self.ctrl.transfer.method)
+                                  f"{method}/{transfer}")
+        if self.plan.instances:
+            try:  # one transport (one set of master connections) for every node
+                shared = get_transport(method, transfer, self.options.ssh)
             except TransportError as e:
                 raise DeployError(str(e)) from None
+            self.transports = {i.node: shared for i in self.plan.instances}
+        self.fanout = max(1, self.options.ssh.fanout)
+        self.to_start: list[str] = []  # nodes whose satellite is not started yet
+        self.sel = selectors.DefaultSelector()
         self.links: dict[str, Link] = {}
         self.covers: dict[str, Cover] = {}
         self.launched_specs: dict[tuple[str, int],
@@ -260,6 +269,12 @@ class Deployer:
                            if isinstance(e, Interrupted | KeyboardInterrupt) else str(e))
                 self._abort(message)
                 raise DeployError(message) from None
+            finally:
+                self.sel.close()
+                for t in {id(t): t for t in self.transports.values()}.values():
+                    close = getattr(t, "close", None)
+                    if close is not None:
+                        close()
         return Result(self.dep, self.machine, time.time() - self.started, self.acked_after)
 
     def _stage(self) -> None:
@@ -282,14 +297,40 @@ class Deployer:
                     (root / dest).write_text(text)
                 for node in st.nodes:
                     (root / st.rel(self.layout.satellite(node))).write_text(sat)
-                self.transports[first].put_tree(self.layout.node(first), root, st.base,
-                                                self.options.timeout)
+            self._put_trees(prestage)
         finally:
             shutil.rmtree(prestage, ignore_errors=True)
         self._notify()
 
+    def _put_trees(self, prestage: Path) -> None:
+        """One transfer per stage, ``fanout`` at a time; on the first failure the transfers
+        not started are dropped and those under way killed."""
+        def put(first: str) -> None:
+            self.transports[first].put_tree(self.layout.node(first), prestage / first,
+                                            self.stages[first].base, self.options.timeout)
+
+        pool = ThreadPoolExecutor(min(self.fanout, len(self.stages) or 1))
+        futures = [pool.submit(put, first) for first in self.stages]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = next((f for f in futures if f in done and f.exception() is not None), None)
+        if failed is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+            for t in {id(t): t for t in self.transports.values()}.values():
+                cancel = getattr(t, "cancel", None)
+                if cancel is not None:
+                    cancel()
+        pool.shutdown(wait=True)
+        if failed is not None:
+            raise failed.exception()  # type: ignore[misc]
+
     def _start_satellites(self) -> None:
-        for node in sorted({i.node for i in self.plan.instances}):
+        """Start satellites, at most ``fanout`` of them not yet up at a time (the others as
+        the first ones say hello)."""
+        if not self.to_start and not self.links:
+            self.to_start = sorted({i.node for i in self.plan.instances}, reverse=True)
+        while self.to_start and sum(1 for k in self.links.values()
+                                    if k.pid is None and not k.closed) < self.fanout:
+            node = self.to_start.pop()
             n = self.layout.node(node)
             argv = ["env", f"ADAGE_DEPLOYMENT={self.dep_id}", n.prop("python") or "python3",
                     "-S", self.layout.satellite(node), node]  # -S: stdlib only, fast start
@@ -298,28 +339,24 @@ class Deployer:
             assert popen.stdout is not None
             os.set_blocking(popen.stdout.fileno(), False)
             self.links[node] = Link(node, popen, log)
+            self.sel.register(popen.stdout, selectors.EVENT_READ, self.links[node])
             self._feed(NodeStarting(node))
 
     def _loop(self) -> None:
-        sel = selectors.DefaultSelector()
-        for link in self.links.values():
-            assert link.popen.stdout is not None
-            sel.register(link.popen.stdout, selectors.EVENT_READ, link)
-        try:
-            while not self.done:
-                for key, _ in sel.select(timeout=0.05):
-                    link: Link = key.data
-                    msgs = link.read()
-                    if msgs is None:
-                        sel.unregister(key.fileobj)
-                        self._satellite_gone(link)
-                        continue
-                    for msg in msgs:
-                        self._callback(link, msg)
-                self._poll_plugins()
-                self._feed(Tick())
-        finally:
-            sel.close()
+        while not self.done:
+            for key, _ in self.sel.select(timeout=0.05):
+                link: Link = key.data
+                msgs = link.read()
+                if msgs is None:
+                    self.sel.unregister(key.fileobj)
+                    self._satellite_gone(link)
+                    continue
+                for msg in msgs:
+                    self._callback(link, msg)
+            if self.to_start:
+                self._start_satellites()
+            self._poll_plugins()
+            self._feed(Tick())
 
     # ---------------------------------------------------------------- callbacks
     def _callback(self, link: Link, msg: dict[str, Any]) -> None:
@@ -457,12 +494,16 @@ class Deployer:
                 link.popen.wait()
         self.machine.kill_all()
         self._collect_watch()
-        for node in self.dep.watched:
+
+        def kill_on(node: str) -> None:
             n = self.layout.node(node)
             with suppress(TransportError):
                 self.transports[node].run(n, self.transports[node].shell(n), KILL_WAIT,
                                           stdin=statedir.node_cleanup_script(
                                               replace(self.dep, roots={}), node))
+
+        with ThreadPoolExecutor(min(self.fanout, len(self.dep.watched) or 1)) as pool:
+            list(pool.map(kill_on, list(self.dep.watched)))
         self._write_state(message)
 
     # ---------------------------------------------------------------- state

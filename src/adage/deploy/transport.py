@@ -1,10 +1,10 @@
 """How the front end reaches a node: run a command, start the satellite, put a tree.
 
 ``Transport`` is the whole interface a deployment needs; ``LocalTransport`` serves the virtual
-nodes of this machine. An ssh/oarsh transport only has to wrap the same argv in
-``ssh -o BatchMode=yes <address> -- <quoted argv>`` (``shell``: ``ssh ... sh -s``) and stream
-the tree with ``tar -C <src> -cf - . | ssh <address> tar -C <dest> -xf -``: the satellite
-talks over its stdin/stdout, which ssh carries unchanged.
+nodes of this machine, ``adage.deploy.ssh.SshTransport`` real nodes through ``ssh`` or
+``oarsh``: it wraps the same argv in ``ssh -o BatchMode=yes <address> -- <quoted argv>``
+(``shell``: ``ssh ... -- 'sh -s'``) and streams trees with ``tar``; the satellite talks over
+its stdin/stdout, which ssh carries unchanged.
 """
 
 from __future__ import annotations
@@ -15,9 +15,12 @@ import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from adage.model import Node
+
+if TYPE_CHECKING:
+    from adage.deploy.ssh import SshOptions
 
 
 class TransportError(RuntimeError):
@@ -28,8 +31,8 @@ class Transport(Protocol):
     name: str
 
     def run(self, node: Node, argv: Sequence[str], timeout: float, stdin: str = "") -> str:
-        """Run ``argv`` on ``node`` with ``stdin``; its stdout. TransportError on failure or
-        timeout."""
+        """Run the front-end ``argv`` that reaches ``node`` (from ``shell``) with ``stdin``; its
+        stdout. TransportError on failure or timeout."""
         ...
 
     def start(self, node: Node, argv: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
@@ -42,7 +45,7 @@ class Transport(Protocol):
         ...
 
     def shell(self, node: Node) -> list[str]:
-        """The argv that runs, on ``node``, the ``sh`` script given on its stdin."""
+        """The front-end argv that runs, on ``node``, the ``sh`` script given on its stdin."""
         ...
 
 
@@ -99,9 +102,18 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def get_transport(submission: str, transfer: str) -> Transport:
-    """The transport for a submission and a transfer method (only ``local`` for now)."""
+def get_transport(submission: str, transfer: str,
+                  options: SshOptions | None = None) -> Transport:
+    """The transport for a submission and a transfer method: ``local``/``local``, or ``ssh``
+    and ``oarsh`` with ``tar`` (also chosen for ``local``, the control parameters' default),
+    ``scp``, ``rsync`` (ssh) or ``oarcp`` (oarsh). ``options`` (ssh/oarsh): connection
+    timeout and multiplexing; without them, plain connections (status, clean, scripts)."""
     if submission == "local" and transfer == "local":
         return LocalTransport()
+    if submission in ("ssh", "oarsh"):
+        from adage.deploy.ssh import SshOptions, SshTransport
+
+        return SshTransport("tar" if transfer == "local" else transfer,
+                            options or SshOptions(multiplex=False), oarsh=submission == "oarsh")
     raise TransportError(f"submission method {submission!r} with transfer method {transfer!r} "
-                         "is not available yet: only 'local' is (ssh/oarsh come later)")
+                         "is not available (local/local, ssh or oarsh)")

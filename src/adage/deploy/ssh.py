@@ -1,0 +1,214 @@
+"""The ssh and oarsh transports: every command through the OpenSSH client (or OAR's ``oarsh``).
+
+- Options: ``BatchMode=yes`` (never a prompt), ``ConnectTimeout``, keep-alives (a node that
+  stops answering is noticed), the user's own ssh configuration otherwise.
+- Multiplexing: with a control directory (one per deployment), the first connection to a node
+  becomes its master (``ControlMaster=auto``, ``ControlPersist=yes``, ``ControlPath=<dir>/%C``)
+  and every later command, transfer and satellite rides on it; ``close()`` ends the masters.
+- Remote commands are always one string built with ``shlex.join``.
+- Transfers of a tree: ``tar`` (default: one tar stream over the connection per node), ``scp``
+  (``scp -r``), ``rsync`` (``rsync -a -e <this ssh>``), ``oarcp`` (OAR's scp wrapper).
+- oarsh: OAR 2.5's ``oarsh`` runs ``ssh -p 6667`` as user oar to the node's ``oarsh_shell``,
+  authenticated by the job key; the job is named by ``OAR_JOB_ID`` in oarsh's environment (the
+  node property ``oar_job_id``). oarsh refuses ssh's ``-T``/``-x`` (never passed) and, since it
+  runs as user oar, cannot share the user's control sockets: no multiplexing with oarsh.
+Every failure raises ``TransportError`` naming the node; in-flight commands are tracked so a
+failing deployment can kill them at once (``cancel``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from adage.deploy.transport import TransportError
+from adage.model import Node
+
+SSH_TRANSFERS = ("tar", "scp", "rsync")
+OARSH_TRANSFERS = ("tar", "oarcp")
+
+
+@dataclass(frozen=True)
+class SshOptions:
+    connect_timeout: float = 10.0  # seconds to connect and authenticate
+    multiplex: bool = True  # one master connection per node (ssh only)
+    fanout: int = 64  # nodes contacted at the same time (used by the deployer and close)
+
+
+class SshTransport:
+    """Nodes reached with ``ssh`` (``oarsh=False``) or ``oarsh``; ``transfer`` in
+    SSH_TRANSFERS or OARSH_TRANSFERS."""
+
+    def __init__(self, transfer: str = "tar", options: SshOptions | None = None,
+                 oarsh: bool = False) -> None:
+        allowed = OARSH_TRANSFERS if oarsh else SSH_TRANSFERS
+        if transfer not in allowed:
+            raise TransportError(f"transfer method {transfer!r} does not go with submission "
+                                 f"method {'oarsh' if oarsh else 'ssh'} (use one of "
+                                 f"{', '.join(allowed)})")
+        self.name = "oarsh" if oarsh else "ssh"
+        self.transfer = transfer
+        self.options = options or SshOptions()
+        self.oarsh = oarsh
+        self.control_dir = (tempfile.mkdtemp(prefix="adage-ssh-")
+                            if self.options.multiplex and not oarsh else "")
+        self.used: set[str] = set()
+        self.inflight: set[subprocess.Popen[bytes]] = set()
+        self.lock = threading.Lock()
+
+    # ---------------------------------------------------------------- command lines
+    def ssh_options(self) -> list[str]:
+        """The ``-o`` options of every connection."""
+        opts = ["-o", "BatchMode=yes",
+                "-o", f"ConnectTimeout={max(1, math.ceil(self.options.connect_timeout))}",
+                "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]
+        if self.control_dir:
+            opts += ["-o", "ControlMaster=auto", "-o", f"ControlPath={self.control_dir}/%C",
+                     "-o", "ControlPersist=yes"]
+        return opts
+
+    def program(self) -> list[str]:
+        return ["oarsh"] if self.oarsh else ["ssh"]
+
+    def env(self, node: Node) -> dict[str, str] | None:
+        """oarsh/oarcp name the OAR job in their environment (``OAR_JOB_ID``)."""
+        job = node.prop("oar_job_id")
+        if self.oarsh and job:
+            return {**os.environ, "OAR_JOB_ID": job}
+        return None
+
+    @staticmethod
+    def host(node: Node) -> str:
+        return node.address or node.name
+
+    def command(self, node: Node, argv: Sequence[str]) -> list[str]:
+        """The front-end argv running ``argv`` on ``node`` (one quoted remote string)."""
+        self.used.add(self.host(node))
+        return [*self.program(), *self.ssh_options(), self.host(node), "--", shlex.join(argv)]
+
+    def shell(self, node: Node) -> list[str]:
+        return self.command(node, ["sh", "-s"])
+
+    def tree_commands(self, node: Node, src: Path, dest: str) -> list[list[str]]:
+        """The front-end command lines putting the tree ``src`` under ``dest`` on ``node``
+        (a pipeline ``tar | ssh`` is two commands)."""
+        host = self.host(node)
+        mkdir = self.command(node, ["mkdir", "-p", dest])
+        entries = sorted(str(p) for p in src.iterdir())
+        if self.transfer == "tar":
+            return [["tar", "-C", str(src), "-cf", "-", "."],
+                    self.command(node, ["sh", "-c", 'mkdir -p "$1" && exec tar -C "$1" -xf -',
+                                        "sh", dest])]
+        if self.transfer == "rsync":
+            rsh = shlex.join([*self.program(), *self.ssh_options()])
+            return [mkdir, ["rsync", "-a", "-e", rsh, f"{src}/", f"{host}:{dest}/"]]
+        if self.transfer == "scp":
+            return [mkdir, ["scp", "-q", "-r", "-p", *self.ssh_options(), *entries,
+                            f"{host}:{dest}/"]]
+        return [mkdir, ["oarcp", "-q", "-r", "-p", *entries, f"{host}:{dest}/"]]
+
+    # ---------------------------------------------------------------- running
+    def _spawn(self, node: Node, argv: Sequence[str], **kw: object) -> subprocess.Popen[bytes]:
+        try:
+            p = subprocess.Popen(list(argv), env=self.env(node), start_new_session=True,
+                                 **kw)  # type: ignore[call-overload]
+        except OSError as e:
+            raise TransportError(f"node {node.name}: cannot run {argv[0]}: {e}") from e
+        with self.lock:
+            self.inflight.add(p)
+        return p
+
+    def _finish(self, p: subprocess.Popen[bytes]) -> None:
+        with self.lock:
+            self.inflight.discard(p)
+
+    def _wait(self, node: Node, procs: list[subprocess.Popen[bytes]], timeout: float,
+              what: str, stdin: bytes = b"") -> bytes:
+        """Feed the last process ``stdin``, wait for all; its stdout. Kill all on timeout."""
+        try:
+            out, err = procs[-1].communicate(stdin or None, timeout=timeout)
+            for p in procs[:-1]:
+                p.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                _kill(p)
+            raise TransportError(f"node {node.name}: {what} did not finish within "
+                                 f"{timeout:g} s") from None
+        finally:
+            for p in procs:
+                self._finish(p)
+        bad = next((p for p in procs if p.returncode != 0), None)
+        if bad is not None:
+            msg = (err or b"").decode(errors="replace").strip()[-500:]
+            code = bad.returncode
+            why = "ssh could not connect" if code == 255 else f"exited with code {code}"
+            raise TransportError(f"node {node.name}: {what}: {why}" + (f": {msg}" if msg else ""))
+        return out or b""
+
+    def run(self, node: Node, argv: Sequence[str], timeout: float, stdin: str = "") -> str:
+        """Run the front-end ``argv`` (from ``command``/``shell``) with ``stdin``."""
+        p = self._spawn(node, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE)
+        return self._wait(node, [p], timeout, shlex.join(argv[-1:])[:120],
+                          stdin.encode()).decode(errors="replace")
+
+    def start(self, node: Node, argv: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
+        with open(log, "ab") as err:
+            p = self._spawn(node, self.command(node, argv), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=err)
+        self._finish(p)  # long-running: killed by the deployer, not by cancel()
+        return p
+
+    def put_tree(self, node: Node, src: Path, dest: str, timeout: float) -> None:
+        cmds = self.tree_commands(node, src, dest)
+        what = f"{self.transfer} transfer to {dest}"
+        if self.transfer == "tar":
+            tar = self._spawn(node, cmds[0], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            assert tar.stdout is not None
+            ssh = self._spawn(node, cmds[1], stdin=tar.stdout, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+            tar.stdout.close()
+            self._wait(node, [tar, ssh], timeout, what)
+            return
+        for argv in cmds:
+            p = self._spawn(node, argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+            self._wait(node, [p], timeout, what)
+
+    def cancel(self) -> None:
+        """Kill every command still running (a deployment is failing)."""
+        with self.lock:
+            procs = list(self.inflight)
+        for p in procs:
+            _kill(p)
+
+    def close(self) -> None:
+        """End the master connections (``ssh -O exit``) and remove the control directory."""
+        if not self.control_dir:
+            return
+
+        def end(host: str) -> None:
+            subprocess.run(["ssh", "-o", f"ControlPath={self.control_dir}/%C", "-O", "exit",
+                            host], capture_output=True, timeout=10, check=False)
+
+        with ThreadPoolExecutor(max(1, self.options.fanout)) as pool:
+            list(pool.map(end, sorted(self.used)))
+        shutil.rmtree(self.control_dir, ignore_errors=True)
+
+
+def _kill(p: subprocess.Popen[bytes]) -> None:
+    if p.poll() is None:
+        with contextlib.suppress(OSError):
+            os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
