@@ -223,7 +223,16 @@ class Daemon:
             self._kick_reservations(backend)
         if self._rekick_at is not None and time.time() >= self._rekick_at:
             self._rekick_at = None
-            notify(self.server, "Scheduling")
+            self._notify("Scheduling")
+
+    def _notify(self, message: str) -> bool:
+        """A notification that may be lost (the next event or poll makes up for it)."""
+        try:
+            notify(self.server, message)
+            return True
+        except OSError as exc:
+            log.warning("Almighty unreachable (%s): %s not sent", exc, message)
+            return False
 
     def _kick_reservations(self, backend: OarBackend) -> None:
         """Send ``Scheduling`` when a reservation's start comes (and every 2 s until it
@@ -233,8 +242,7 @@ class Daemon:
         self._kicked = {j: t for j, t in self._kicked.items() if j in waiting}
         due = [j for j, start in waiting.items()
                if start <= now and now - self._kicked.get(j, 0.0) >= 2.0]
-        if due:
-            notify(self.server, "Scheduling")
+        if due and self._notify("Scheduling"):
             self._kicked.update(dict.fromkeys(due, now))
             log.info("reservation(s) %s due: Scheduling sent", due)
         future = [s for s in waiting.values() if s > now]
