@@ -8,6 +8,7 @@ with --wait), 2 bad usage.
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -21,12 +22,14 @@ from adage.deploy import statedir
 from adage.deploy.deployer import Deployer, DeployError, Options
 from adage.deploy.layout import LayoutError
 from adage.deploy.progress import Progress
-from adage.deploy.sources import SourceError, local_nodes, oar_nodefile
+from adage.deploy.sources import SourceError, local_nodes
+from adage.deploy.ssh import SshOptions
 from adage.deploy.state import PState
 from adage.deploy.transport import TransportError
 from adage.model import Resources
 from adage.placeholders import PlaceholderError
 from adage.planners import PlanningError, get_planner
+from adage.resources.oar import job_resources, oar_nodefile
 
 ERRORS = (documents.DocumentError, PlanningError, DeployError, SourceError, LayoutError,
           PlaceholderError, TransportError, statedir.StateError)
@@ -46,9 +49,9 @@ def parser() -> argparse.ArgumentParser:
                    help="add a resource document (repeatable)")
     p.add_argument("-o", "--oarnodefile", metavar="FILE",
                    help="resources from an OAR node file (one line per core)")
-    p.add_argument("-j", "--jobid", metavar="ID", help="resources of an OAR job (not yet)")
-    p.add_argument("-J", "--addjobid", action="append", default=[], metavar="ID",
-                   help="add the resources of an OAR job (not yet)")
+    p.add_argument("-j", "--jobid", type=int, metavar="ID", help="resources of an OAR job")
+    p.add_argument("-J", "--addjobid", type=int, action="append", default=[], metavar="ID",
+                   help="add the resources of an OAR job (repeatable)")
     p.add_argument("-D", "--dump", action="append", default=[], choices=documents.DUMP_KINDS,
                    help="dump a document once validated or made (repeatable)")
     p.add_argument("-F", "--dump-file", action="append", default=[], metavar="FILE",
@@ -69,6 +72,17 @@ def parser() -> argparse.ArgumentParser:
                    help="seconds to wait for any callback (default 30)")
     p.add_argument("--wait", action="store_true",
                    help="with -x: wait until every process exits; fail if one failed")
+    p.add_argument("--submission", choices=("ssh", "oarsh"),
+                   help="how to reach nodes from OAR or resource documents (overrides the "
+                        "control parameters; default ssh when they say local)")
+    p.add_argument("--transfer", choices=("tar", "scp", "rsync", "oarcp"),
+                   help="how trees are copied over ssh/oarsh (default: one tar stream)")
+    p.add_argument("--fanout", type=int, default=SshOptions.fanout, metavar="N",
+                   help="nodes contacted at the same time over ssh/oarsh (default 64)")
+    p.add_argument("--connect-timeout", type=float, default=SshOptions.connect_timeout,
+                   metavar="S", help="seconds to connect to a node over ssh (default 10)")
+    p.add_argument("--no-multiplex", action="store_true",
+                   help="one ssh connection per command instead of one master per node")
     return p
 
 
@@ -110,12 +124,17 @@ class Output:
             sys.stdout.flush()
 
 
+def remote(args: argparse.Namespace) -> bool:
+    """Whether resources were given (otherwise: local virtual nodes)."""
+    return bool(args.res or args.addres or args.oarnodefile or args.jobid or args.addjobid)
+
+
 def resources_of(args: argparse.Namespace) -> Resources:
-    if args.jobid or args.addjobid:
-        raise SourceError("-j/-J (resources of an OAR job) are not available yet: use "
-                          "-o $OAR_NODEFILE inside the job")
     docs = [p for p in [args.res, *args.addres] if p]
     parts = [documents.read_resources(docs)] if docs else []
+    jobs = [j for j in [args.jobid, *args.addjobid] if j is not None]
+    if jobs:
+        parts.append(job_resources(jobs))
     if args.oarnodefile:
         parts.append(oar_nodefile(args.oarnodefile))
     if not parts:
@@ -124,7 +143,8 @@ def resources_of(args: argparse.Namespace) -> Resources:
     names = [n.name for n in nodes]
     dup = next((n for n in names if names.count(n) > 1), None)
     if dup:
-        raise SourceError(f"node {dup} is given twice (resource documents and node file)")
+        raise SourceError(f"node {dup} is given twice (resource documents, OAR jobs, node "
+                          "file)")
     return Resources(tuple(nodes), tuple(g for r in parts for g in r.groups))
 
 
@@ -150,9 +170,13 @@ def run(args: argparse.Namespace, out: Output) -> int:
     ctrl = documents.read_ctrl(args.ctrl, appl)
     out.dump("ctrl", ctrl)
     resources = resources_of(args)
-    if not (args.res or args.addres or args.oarnodefile):
+    if not remote(args):
         ctrl = replace(ctrl, submission_method="local", transfer=replace(ctrl.transfer,
                                                                          method="local"))
+    elif args.submission or ctrl.submission_method == "local":
+        ctrl = replace(ctrl, submission_method=args.submission or "ssh")
+    if remote(args) and args.transfer:
+        ctrl = replace(ctrl, transfer=replace(ctrl.transfer, method=args.transfer))
     out.dump("res", resources)
     if not (args.plan or args.dry_run or args.execute):
         out.say(1, f"converted {len(args.appl)} document(s): {len(appl.groups)} proc_group(s) "
@@ -163,7 +187,10 @@ def run(args: argparse.Namespace, out: Output) -> int:
     if args.plan:
         out.say(1, f"planned {len(plan.instances)} instance(s) with {plan.planner}")
         return 0
-    options = Options(timeout=args.timeout, wait=args.wait, link_dir=Path.cwd())
+    options = Options(timeout=args.timeout, wait=args.wait, link_dir=Path.cwd(),
+                      ssh=SshOptions(args.connect_timeout, not args.no_multiplex,
+                                     max(1, args.fanout)))
+    raise_fd_limit()
     deployer = Deployer(appl, resources, ctrl, plan, options)
     if args.dry_run:
         print(deployer.dry_run())
@@ -190,6 +217,14 @@ def run(args: argparse.Namespace, out: Output) -> int:
     if args.loglevel >= 1:
         out.err.print(process_table(m))
     return 1 if failed else 0
+
+
+def raise_fd_limit() -> None:
+    """Two pipes per node stay open to its satellite: allow as many files as permitted."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY
+                                                    else max(soft, 65536), hard))
 
 
 def process_table(machine: object) -> Table:

@@ -1,6 +1,5 @@
-"""Resources the CLI builds without a resource document: the local virtual nodes (the default)
-and an OAR node file (``$OAR_NODEFILE``: one line per core, so a host's lines count its
-cores). OAR job ids come with a later issue."""
+"""Resources the CLI builds without a resource document: the local virtual nodes (the default).
+OAR jobs and node files are read by ``adage.resources.oar``."""
 
 from __future__ import annotations
 
@@ -26,19 +25,3 @@ def local_nodes(count: int, root: Path | None = None) -> Resources:
         Node(name=f"local{i}", cores=1, scratch=str(base / f"local{i}"), address="127.0.0.1",
              properties=(("python", sys.executable),))
         for i in range(1, count + 1)))
-
-
-def oar_nodefile(path: str | Path) -> Resources:
-    """The hosts of an OAR node file, in order of first appearance, cores = their line count;
-    reached with oarsh/oarcp (or ssh/scp)."""
-    try:
-        lines = Path(path).read_text().split()
-    except OSError as e:
-        raise SourceError(f"{path}: {e.strerror}") from None
-    cores: dict[str, int] = {}
-    for host in lines:
-        cores[host] = cores.get(host, 0) + 1
-    if not cores:
-        raise SourceError(f"{path}: no host in this OAR node file")
-    return Resources(tuple(Node(name=h, cores=n, submission=("oarsh", "ssh"),
-                                transfer=("oarcp", "scp")) for h, n in cores.items()))
