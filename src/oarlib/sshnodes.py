@@ -266,6 +266,8 @@ def up(cfg: Config = Config()) -> dict[str, object]:
     if os.geteuid() != 0:
         raise SshNodesError("the sshd test bed is set up as root")
     nodes = names(cfg.nodes, cfg.prefix)
+    if Path("/tmp").stat().st_mode & 0o7777 != 0o1777:
+        Path("/tmp").chmod(0o1777)  # the nodes' scratch directory, as on any Debian node
     ensure_host_key()
     _write_if_changed(HOSTS, hosts_text(HOSTS.read_text(), nodes), HOSTS.stat().st_mode & 0o777)
     write_known_hosts(nodes)

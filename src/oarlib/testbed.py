@@ -76,6 +76,7 @@ class Config:
     log_level: int = 2
     sched_interval: int = 5  # SCHEDULER_MIN_TIME_BETWEEN_2_CALLS (Debian's value)
     max_jobs_per_user: int = 30  # SCHEDULER_FAIRSHARING_MAX_JOB_PER_USER (Debian's value)
+    security_time: int = 60  # SCHEDULER_JOB_SECURITY_TIME: margin after each job in the plan
     user: str = "alice"
     energy: bool = False
     energy_idle: int = 600  # seconds idle before Hulot halts a node
@@ -89,7 +90,7 @@ class Config:
         for name in ("nodes", "cores", "port", "energy_idle"):
             if getattr(self, name) < 1:
                 raise TestbedError(f"--{name.replace('_', '-')} must be >= 1")
-        for name in ("sched_interval", "max_jobs_per_user", "boot_time"):
+        for name in ("sched_interval", "max_jobs_per_user", "security_time", "boot_time"):
             if getattr(self, name) < 0:
                 raise TestbedError(f"--{name.replace('_', '-')} must be >= 0")
         if not 1 <= self.log_level <= 3:
@@ -176,6 +177,7 @@ def conf_values(cfg: Config, fake_commands: Path = FAKE_COMMANDS_DIR) -> dict[st
         "LOG_LEVEL": str(cfg.log_level),
         "SCHEDULER_MIN_TIME_BETWEEN_2_CALLS": str(cfg.sched_interval),
         "SCHEDULER_FAIRSHARING_MAX_JOB_PER_USER": str(cfg.max_jobs_per_user),
+        "SCHEDULER_JOB_SECURITY_TIME": str(cfg.security_time),
         "ENERGY_SAVING_INTERNAL": "yes" if cfg.energy else "no",
     }
     if cfg.energy:  # Hulot with fake halt/wake-up commands (see the recipe)

@@ -20,7 +20,8 @@ log = logging.getLogger("orpheus.testbed")
 def config_from_args(args: argparse.Namespace) -> Config:
     return Config(db=args.db, nodes=args.nodes, cores=args.cores, port=args.port,
                   log_level=args.log_level, sched_interval=args.sched_interval,
-                  max_jobs_per_user=args.max_jobs_per_user, user=args.user, energy=args.energy,
+                  max_jobs_per_user=args.max_jobs_per_user, security_time=args.security_time,
+                  user=args.user, energy=args.energy,
                   energy_idle=args.energy_idle, boot_time=args.boot_time)
 
 
@@ -128,6 +129,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="SCHEDULER_MIN_TIME_BETWEEN_2_CALLS, s (%(default)s)")
     u.add_argument("--max-jobs-per-user", type=int, default=d.max_jobs_per_user,
                    help="SCHEDULER_FAIRSHARING_MAX_JOB_PER_USER (%(default)s)")
+    u.add_argument("--security-time", type=int, default=d.security_time,
+                   help="SCHEDULER_JOB_SECURITY_TIME, s: margin the scheduler keeps after "
+                        "each job (%(default)s; lower it for time-scaled replays)")
     u.add_argument("--user", default=d.user, help="submitting user to create (%(default)s)")
     u.add_argument("--energy", action="store_true", help="enable Hulot energy saving")
     u.add_argument("--energy-idle", type=int, default=d.energy_idle,

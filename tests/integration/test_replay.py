@@ -188,7 +188,8 @@ def test_whole_gofree_trace_on_a_test_bed_of_its_size(daemon_factory, tmp_path: 
     from oarlib.testbed import Config
     from orpheus.testbed_cli import bring_up
 
-    bring_up(Config(nodes=22, cores=16, sched_interval=1, max_jobs_per_user=1000))
+    bring_up(Config(nodes=22, cores=16, sched_interval=1, max_jobs_per_user=1000,
+                    security_time=1))
     try:
         daemon_factory("--mode", "event", "--rekick", "1.2")
         out = tmp_path / "gofree"

@@ -298,6 +298,8 @@ class Deployer:
                 for node in st.nodes:
                     (root / st.rel(self.layout.satellite(node))).write_text(sat)
             self._put_trees(prestage)
+        except OSError as e:
+            raise DeployError(f"prestage tree {prestage}: {e}") from None
         finally:
             shutil.rmtree(prestage, ignore_errors=True)
         self._notify()

@@ -107,9 +107,9 @@ class SshTransport:
         mkdir = self.command(node, ["mkdir", "-p", dest])
         entries = sorted(str(p) for p in src.iterdir())
         if self.transfer == "tar":
-            return [["tar", "-C", str(src), "-cf", "-", "."],
-                    self.command(node, ["sh", "-c", 'mkdir -p "$1" && exec tar -C "$1" -xf -',
-                                        "sh", dest])]
+            return [["tar", "-C", str(src), "-cf", "-", "--", *(p.name for p in src.iterdir())],
+                    self.command(node, ["sh", "-c", 'mkdir -p "$1" && exec tar -C "$1" '
+                                        '--no-overwrite-dir -xf -', "sh", dest])]
         if self.transfer == "rsync":
             rsh = shlex.join([*self.program(), *self.ssh_options()])
             return [mkdir, ["rsync", "-a", "-e", rsh, f"{src}/", f"{host}:{dest}/"]]
