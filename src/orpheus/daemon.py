@@ -45,6 +45,7 @@ from orpheus.spec import JobSpec, SpecError, parse_command
 log = logging.getLogger("orpheus")
 
 SPOOL = Path("/var/lib/oar/orpheus")
+EARLY_KILL_TTL = 600.0  # seconds a signal for a job not launched yet is kept
 RECORD_FIELDS = ("job_id", "start", "intended_end", "notified", "lateness", "outcome",
                  "exit_code", "oarexec_exit")
 
@@ -127,6 +128,7 @@ class Daemon:
         self._next_kick: float | None = None  # next reservation start to kick the scheduler at
         self._kicked: dict[int, float] = {}  # reservation -> when Scheduling was last sent
         self._rekick_at: float | None = None  # when to send Scheduling again after ends
+        self.early_kills: dict[int, tuple[float, list[str]]] = {}  # job -> (since, signals)
 
     def _now(self) -> float:
         self._clock = max(self._clock, time.time())
@@ -294,6 +296,8 @@ class Daemon:
             if job_id in started:
                 self._start(job_id, self._spec(job_id, command), now, challenges.get(job_id, ""))
                 self.counters.launched += 1
+                for sig in self.early_kills.pop(job_id, (0.0, []))[1]:
+                    self._signal(job_id, sig)
 
     def _apply_kills(self) -> None:
         """Signals OAR sent through the fake ssh (``kill.<job_id>``: one ``SIG host`` a line)."""
@@ -305,21 +309,30 @@ class Daemon:
             taken = path.with_name(f".taken.{path.name}")
             try:
                 path.rename(taken)
-                lines = taken.read_text().split()
+                lines = taken.read_text().splitlines()
             except FileNotFoundError:
                 continue
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     taken.unlink()
-            sigs = [w for w in lines if w.isupper()]
-            for sig in sigs or ["TERM"]:
-                self.counters.signals += 1
-                self._signal(job_id, sig)
+            for line in lines:
+                if line.split():
+                    # Leon writes TERM, oardel and sarko SIGUSR2 / SIGURG
+                    self.counters.signals += 1
+                    self._signal(job_id, line.split()[0].removeprefix("SIG"))
+        now = time.time()
+        self.early_kills = {j: (t, sigs) for j, (t, sigs) in self.early_kills.items()
+                            if now - t < EARLY_KILL_TTL}
 
     def _signal(self, job_id: int, sig: str) -> None:
         job = self.jobs.get(job_id)
         if job is None or job_id not in self.engine:
-            log.info("job %d: signal %s for a job not running here: ignored", job_id, sig)
+            # a job deleted while toLaunch: the fake ssh told OAR the signal went through, so
+            # it is applied as soon as the job is launched (OAR would re-send it only 20 s later)
+            since, sigs = self.early_kills.get(job_id, (time.time(), []))
+            self.early_kills[job_id] = (since, [*sigs, sig])
+            log.info("job %d: SIG%s for a job not running here: kept until it launches",
+                     job_id, sig)
             return
         now = self._now()
         if sig in ("TERM", "KILL", "INT", "CRASH"):

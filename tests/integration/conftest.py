@@ -107,33 +107,44 @@ class DaemonProcess:
             return list(csv.DictReader(f))
 
 
+def _launch_daemon(log: Path, record: Path, args: tuple[str, ...]) -> DaemonProcess | None:
+    """Start one daemon; None if another one took the test bed first."""
+    proc = subprocess.Popen([*ORPHEUS, "-v", "run", "--record", str(record), "--log-file",
+                             str(log), "--stats-interval", "5", *args],
+                            stderr=subprocess.PIPE, text=True)
+    pidfile = Path("/var/lib/oar/orpheus/orpheus.pid")
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            err = proc.stderr.read() if proc.stderr else ""
+            if "another daemon" in err:
+                return None
+            pytest.fail(f"orpheus run exited with {proc.returncode}: {err}{log.read_text()}")
+        if pidfile.exists() and pidfile.read_text().strip() == str(proc.pid):
+            return DaemonProcess(proc, log, record)
+        time.sleep(0.1)
+    proc.kill()
+    pytest.fail(f"orpheus run wrote no pid file in 20 s: {log.read_text()}")
+
+
 def start_daemon(tmp: Path, *args: str) -> DaemonProcess:
-    # one daemon serves the test bed at a time: wait (bounded) for another test run's daemon
-    deadline = time.time() + 900
-    while (other := running_daemon()) is not None:
-        if time.time() > deadline:
-            pytest.fail(f"another Orpheus daemon (pid {other}) kept the test bed for 900 s")
-        time.sleep(1)
+    """The real daemon, started as root (it drops to user oar) with a log and a record file.
+
+    One daemon serves the test bed at a time: wait (bounded) while another test run's
+    daemon holds it.
+    """
     log = tmp / "orpheus.log"
     record = tmp / "record.csv"
     for p in (log, record):
         p.touch()
         os.chmod(p, 0o666)
     os.chmod(tmp, 0o777)
-    proc = subprocess.Popen([*ORPHEUS, "-v", "run", "--record", str(record), "--log-file",
-                             str(log), "--stats-interval", "5", *args], text=True)
-    pidfile = Path("/var/lib/oar/orpheus/orpheus.pid")
-    deadline = time.time() + 20
+    deadline = time.time() + 900
     while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"orpheus run exited with {proc.returncode}: {log.read_text()}")
-        if pidfile.exists() and pidfile.read_text().strip() == str(proc.pid):
-            break
-        time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail(f"orpheus run wrote no pid file in 20 s: {log.read_text()}")
-    return DaemonProcess(proc, log, record)
+        if running_daemon() is None and (d := _launch_daemon(log, record, args)) is not None:
+            return d
+        time.sleep(1)
+    pytest.fail(f"another Orpheus daemon (pid {running_daemon()}) kept the test bed for 900 s")
 
 
 @pytest.fixture

@@ -194,10 +194,10 @@ def failing_appl(work: Path) -> Path:
     path = work / "fail.xml"
     path.write_text(
         "<generic_appl_descr><proc_groups>"
-        '<proc_group id="A" cardinality="3"><process id="p"><executable>sh</executable>'
+        '<proc_group id="A" type="generic" cardinality="3"><process id="p"><executable>sh</executable>'
         '<arguments><arg>-c</arg><arg>sleep 3; echo K=1 &gt;&gt; "$ADAGE_REPORT"; '
         "exec sleep 600</arg></arguments></process></proc_group>"
-        '<proc_group id="B" cardinality="1"><process id="p"><executable>sleep</executable>'
+        '<proc_group id="B" type="generic" cardinality="1"><process id="p"><executable>sleep</executable>'
         "<arguments><arg>600</arg><arg>@{A.value.K}</arg></arguments></process></proc_group>"
         '</proc_groups><dependencies><dependency group="B" on="A" condition="ready"/>'
         "</dependencies></generic_appl_descr>")
@@ -214,6 +214,7 @@ def test_a_node_stopped_during_the_deployment_is_named_and_all_is_killed(
                             cwd=work, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 60
     while time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()
         home = work / "home" / "deployments"
         if home.exists() and any(home.iterdir()) and \
                 len([n for n in processes_of(deployment(work)).values() if n]) >= 3:
@@ -221,7 +222,7 @@ def test_a_node_stopped_during_the_deployment_is_named_and_all_is_killed(
         time.sleep(0.1)
     dep = deployment(work)
     launched = processes_of(dep)
-    assert sorted(n for n in launched.values() if n) == hosts[:3]
+    assert sorted({n for n in launched.values() if n}) == hosts[:3]
     stopped = time.time()
     sshnodes.stop(hosts[3])
     try:

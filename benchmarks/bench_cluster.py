@@ -1,0 +1,202 @@
+"""ADAGE over ssh against ClusterShell and TakTuk, on the loopback sshd test bed (as root).
+
+Run: ``python benchmarks/bench_cluster.py [--nodes 32] [--procs 256] [--size-mb 200]``.
+Figures printed:
+1. start ``--procs`` processes (``sleep``) on ``--nodes`` ssh nodes: ADAGE (``adage -x``,
+   wall time of the command and ADAGE's own time until every process was acknowledged),
+   ``clush -w node[1-N]`` and ``taktuk`` each starting the same processes in the background;
+   the ratio to the faster of the two, and the ssh connections each opened per node (counted
+   in the nodes' sshd logs);
+2. a large fan-out (``--fanout 1000``) on the same nodes: open files and ssh processes of
+   ADAGE at its peak (one master and one satellite session per node: no fd exhaustion);
+3. putting a ``--size-mb`` file on every node: ADAGE (one tar stream per node) against
+   ``clush --copy``.
+Every started process is killed and every copy removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from oarlib import sshnodes
+
+ROOT = Path(__file__).resolve().parents[1]
+MARK = "adage-bench-cluster"
+
+
+def timed(argv: list[str], **kw: object) -> tuple[float, subprocess.CompletedProcess[str]]:
+    t0 = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, **kw)  # type: ignore[call-overload]
+    took = time.perf_counter() - t0
+    if done.returncode != 0:
+        sys.exit(f"{argv[0]} failed ({done.returncode}): {done.stderr[-800:]}")
+    return took, done
+
+
+def connections(nodes: list[str]) -> dict[str, int]:
+    return {n: sshnodes.connections(n) for n in nodes}
+
+
+def per_node(before: dict[str, int], nodes: list[str]) -> str:
+    counts = sorted({sshnodes.connections(n) - before[n] for n in nodes})
+    return "/".join(map(str, counts))
+
+
+def kill_marked(tag: str) -> None:
+    subprocess.run(["pkill", "-f", f"sleep 3600 {tag}"], check=False)
+
+
+def adage(work: Path, *args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "ADAGE_HOME": str(work / "home")}
+    return timed([sys.executable, "-m", "adage.cli", *args], cwd=work, env=env)
+
+
+def appl(path: Path, count: int, tag: str, data: str = "") -> Path:
+    files = f'<files><file type="data" src="{data}"/></files>' if data else ""
+    path.write_text(
+        '<generic_appl_descr><proc_groups><proc_group id="g" type="generic" '
+        f'cardinality="{count}"><process id="p"><executable>sleep</executable><arguments>'
+        f"<arg>3600</arg><arg>{tag}</arg></arguments>{files}</process></proc_group>"
+        "</proc_groups></generic_appl_descr>")
+    return path
+
+
+def bench_start(work: Path, nodes: list[str], procs: int) -> None:
+    per = procs // len(nodes)
+    nf = work / "nodefile"
+    nf.write_text("".join(f"{n}\n" for n in nodes))
+    spec = f"node[1-{len(nodes)}]"
+    results: dict[str, tuple[float, str]] = {}
+
+    before = connections(nodes)
+    wall, done = adage(work, "-a", str(appl(work / "a.xml", procs, "A")), "-o", str(nf), "-x",
+                       "-l", "1", "--timeout", "120")
+    acked = float(done.stderr.split("acknowledged in ")[1].split()[0])
+    results["adage"] = (wall, per_node(before, nodes))
+    adage(work, "clean")
+    kill_marked("A")
+
+    start = (f"for i in $(seq {per}); do setsid sleep 3600 C </dev/null >/dev/null 2>&1 & "
+             "done")
+    before = connections(nodes)
+    results["clush"] = (timed(["clush", "-w", spec, "-f", "64", "-o", "-oBatchMode=yes",
+                               start])[0], per_node(before, nodes))
+    kill_marked("C")
+
+    before = connections(nodes)
+    argv = ["taktuk", "-s", "-c", "ssh -o BatchMode=yes"]
+    for n in nodes:
+        argv += ["-m", n]
+    argv += ["broadcast", "exec", "[", start.replace(" C ", " T "), "]"]
+    results["taktuk"] = (timed(argv)[0], per_node(before, nodes))
+    kill_marked("T")
+
+    best = min(results["clush"][0], results["taktuk"][0])
+    print(f"\n{procs} processes on {len(nodes)} ssh nodes ({per} per node)")
+    print(f"{'tool':8} {'wall s':>7} {'ratio':>6}  ssh connections per node")
+    for tool, (t, conns) in results.items():
+        print(f"{tool:8} {t:7.2f} {t / best:6.2f}  {conns}")
+    print(f"adage: every process acknowledged {acked:.2f} s after the deployment started "
+          f"(ratio {acked / best:.2f} to the faster of clush/taktuk)")
+
+
+def bench_fanout(work: Path, nodes: list[str], procs: int) -> None:
+    nf = work / "nodefile"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "ADAGE_HOME": str(work / "home")}
+    p = subprocess.Popen([sys.executable, "-m", "adage.cli", "-a",
+                          str(appl(work / "f.xml", procs, "F")), "-o", str(nf), "-x", "-l", "1",
+                          "--timeout", "120", "--fanout", "1000", "--wait"],
+                         cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    peak = {"fds": 0, "ssh": 0}
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            try:
+                fds = len(os.listdir(f"/proc/{p.pid}/fd"))
+                ssh = sum(1 for q in Path("/proc").iterdir() if q.name.isdigit()
+                          and _comm(q) == "ssh")
+            except OSError:
+                break
+            peak["fds"], peak["ssh"] = max(peak["fds"], fds), max(peak["ssh"], ssh)
+            time.sleep(0.05)
+
+    t = threading.Thread(target=sample)
+    t.start()
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((work / "home").glob("deployments/*/status.xml")):
+        time.sleep(0.1)
+    time.sleep(3)
+    stop.set()
+    t.join()
+    kill_marked("F")
+    p.communicate(timeout=60)
+    adage(work, "clean")
+    print(f"\n--fanout 1000 on {len(nodes)} nodes: at most {peak['fds']} open files in adage "
+          f"and {peak['ssh']} ssh processes (masters + sessions) on the machine")
+
+
+def _comm(q: Path) -> str:
+    try:
+        return (q / "comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def bench_copy(work: Path, nodes: list[str], size_mb: int) -> None:
+    big = work / "big.bin"
+    with open(big, "wb") as f:
+        f.write(os.urandom(1 << 20) * size_mb)
+    nf = work / "nodefile"
+    before = connections(nodes)
+    wall, _ = adage(work, "-a", str(appl(work / "c.xml", len(nodes), "K", str(big))), "-o",
+                    str(nf), "-x", "-l", "1", "--timeout", "600")
+    adage_conns = per_node(before, nodes)
+    adage(work, "clean")
+    kill_marked("K")
+    dest = Path(f"/tmp/{MARK}")
+    script = f"mkdir -p {dest}"
+    timed(["clush", "-w", f"node[1-{len(nodes)}]", script])
+    before = connections(nodes)
+    clush, _ = timed(["clush", "-w", f"node[1-{len(nodes)}]", "-f", "64", "--copy", str(big),
+                      "--dest", str(dest)])
+    clush_conns = per_node(before, nodes)
+    shutil.rmtree(dest, ignore_errors=True)
+    print(f"\n{size_mb} MB file put on {len(nodes)} nodes (same disk: "
+          f"{size_mb * len(nodes) / 1024:.1f} GB written)")
+    print(f"adage -x (tar stream per node): {wall:6.2f} s  connections/node {adage_conns}")
+    print(f"clush --copy                  : {clush:6.2f} s  connections/node {clush_conns}")
+    print(f"ratio adage/clush             : {wall / clush:6.2f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--nodes", type=int, default=32)
+    ap.add_argument("--procs", type=int, default=256)
+    ap.add_argument("--size-mb", type=int, default=200)
+    ap.add_argument("--skip-copy", action="store_true")
+    args = ap.parse_args()
+    sshnodes.up(sshnodes.Config(nodes=max(args.nodes, 16)))
+    nodes = sshnodes.names(args.nodes)
+    work = Path(tempfile.mkdtemp(prefix=MARK))
+    try:
+        bench_start(work, nodes, args.procs)
+        bench_fanout(work, nodes, args.procs)
+        if not args.skip_copy:
+            bench_copy(work, nodes, args.size_mb)
+    finally:
+        for tag in "ACTFK":
+            kill_marked(tag)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

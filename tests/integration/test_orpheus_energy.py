@@ -1,0 +1,150 @@
+"""Hulot energy saving with fake nodes, through the real OAR, and `orpheus energy` on it:
+idle nodes are halted, a job wakes the nodes it needs and runs after their boot, and the
+report's figures are the power states' durations times their watts."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import subprocess
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from conftest import ORPHEUS, SUBMITTER, db, state_durations, wait_final
+
+from oarlib import conf as oarconf
+from oarlib import oarcli, testbed
+from oarlib.almighty import notify
+from orpheus.testbed_cli import bring_up
+
+pytestmark = pytest.mark.oar
+
+ENERGY_LOG = Path("/var/lib/oar/orpheus/energy.log")
+WATTS = {"idle": 100.0, "busy": 200.0, "off": 10.0, "booting": 150.0}
+
+
+def current_config() -> testbed.Config:
+    """The test bed as it is now (so that restoring it changes nothing else)."""
+    conf = oarconf.read()
+    with db() as conn:
+        nodes, cores = conn.query("SELECT count(DISTINCT network_address), count(*) "
+                                  "FROM resources")[0]
+    return testbed.Config(
+        db="pg" if conf["DB_TYPE"] == "Pg" else "mysql", nodes=int(nodes),
+        cores=int(cores) // int(nodes), port=int(conf["SERVER_PORT"]),
+        log_level=int(conf["LOG_LEVEL"]),
+        sched_interval=int(conf["SCHEDULER_MIN_TIME_BETWEEN_2_CALLS"]),
+        max_jobs_per_user=int(conf["SCHEDULER_FAIRSHARING_MAX_JOB_PER_USER"]))
+
+
+def energy_events(since: float) -> list[tuple[int, str, str]]:
+    if not ENERGY_LOG.exists():
+        return []
+    return [(int(t), k, n) for t, k, n, *_ in (line.split() for line in
+                                                ENERGY_LOG.read_text().splitlines())
+            if int(t) >= since]
+
+
+def first(kind: str, since: float) -> dict[str, int]:
+    """Each node's first ``kind`` line in energy.log since ``since``."""
+    out: dict[str, int] = {}
+    for t, k, n in energy_events(since):
+        if k == kind:
+            out.setdefault(n, t)
+    return out
+
+
+def absent_nodes() -> set[str]:
+    with db() as conn:
+        return {n for (n,) in conn.query(
+            "SELECT network_address FROM resources GROUP BY network_address "
+            "HAVING bool_and(state = 'Absent')")}
+
+
+def test_hulot_halts_idle_nodes_wakes_them_for_a_job_and_the_report_adds_up(
+        daemon_factory) -> None:
+    daemon_factory("--mode", "event")  # holds the test bed while energy saving is on
+    normal = current_config()
+    server = oarconf.ServerAddress.from_conf(oarconf.read())
+    t0 = int(time.time())
+    job = None
+    try:
+        bring_up(dataclasses.replace(normal, energy=True, energy_idle=20, boot_time=5))
+        every = {f"node{i}" for i in range(1, normal.nodes + 1)}
+        deadline = time.time() + 150
+        while absent_nodes() != every:  # a scheduler pass runs Hulot's idle check
+            assert time.time() < deadline, f"not halted after 150 s: {every - absent_nodes()}"
+            notify(server, "Scheduling")
+            time.sleep(3)
+        halted = first("HALT", t0)
+        assert set(halted) == every
+        submitted = time.time()
+        (job,) = oarcli.oarsub(["-l", "nodes=2", "sim {exec_time=10}"], user=SUBMITTER)
+        assert wait_final([job], timeout=120) == {job: "Terminated"}
+        start, stop = state_durations([job])[job]["Running"]
+        with db() as conn:
+            used = {n for (n,) in conn.query(
+                "SELECT DISTINCT r.network_address FROM jobs j JOIN assigned_resources a "
+                "ON a.moldable_job_id = j.assigned_moldable_job JOIN resources r "
+                "ON r.resource_id = a.resource_id WHERE j.job_id = %s", (job,))}
+        woken, alive = first("WAKEUP", t0), first("ALIVE", t0)
+        assert set(woken) == used and set(alive) == used
+        for n in used:
+            assert start - woken[n] >= 5, (n, woken[n], start)  # ran after the boot time
+        print(f"halted {len(halted)} nodes; job Running {start - submitted:.1f} s after oarsub "
+              f"(boot 5 s), on {sorted(used)}")
+        until = int(time.time())  # before the restore sets the halted nodes Alive
+    finally:
+        restore_error = None
+        try:
+            bring_up(normal)  # energy saving off again, Almighty restarted, nodes Alive
+        except Exception as exc:  # report it, after the test's own failure if any
+            restore_error = exc
+        if job is not None:
+            with db() as conn:
+                if conn.scalar("SELECT state FROM jobs WHERE job_id = %s", (job,)) not in (
+                        "Terminated", "Error"):
+                    oarcli.oardel([job], user=SUBMITTER)
+        assert restore_error is None, f"could not restore the test bed: {restore_error}"
+    assert absent_nodes() == set()
+    assert "ENERGY_SAVING_INTERNAL=\"no\"" in Path("/etc/oar/oar.conf").read_text()
+
+    out_csv = Path(f"/tmp/orpheus-energy-{job}.csv")
+    watts = ",".join(f"{k}={v:g}" for k, v in WATTS.items())
+    res = subprocess.run([*ORPHEUS, "energy", "--since", str(t0), "--until", str(until),
+                          "--watts", watts, "-o", str(out_csv), "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    with out_csv.open() as f:
+        rows = list(csv.DictReader(f))
+    out_csv.unlink()
+    per_node: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for r in rows:
+        per_node[r["node"]].append(r)
+    # the figures are the durations times the watts, node by node and in total
+    for node, figures in report["nodes"].items():
+        for state in WATTS:
+            secs = sum(float(r["duration_s"]) for r in per_node[node] if r["state"] == state)
+            assert figures["seconds"][state] == pytest.approx(secs, abs=0.01)
+        assert figures["joules"] == pytest.approx(
+            sum(figures["seconds"][s] * WATTS[s] for s in WATTS))
+        assert sum(figures["seconds"].values()) == pytest.approx(until - t0)
+    assert report["total_j"] == pytest.approx(sum(f["joules"] for f in report["nodes"].values()))
+    assert report["total_wh"] == pytest.approx(report["total_j"] / 3600)
+    # and the power states are the ones OAR and Hulot went through
+    for node in every:
+        states = [(r["state"], float(r["start"]), float(r["end"])) for r in per_node[node]]
+        off = [s for s in states if s[0] == "off"]
+        assert off and off[0][1] == halted[node], (node, states)
+        if node in used:
+            booting = [s for s in states if s[0] == "booting"]
+            assert len(booting) == 1 and booting[0][1] == woken[node], (node, states)
+            assert 5 <= booting[0][2] - booting[0][1] <= 9, (node, states)
+            busy = [s for s in states if s[0] == "busy"]
+            assert busy == [("busy", start, stop)], (node, states)
+        else:
+            assert states[-1] == ("off", halted[node], until), (node, states)
