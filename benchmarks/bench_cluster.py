@@ -17,6 +17,7 @@ Every started process is killed and every copy removed at the end.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import subprocess
@@ -50,8 +51,27 @@ def per_node(before: dict[str, int], nodes: list[str]) -> str:
     return "/".join(map(str, counts))
 
 
-def kill_marked(tag: str) -> None:
-    subprocess.run(["pkill", "-f", f"sleep 3600 {tag}"], check=False)
+def marker(tag: str) -> str:
+    """The argument that tells this run's processes apart: ``sleep 3600 0.<pid><n>`` (sleep
+    adds its arguments, so the marker must be a number)."""
+    return f"0.{os.getpid()}{'ACTFK'.index(tag) + 1}"
+
+
+def kill_marked(tag: str) -> int:
+    """Kill, by pid, the ``sleep 3600 <marker>`` processes this run started; how many."""
+    want = ["sleep", "3600", marker(tag)]
+    pids = []
+    for q in Path("/proc").iterdir():
+        try:
+            if q.name.isdigit() and (q / "cmdline").read_bytes().split(b"\0")[:3] == \
+                    [w.encode() for w in want]:
+                pids.append(int(q.name))
+        except OSError:
+            continue
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, 9)
+    return len(pids)
 
 
 def adage(work: Path, *args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
@@ -64,7 +84,7 @@ def appl(path: Path, count: int, tag: str, data: str = "") -> Path:
     path.write_text(
         '<generic_appl_descr><proc_groups><proc_group id="g" type="generic" '
         f'cardinality="{count}"><process id="p"><executable>sleep</executable><arguments>'
-        f"<arg>3600</arg><arg>{tag}</arg></arguments>{files}</process></proc_group>"
+        f"<arg>3600</arg><arg>{marker(tag)}</arg></arguments>{files}</process></proc_group>"
         "</proc_groups></generic_appl_descr>")
     return path
 
@@ -84,18 +104,19 @@ def bench_start(work: Path, nodes: list[str], procs: int) -> None:
     adage(work, "clean")
     kill_marked("A")
 
-    start = (f"for i in $(seq {per}); do setsid sleep 3600 C </dev/null >/dev/null 2>&1 & "
-             "done")
+    def start(tag: str) -> str:
+        return (f"for i in $(seq {per}); do setsid sleep 3600 {marker(tag)} </dev/null "
+                ">/dev/null 2>&1 & done")
     before = connections(nodes)
     results["clush"] = (timed(["clush", "-w", spec, "-f", "64", "-o", "-oBatchMode=yes",
-                               start])[0], per_node(before, nodes))
+                               start("C")])[0], per_node(before, nodes))
     kill_marked("C")
 
     before = connections(nodes)
     argv = ["taktuk", "-s", "-c", "ssh -o BatchMode=yes"]
     for n in nodes:
         argv += ["-m", n]
-    argv += ["broadcast", "exec", "[", start.replace(" C ", " T "), "]"]
+    argv += ["broadcast", "exec", "[", start("T"), "]"]
     results["taktuk"] = (timed(argv)[0], per_node(before, nodes))
     kill_marked("T")
 
@@ -113,7 +134,7 @@ def bench_fanout(work: Path, nodes: list[str], procs: int) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "ADAGE_HOME": str(work / "home")}
     p = subprocess.Popen([sys.executable, "-m", "adage.cli", "-a",
                           str(appl(work / "f.xml", procs, "F")), "-o", str(nf), "-x", "-l", "1",
-                          "--timeout", "120", "--fanout", "1000", "--wait"],
+                          "--timeout", "120", "--fanout", "1000"],
                          cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     peak = {"fds": 0, "ssh": 0}
     stop = threading.Event()
@@ -131,15 +152,15 @@ def bench_fanout(work: Path, nodes: list[str], procs: int) -> None:
 
     t = threading.Thread(target=sample)
     t.start()
-    deadline = time.time() + 120
-    while time.time() < deadline and not list((work / "home").glob("deployments/*/status.xml")):
-        time.sleep(0.1)
-    time.sleep(3)
-    stop.set()
-    t.join()
-    kill_marked("F")
-    p.communicate(timeout=60)
+    try:
+        _, err = p.communicate(timeout=180)
+    finally:
+        stop.set()
+        t.join()
+    if p.returncode != 0:
+        sys.exit(f"adage --fanout 1000 failed: {err.decode()[-800:]}")
     adage(work, "clean")
+    kill_marked("F")
     print(f"\n--fanout 1000 on {len(nodes)} nodes: at most {peak['fds']} open files in adage "
           f"and {peak['ssh']} ssh processes (masters + sessions) on the machine")
 

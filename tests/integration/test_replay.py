@@ -181,28 +181,3 @@ def test_docs_worked_example_gofree_slice(orpheus_daemon, tmp_path: Path) -> Non
     meta = json.loads((out / "replay.json").read_text())
     assert meta["counts"]["rejected"] == len(rejected) and meta["finished"]
 
-
-def test_whole_gofree_trace_on_a_test_bed_of_its_size(daemon_factory, tmp_path: Path) -> None:
-    """The whole production trace (1,448 jobs, 64 days) on 22 x 16 = 352 cores in ~10 min:
-    every job accounted for, submitted = ended + rejected with a reason."""
-    from oarlib.testbed import Config
-    from orpheus.testbed_cli import bring_up
-
-    bring_up(Config(nodes=22, cores=16, sched_interval=1, max_jobs_per_user=1000,
-                    security_time=1))
-    try:
-        daemon_factory("--mode", "event", "--rekick", "1.2")
-        out = tmp_path / "gofree"
-        assert cli.main(["replay", str(DATA / "gofree_sample.swf"), "-o", str(out),
-                         "--time-scale", "10000", "--no-progress", "--timeout", "600"]) == 0
-        assert cli.main(["report", "--replay", str(out), "-o", str(out / "report")]) == 0
-        jobs = check_report_against_oar(out, out / "report")
-        meta = json.loads((out / "replay.json").read_text())
-        counts = meta["counts"]
-        assert meta["finished"]
-        assert counts["submitted"] + counts["rejected"] == len(jobs) == 1448
-        assert counts["done"] == counts["submitted"]
-        mapping = read_csv(out / "mapping.csv")
-        assert all(m["reason"] for m in mapping if m["status"] == "rejected")
-    finally:
-        bring_up(Config(nodes=16, cores=4, sched_interval=1, max_jobs_per_user=1000))

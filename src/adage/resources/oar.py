@@ -63,7 +63,7 @@ def job_nodes(job_id: int, columns: Sequence[str], rows: Sequence[Sequence[Any]]
     for host, recs in by_host.items():
         props: list[tuple[str, str]] = []
         for col in columns:
-            if col in SYSTEM or col == "network_address":
+            if col in SYSTEM or col in ("network_address", "jobs"):  # jobs: oarnodes' own
                 continue
             values = list(dict.fromkeys("" if r[col] is None else str(r[col]) for r in recs))
             props.append((col, ",".join(values)))

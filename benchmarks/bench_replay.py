@@ -1,0 +1,78 @@
+"""The whole bundled production trace through OAR + Orpheus, on a test bed of its size.
+
+Replays ``gofree_sample.swf`` (1,448 jobs over 64 days, a 352-core OAR cluster) on 22 fake
+nodes x 16 cores at time scale 10000 (about 10 minutes), writes the report, checks that every
+job is accounted for (submitted = ended + rejected with a reason) and prints the figures:
+wall time, submission lateness, counts per final state, mean waits in OAR and in the trace.
+The test bed is put back to 16 x 4 afterwards.
+
+Run as root on the test bed: ``python benchmarks/bench_replay.py [--trace PATH] [--out DIR]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+from oarlib.testbed import Config
+from orpheus import cli
+from orpheus.daemon import running_daemon
+from orpheus.testbed_cli import bring_up
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--trace", type=Path, default=DATA / "gofree_sample.swf")
+    ap.add_argument("--out", type=Path, default=Path("/tmp/bench-replay"))
+    ap.add_argument("--time-scale", default="10000")
+    args = ap.parse_args()
+    if running_daemon() is not None:
+        raise SystemExit("stop the running Orpheus daemon first: this benchmark starts its own")
+    bring_up(Config(nodes=22, cores=16, sched_interval=1, max_jobs_per_user=1000,
+                    security_time=1))
+    t0 = time.time()
+    try:
+        assert cli.main(["run", "--daemon", "--mode", "event", "--rekick", "1.2",
+                         "--log-file", "/tmp/bench-replay-orpheus.log"]) == 0
+        time.sleep(1)
+        replay = ["replay", str(args.trace), "-o", str(args.out), "--time-scale",
+                  args.time_scale, "--timeout", "1200"]
+        assert cli.main(replay) == 0
+        assert cli.main(["report", "--replay", str(args.out), "-o",
+                         str(args.out / "report")]) == 0
+    finally:
+        pid = running_daemon()
+        if pid is not None:
+            import os
+            import signal
+
+            os.kill(pid, signal.SIGTERM)
+            while running_daemon() is not None:
+                time.sleep(0.2)
+        bring_up(Config(nodes=16, cores=4, sched_interval=1, max_jobs_per_user=1000))
+    meta = json.loads((args.out / "replay.json").read_text())
+    with (args.out / "mapping.csv").open() as f:
+        mapping = list(csv.DictReader(f))
+    schedule = json.loads((args.out / "report" / "schedule.json").read_text())
+    counts = meta["counts"]
+    unexplained = [m for m in mapping if m["status"] == "rejected" and not m["reason"]]
+    print(f"trace jobs {len(mapping)}: submitted {counts['submitted']}, rejected "
+          f"{counts['rejected']}, ended {counts['done']}; wall time {time.time() - t0:.0f} s")
+    print(f"submission lateness (s): {meta['lateness_s']}")
+    print(f"final states: {schedule['nb_jobs_per_final_state']}")
+    print(f"makespan {schedule['makespan']:.0f} s, mean wait {schedule['mean_waiting_time']:.1f}"
+          f" s, utilisation {schedule.get('utilisation')}")
+    ok = (counts["submitted"] + counts["rejected"] == len(mapping)
+          and counts["done"] == counts["submitted"] and not unexplained)
+    print("every job accounted for" if ok else "SOME JOBS ARE NOT ACCOUNTED FOR")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
