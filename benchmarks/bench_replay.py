@@ -14,6 +14,9 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,8 +41,9 @@ def main() -> int:
                     security_time=1))
     t0 = time.time()
     try:
-        assert cli.main(["run", "--daemon", "--mode", "event", "--rekick", "1.2",
-                         "--log-file", "/tmp/bench-replay-orpheus.log"]) == 0
+        subprocess.run([sys.executable, "-m", "orpheus.cli", "run", "--daemon", "--mode", "event",
+                        "--rekick", "1.2", "--log-file", "/tmp/bench-replay-orpheus.log"],
+                       check=True)
         time.sleep(1)
         replay = ["replay", str(args.trace), "-o", str(args.out), "--time-scale",
                   args.time_scale, "--timeout", "1200"]
@@ -49,9 +53,6 @@ def main() -> int:
     finally:
         pid = running_daemon()
         if pid is not None:
-            import os
-            import signal
-
             os.kill(pid, signal.SIGTERM)
             while running_daemon() is not None:
                 time.sleep(0.2)
