@@ -173,7 +173,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
     if not remote(args):
         ctrl = replace(ctrl, submission_method="local", transfer=replace(ctrl.transfer,
                                                                          method="local"))
-    elif args.submission or ctrl.submission_method == "local":
+    elif args.submission or (ctrl.submission_method == "local" and any(
+            "local" not in n.submission for n in resources.nodes)):
         ctrl = replace(ctrl, submission_method=args.submission or "ssh")
     if remote(args) and args.transfer:
         ctrl = replace(ctrl, transfer=replace(ctrl.transfer, method=args.transfer))
