@@ -19,7 +19,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -31,7 +31,7 @@ from typing import Any
 
 from adage.deploy import statedir
 from adage.deploy.context import DeployContext, needs
-from adage.deploy.layout import Layout, ProcSpec, stages
+from adage.deploy.layout import Layout, ProcSpec, Stage, stages
 from adage.deploy.ssh import SshOptions
 from adage.deploy.state import (
     Acked,
@@ -50,8 +50,8 @@ from adage.deploy.state import (
     Tick,
     Value,
 )
-from adage.deploy.transport import Transport, TransportError, get_transport
-from adage.model import CtrlParams, GenericAppl, Plan, Resources
+from adage.deploy.transport import Transport, TransportError, get_transport, link_or_copy
+from adage.model import CtrlParams, GenericAppl, PgInstance, Plan, Resources
 from adage.placeholders import PlaceholderError
 from adage.plugin import Plugin
 from adage.status import InstanceStatus, ProcessStatus, Status
@@ -164,6 +164,19 @@ class Cover:
     whole: bool
 
 
+def node_stages(appl: GenericAppl, plan: Plan, layout: Layout) -> dict[str, Stage]:
+    """With destdir=scratch every node gets its own transfer of its own instances, even when
+    nodes name the same scratch directory (``/tmp`` on every node of a cluster): only
+    destdir=shared means one directory seen by several nodes."""
+    if layout.ctrl.transfer.destdir == "shared":
+        return stages(appl, plan, layout)
+    by_node: dict[str, list[PgInstance]] = {}
+    for i in plan.instances:
+        by_node.setdefault(i.node, []).append(i)
+    return {node: st for insts in by_node.values()
+            for node, st in stages(appl, replace(plan, instances=tuple(insts)), layout).items()}
+
+
 # ------------------------------------------------------------------ the deployer
 @dataclass
 class Deployer:
@@ -188,7 +201,7 @@ class Deployer:
             self.appl, self.plan,
             {g.id: self.group_plugin[g.id].is_asynchronous(g) for g in self.appl.groups},
             wanted, self.options.timeout)
-        self.stages = stages(self.appl, self.plan, self.layout)
+        self.stages = node_stages(self.appl, self.plan, self.layout)
         self.ctx = DeployContext(self.appl, self.plan, self.resources, self.ctrl, self.layout,
                                  self.machine, self.stages, launcher=self._launch)
         self.transports: dict[str, Transport] = {}
@@ -208,6 +221,7 @@ class Deployer:
             self.transports = {i.node: shared for i in self.plan.instances}
         self.fanout = max(1, self.options.ssh.fanout)
         self.to_start: list[str] = []  # nodes whose satellite is not started yet
+        self.staged: set[str] = set()  # nodes whose transfer is done
         self.sel = selectors.DefaultSelector()
         self.links: dict[str, Link] = {}
         self.covers: dict[str, Cover] = {}
@@ -291,7 +305,7 @@ class Deployer:
                         raise DeployError(f"node {first}: file {src} (to {st.base}/{dest}) "
                                           "does not exist")
                     (root / dest).parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(src, root / dest)
+                    link_or_copy(Path(src), root / dest)  # no copy of big files
                 for dest, text in st.texts.items():
                     (root / dest).parent.mkdir(parents=True, exist_ok=True)
                     (root / dest).write_text(text)
@@ -305,44 +319,75 @@ class Deployer:
         self._notify()
 
     def _put_trees(self, prestage: Path) -> None:
-        """One transfer per stage, ``fanout`` at a time; on the first failure the transfers
-        not started are dropped and those under way killed."""
-        def put(first: str) -> None:
-            self.transports[first].put_tree(self.layout.node(first), prestage / first,
-                                            self.stages[first].base, self.options.timeout)
+        """One transfer per stage, ``fanout`` at a time; a node's satellite is started as soon
+        as its transfer is done, in the same session when the transport can (ssh: the tar
+        stream, then the satellite). On the first failure the transfers not started are
+        dropped and those under way killed."""
+        def put(first: str) -> tuple[str, Popen[bytes] | None]:
+            st, node = self.stages[first], self.layout.node(first)
+            combined = getattr(self.transports[first], "start_with_tree", None)
+            if combined is not None and len(st.nodes) == 1:
+                return first, combined(node, prestage / first, st.base,
+                                       self._satellite_argv(first), self._satellite_log(first))
+            self.transports[first].put_tree(node, prestage / first, st.base,
+                                            self.options.timeout)
+            return first, None
 
+        self.to_start = sorted({i.node for i in self.plan.instances}, reverse=True)
         pool = ThreadPoolExecutor(min(self.fanout, len(self.stages) or 1))
         futures = [pool.submit(put, first) for first in self.stages]
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        failed = next((f for f in futures if f in done and f.exception() is not None), None)
+        failed: BaseException | None = None
+        for fut in as_completed(futures):
+            failed = fut.exception()
+            if failed is not None:
+                break
+            first, popen = fut.result()
+            self.staged.update(self.stages[first].nodes)
+            if popen is not None:
+                self.to_start.remove(first)
+                self._link(first, popen)
+            self._start_satellites()
         if failed is not None:
             pool.shutdown(wait=False, cancel_futures=True)
             for t in {id(t): t for t in self.transports.values()}.values():
                 cancel = getattr(t, "cancel", None)
                 if cancel is not None:
                     cancel()
+            for fut in futures:  # satellites started by transfers that finished meanwhile
+                if fut.done() and not fut.cancelled() and fut.exception() is None:
+                    first, popen = fut.result()
+                    if popen is not None and first not in self.links:
+                        self._link(first, popen)
         pool.shutdown(wait=True)
         if failed is not None:
-            raise failed.exception()  # type: ignore[misc]
+            raise failed
+
+    def _satellite_argv(self, node: str) -> list[str]:
+        n = self.layout.node(node)
+        return ["env", f"ADAGE_DEPLOYMENT={self.dep_id}", n.prop("python") or "python3",
+                "-S", self.layout.satellite(node), node]  # -S: stdlib only, fast start
+
+    def _satellite_log(self, node: str) -> Path:
+        return self.dep.dir / f"satellite-{node}.log"
+
+    def _link(self, node: str, popen: Popen[bytes]) -> None:
+        """Follow a started satellite: its callbacks, its start deadline."""
+        assert popen.stdout is not None
+        os.set_blocking(popen.stdout.fileno(), False)
+        self.links[node] = Link(node, popen, self._satellite_log(node))
+        self.sel.register(popen.stdout, selectors.EVENT_READ, self.links[node])
+        self._feed(NodeStarting(node))
 
     def _start_satellites(self) -> None:
-        """Start satellites, at most ``fanout`` of them not yet up at a time (the others as
-        the first ones say hello)."""
-        if not self.to_start and not self.links:
-            self.to_start = sorted({i.node for i in self.plan.instances}, reverse=True)
-        while self.to_start and sum(1 for k in self.links.values()
-                                    if k.pid is None and not k.closed) < self.fanout:
-            node = self.to_start.pop()
-            n = self.layout.node(node)
-            argv = ["env", f"ADAGE_DEPLOYMENT={self.dep_id}", n.prop("python") or "python3",
-                    "-S", self.layout.satellite(node), node]  # -S: stdlib only, fast start
-            log = self.dep.dir / f"satellite-{node}.log"
-            popen = self.transports[node].start(n, argv, log)
-            assert popen.stdout is not None
-            os.set_blocking(popen.stdout.fileno(), False)
-            self.links[node] = Link(node, popen, log)
-            self.sel.register(popen.stdout, selectors.EVENT_READ, self.links[node])
-            self._feed(NodeStarting(node))
+        """Start the satellites of staged nodes, at most ``fanout`` of them not yet up at a
+        time (the others as the first ones say hello)."""
+        ready = [n for n in self.to_start if n in self.staged]
+        while ready and sum(1 for k in self.links.values()
+                            if k.pid is None and not k.closed) < self.fanout:
+            node = ready.pop()
+            self.to_start.remove(node)
+            self._link(node, self.transports[node].start(
+                self.layout.node(node), self._satellite_argv(node), self._satellite_log(node)))
 
     def _loop(self) -> None:
         while not self.done:

@@ -25,6 +25,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import tarfile
 import tempfile
 import threading
 from collections.abc import Sequence
@@ -185,6 +186,32 @@ class SshTransport:
             p = self._spawn(node, argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
             self._wait(node, [p], timeout, what)
+
+    def start_with_tree(self, node: Node, src: Path, dest: str, argv: Sequence[str],
+                        log: Path) -> subprocess.Popen[bytes]:
+        """Put the tree ``src`` under ``dest`` and start ``argv`` (the satellite) in one ssh
+        session: the tar stream goes first on its stdin (GNU tar stops reading at the end of
+        the archive, padded to a whole record), then ``argv`` reads the rest."""
+        script = 'mkdir -p "$1" && tar -C "$1" --no-overwrite-dir -xf - && shift && exec "$@"'
+        with open(log, "ab") as err:
+            p = self._spawn(node, self.command(node, ["sh", "-c", script, "sh", dest, *argv]),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
+        assert p.stdin is not None
+        try:
+            with tarfile.open(fileobj=p.stdin, mode="w|") as tf:
+                for entry in sorted(src.iterdir()):
+                    tf.add(entry, arcname=entry.name)
+            p.stdin.flush()
+        except OSError:
+            _kill(p)
+            tail = log.read_text(errors="replace").strip()[-400:] if log.exists() else ""
+            raise TransportError(f"node {node.name}: transfer to {dest}: "
+                                 + ("ssh could not connect" if p.returncode == 255 else
+                                    f"exited with code {p.returncode}")
+                                 + (f": {tail}" if tail else "")) from None
+        finally:
+            self._finish(p)
+        return p
 
     def cancel(self) -> None:
         """Kill every command still running (a deployment is failing)."""

@@ -82,7 +82,7 @@ class LocalTransport:
                 target = Path(dest) / Path(dirpath).relative_to(src)
                 target.mkdir(parents=True, exist_ok=True)
                 for name in files:
-                    _link_or_copy(Path(dirpath) / name, target / name)
+                    link_or_copy(Path(dirpath) / name, target / name)
                 if time.monotonic() > deadline:
                     raise TransportError(f"node {node.name}: transfer to {dest} took more "
                                          f"than {timeout:g} s")
@@ -93,7 +93,7 @@ class LocalTransport:
         return ["sh", "-s"]
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
+def link_or_copy(src: Path, dst: Path) -> None:
     if dst.exists():
         dst.unlink()
     try:

@@ -26,6 +26,7 @@ from adage.model import Node, Resources
 
 SUBMISSION = ("ssh", "oarsh")
 TRANSFER = ("scp", "rsync", "oarcp")  # and a tar stream over ssh/oarsh (the default)
+ACTIVE = ("Launching", "Running", "Suspended", "Resuming")  # states holding their nodes
 SYSTEM = frozenset(("resource_id", "state", "state_num", "next_state", "finaud_decision",
                     "next_finaud_decision", "last_job_date", "suspended_jobs", "expiry_date",
                     "scheduler_priority"))
@@ -83,6 +84,8 @@ def job_resources(job_ids: Sequence[int]) -> Resources:
         info = _oar_json(["oarstat", "-fJ", "-j", str(job)], f"OAR job {job}").get(str(job))
         if not info:
             raise SourceError(f"OAR job {job} does not exist")
+        if info.get("state") not in ACTIVE:
+            raise SourceError(f"OAR job {job} is {info.get('state')}, not running")
         ids = sorted(int(r) for r in info.get("assigned_resources") or [])
         if not ids:
             raise SourceError(f"OAR job {job} ({info.get('state')}) holds no resource yet")
