@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import fcntl
 import logging
 import os
 import pwd
@@ -137,6 +138,7 @@ class Daemon:
     # ------------------------------------------------------------------ life cycle
     def run(self) -> int:
         self._install_signals()
+        self._lock_spool()
         pidfile = self.opts.spool / "orpheus.pid"
         pidfile.write_text(f"{os.getpid()}\n")
         log.info("orpheus: mode=%s db=%s@%s:%s almighty=%s:%s io_model=%s", self.opts.mode,
@@ -173,6 +175,16 @@ class Daemon:
             if self.db:
                 self.db.close()
         return 0
+
+    def _lock_spool(self) -> None:
+        """One daemon per spool: an exclusive lock held for the daemon's life (the kernel
+        drops it even on kill -9), taken before the pid file is written."""
+        self._lockfile = (self.opts.spool / "orpheus.lock").open("a")
+        try:
+            fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SystemExit(f"orpheus run: another daemon already serves {self.opts.spool}"
+                             f" (pid {running_daemon(self.opts.spool)})") from None
 
     def _install_signals(self) -> None:
         self._wake_w.setblocking(False)

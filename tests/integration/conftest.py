@@ -6,6 +6,7 @@ user, the real Orpheus daemon runs as user ``oar``, and results are read from OA
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -145,6 +146,40 @@ def start_daemon(tmp: Path, *args: str) -> DaemonProcess:
             return d
         time.sleep(1)
     pytest.fail(f"another Orpheus daemon (pid {running_daemon()}) kept the test bed for 900 s")
+
+
+ACTIVE = ("Waiting", "Hold", "toAckReservation", "toLaunch", "Launching", "Running",
+          "Suspended", "Resuming", "Finishing")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def quiet_test_bed(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Start from a test bed where no job is active: an earlier run (or the demo) may have
+    left some, holding cores the tests count on. They are deleted with the real oardel, and
+    a daemon applies the kills of those that were running."""
+    with db() as conn:
+        rows = conn.query(f"SELECT job_id, job_user, state FROM jobs WHERE state IN "
+                          f"({','.join(['%s'] * len(ACTIVE))})", ACTIVE)
+    if not rows:
+        return
+    by_user: dict[str, list[int]] = {}
+    for job_id, user, state in rows:
+        if state != "Finishing":
+            by_user.setdefault(user, []).append(int(job_id))
+    for user, ids in by_user.items():
+        with contextlib.suppress(oarcli.OarCommandError):
+            oarcli.oardel(ids, user=user)
+    daemon = start_daemon(tmp_path_factory.mktemp("quiet"), "--mode", "event")
+    try:
+        deadline = time.time() + 180
+        with db() as conn:
+            while conn.scalar(f"SELECT count(*) FROM jobs WHERE state IN "
+                              f"({','.join(['%s'] * len(ACTIVE))})", ACTIVE):
+                if time.time() > deadline:
+                    pytest.fail("jobs left by an earlier run are still active after 180 s")
+                time.sleep(1)
+    finally:
+        daemon.stop()
 
 
 @pytest.fixture
