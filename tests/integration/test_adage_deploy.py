@@ -4,6 +4,7 @@ Open MPI; failures, timeouts, Ctrl-C, status and clean."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -280,6 +281,6 @@ def test_convert_only_and_bad_input(adage: Adage) -> None:
     assert r.returncode == 1 and "adage: error: OAR job 42 " in r.stderr
     r = adage("-a", str(EXAMPLES / "chain.xml"), "-x", "-o", "nodes.txt")
     assert r.returncode == 1
-    assert "adage: error: node h1: tar transfer to /tmp: ssh could not connect: ssh: Could " \
-        "not resolve hostname h1" in r.stderr  # nodes of a node file are reached over ssh
+    assert re.search(r"adage: error: node (h\d): .*ssh: Could not resolve hostname \1",
+                     r.stderr), r.stderr  # nodes of a node file are reached over ssh
     assert "Traceback" not in r.stderr

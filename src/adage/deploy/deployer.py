@@ -251,7 +251,7 @@ class Deployer:
             out += [f"  mkdir {d}" for d in st.dirs]
             out += [f"  copy {src} -> {dest}" for dest, src in sorted(st.files.items())]
             out += [f"  write {dest}" for dest in sorted(st.texts)]
-            out += [f"  write {st.rel(self.layout.satellite(n))} (satellite)" for n in st.nodes]
+            out += [f"  write {st.rel(self.satellite(n))} (satellite)" for n in st.nodes]
         for g in self.appl.groups:
             deps = [f"{d.on}:{d.condition}" for d in self.appl.dependencies if d.group == g.id]
             out.append(f"group {g.id} ({g.type}) after {', '.join(deps) or 'nothing'}:")
@@ -310,7 +310,7 @@ class Deployer:
                     (root / dest).parent.mkdir(parents=True, exist_ok=True)
                     (root / dest).write_text(text)
                 for node in st.nodes:
-                    (root / st.rel(self.layout.satellite(node))).write_text(sat)
+                    (root / st.rel(self.satellite(node))).write_text(sat)
             self._put_trees(prestage)
         except OSError as e:
             raise DeployError(f"prestage tree {prestage}: {e}") from None
@@ -362,10 +362,16 @@ class Deployer:
         if failed is not None:
             raise failed
 
+    def satellite(self, node: str) -> str:
+        """Where the satellite of ``node`` is put: one file per node, so that nodes sharing a
+        file system (destdir=shared, or the loopback test bed) never rewrite one another's
+        while it starts."""
+        return f"{self.layout.adage_dir(node)}/satellite-{node}.py"
+
     def _satellite_argv(self, node: str) -> list[str]:
         n = self.layout.node(node)
         return ["env", f"ADAGE_DEPLOYMENT={self.dep_id}", n.prop("python") or "python3",
-                "-S", self.layout.satellite(node), node]  # -S: stdlib only, fast start
+                "-S", self.satellite(node), node]  # -S: stdlib only, fast start
 
     def _satellite_log(self, node: str) -> Path:
         return self.dep.dir / f"satellite-{node}.log"
