@@ -508,8 +508,6 @@ def _main(args: argparse.Namespace) -> int:
             return 0
         os.setsid()
         devnull = os.open(os.devnull, os.O_RDWR)
-        os.dup2(devnull, 0)
-        if args.log_file is None:
-            os.dup2(devnull, 1)
-            os.dup2(devnull, 2)
+        for fd in (0, 1, 2):  # release the caller's terminal or pipes: logs go to --log-file
+            os.dup2(devnull, fd)
     return daemon.run()
