@@ -15,6 +15,7 @@ import contextlib
 import csv
 import fcntl
 import logging
+import math
 import os
 import pwd
 import signal
@@ -30,6 +31,7 @@ from oarlib.almighty import notify
 from oarlib.db import Db, connection_errors
 from orpheus import iomodels
 from orpheus.engine import Ended, Engine
+from orpheus.model_cli import add_model_options
 from orpheus.oarbackend import (
     END_MODES,
     OAREXEC_CHECKPOINTED,
@@ -61,7 +63,7 @@ class Options:
     bad_args_exit_code: int = 1
     stats_interval: float = 0.0
     io_model: str = "linear"
-    io_capacity: str = ""
+    io_capacity: tuple[dict[str, float], float] = ({}, math.inf)  # per target, default
     record: Path | None = None
     kick_reservations: bool = False
     rekick: float = 0.0
@@ -107,8 +109,7 @@ class Daemon:
         settings = oarconf.read(opts.conf)
         self.db_params = oarconf.DbParams.from_conf(settings)
         self.server = oarconf.ServerAddress.from_conf(settings)
-        capacities, default = iomodels.parse_capacities(opts.io_capacity)
-        self.engine = Engine(iomodels.make_model(opts.io_model, capacities, default))
+        self.engine = Engine(iomodels.make_model(opts.io_model, *opts.io_capacity))
         self.jobs: dict[int, Running] = {}
         self.pending: list[tuple[JobEnd, float, float, str]] = []  # end, intended, start, outcome
         self.counters = Counters()
@@ -447,10 +448,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="exit code of jobs with malformed arguments; they end at once")
     p.add_argument("--stats-interval", type=float, default=0.0,
                    help="log a stats line every N seconds (0: never)")
-    p.add_argument("--io-model", choices=iomodels.MODELS, default="linear",
-                   help="I/O contention model (default: linear)")
-    p.add_argument("--io-capacity", default="",
-                   help="I/O capacity: C, or target=C,... (default: unlimited)")
+    add_model_options(p)
     p.add_argument("--record", type=Path, help="append one CSV line per job end to this file")
     p.add_argument("--rekick", type=float, default=0.0, metavar="S",
                    help="send Scheduling again S seconds after ends (0: never; faster than "

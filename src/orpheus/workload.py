@@ -169,8 +169,17 @@ def parse_swf(text: str, path: str = "<swf>") -> Workload:
         name=Path(path).stem, format="swf", jobs=sorted(jobs, key=lambda j: j.submit),
         max_procs=_header_int(keys, "MaxProcs", path),
         max_nodes=_header_int(keys, "MaxNodes", path),
-        queues={i: name for i, name in enumerate(queue_names, 1)},
+        queues=queue_numbers(queue_names, keys.get("Conversion", "")),
     )
+
+
+def queue_numbers(names: list[str], conversion: str) -> dict[int, str]:
+    """SWF queue numbers of the header's ``Queues:`` names: from 1 in the order listed, but in
+    alphabetical order for OAR's ``oarDB-2-swf`` conversion, which numbers them so (its traces
+    list default, admin, besteffort; docs/replay-report.md gives the evidence)."""
+    if conversion.startswith("oarDB-2-swf"):
+        names = sorted(names)
+    return dict(enumerate(names, 1))
 
 
 def _swf_job(f: list[float], where: str) -> TraceJob:

@@ -152,32 +152,40 @@ ACTIVE = ("Waiting", "Hold", "toAckReservation", "toLaunch", "Launching", "Runni
           "Suspended", "Resuming", "Finishing")
 
 
-@pytest.fixture(scope="session", autouse=True)
-def quiet_test_bed(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Start from a test bed where no job is active: an earlier run (or the demo) may have
-    left some, holding cores the tests count on. They are deleted with the real oardel, and
-    a daemon applies the kills of those that were running."""
+def _active_jobs() -> list[tuple[int, str, str]]:
     with db() as conn:
-        rows = conn.query(f"SELECT job_id, job_user, state FROM jobs WHERE state IN "
-                          f"({','.join(['%s'] * len(ACTIVE))})", ACTIVE)
-    if not rows:
-        return
+        return [(int(j), u, s) for j, u, s in conn.query(
+            f"SELECT job_id, job_user, state FROM jobs WHERE state IN "
+            f"({','.join(['%s'] * len(ACTIVE))})", ACTIVE)]
+
+
+def quiet(timeout: float = 180) -> None:
+    """Delete every active job with the real oardel and wait until all have ended: a test
+    starts from a test bed where nothing holds the cores (or the nodes) it counts on. A
+    daemon must be serving the test bed, to apply the kills of running jobs."""
+    rows = _active_jobs()
     by_user: dict[str, list[int]] = {}
     for job_id, user, state in rows:
         if state != "Finishing":
-            by_user.setdefault(user, []).append(int(job_id))
+            by_user.setdefault(user, []).append(job_id)
     for user, ids in by_user.items():
         with contextlib.suppress(oarcli.OarCommandError):
             oarcli.oardel(ids, user=user)
+    deadline = time.time() + timeout
+    while rows := _active_jobs():
+        if time.time() > deadline:
+            pytest.fail(f"{len(rows)} job(s) still active after {timeout} s: {rows[:10]}")
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def quiet_test_bed(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Start from a quiet test bed: an earlier run (or the demo) may have left jobs."""
+    if not _active_jobs():
+        return
     daemon = start_daemon(tmp_path_factory.mktemp("quiet"), "--mode", "event")
     try:
-        deadline = time.time() + 180
-        with db() as conn:
-            while conn.scalar(f"SELECT count(*) FROM jobs WHERE state IN "
-                              f"({','.join(['%s'] * len(ACTIVE))})", ACTIVE):
-                if time.time() > deadline:
-                    pytest.fail("jobs left by an earlier run are still active after 180 s")
-                time.sleep(1)
+        quiet()
     finally:
         daemon.stop()
 
@@ -191,6 +199,8 @@ def daemon_factory(tmp_path: Path) -> Iterator[object]:
         workdir = tmp_path / f"d{len(started)}"
         workdir.mkdir()
         started.append(start_daemon(workdir, *args))
+        if len(started) == 1:
+            quiet()  # what an earlier test left must not hold this test's cores or nodes
         return started[-1]
 
     yield factory

@@ -41,7 +41,8 @@ BATSIM = DATA / "batsim"
 def test_gofree_header_and_counts() -> None:
     w = read_workload(GOFREE)
     assert (w.name, w.format, w.max_procs, w.max_nodes) == ("gofree_sample", "swf", 352, 29)
-    assert w.queues == {1: "default", 2: "admin", 3: "besteffort"}
+    # listed default, admin, besteffort; oarDB-2-swf numbers them alphabetically
+    assert w.queues == {1: "admin", 2: "besteffort", 3: "default"}
     assert len(w.jobs) == 1448
     subs = [j.submit for j in w.jobs]
     assert subs == sorted(subs) and subs[0] == 0 and subs[-1] == 5542612
@@ -103,6 +104,14 @@ def test_swf_queue_block_ends_at_a_shallower_key() -> None:
     text = (";   Queues:\n;     * short\n;       priority: 1\n;     * long\n;   Note: x\n"
             ";     * not_a_queue\n1 0 0 1 1 -1 -1 1 1 -1 1 1 1 -1 2 -1 -1 -1\n")
     assert parse_swf(text).queues == {1: "short", 2: "long"}
+
+
+def test_swf_queue_numbers_follow_the_header_unless_oar_converted_it() -> None:
+    queues = ";   Queues:\n;     * short\n;     * long\n;\n"
+    job = "1 0 0 1 1 -1 -1 1 1 -1 1 1 1 -1 2 -1 -1 -1\n"
+    assert parse_swf(queues + job).queues == {1: "short", 2: "long"}
+    oar = ";    Conversion: oarDB-2-swf script\n" + queues
+    assert parse_swf(oar + job).queues == {1: "long", 2: "short"}
 
 
 # ------------------------------------------------------------------------------ Batsim
@@ -226,13 +235,12 @@ def test_plan_of_gofree_scaled() -> None:
     assert sum("cancelled before it started" in r for r in reasons) == 129
     assert len(reasons) == 129  # every other job fits on 352 cores
     first = p.submissions[0]
-    assert (first.at, first.user, first.queue, first.walltime) == (0, "replay-u3", "besteffort",
-                                                                  1)
-    assert first.oarsub_options() == ["-l", "core=1,walltime=0:00:01", "-t", "besteffort"]
+    assert (first.at, first.user, first.queue, first.walltime) == (0, "replay-u3", None, 1)
+    assert first.oarsub_options() == ["-l", "core=1,walltime=0:00:01"]
     assert first.arguments == "{exec_time=0.001, exit_code=0}"
     last = p.submissions[-1]
     assert last.at == pytest.approx(554.2612)
-    assert last.queue == "admin" and last.oarsub_options()[2:] == ["-q", "admin"]
+    assert last.queue == "besteffort" and last.oarsub_options()[2:] == ["-t", "besteffort"]
 
 
 def test_plan_window_rejects_misfits_and_maps_queues() -> None:
