@@ -1,16 +1,18 @@
 """ADAGE over ssh against ClusterShell and TakTuk, on the loopback sshd test bed (as root).
 
-Run: ``python benchmarks/bench_cluster.py [--nodes 32] [--procs 256] [--size-mb 200]``.
+Run: ``python benchmarks/bench_cluster.py [--nodes 32] [--procs 256] [--size-mb 200]
+[--skip-start|--skip-copy]``.
 Figures printed:
-1. start ``--procs`` processes (``sleep``) on ``--nodes`` ssh nodes: ADAGE (``adage -x``,
-   wall time of the command and ADAGE's own time until every process was acknowledged),
-   ``clush -w node[1-N]`` and ``taktuk`` each starting the same processes in the background;
-   the ratio to the faster of the two, and the ssh connections each opened per node (counted
-   in the nodes' sshd logs);
+1. start ``--procs`` processes (``sleep``) on ``--nodes`` ssh nodes: ADAGE over ssh and
+   through TakTuk (``adage -x [--propagation taktuk]``, wall time of the command and ADAGE's
+   own time until every process was acknowledged), ``clush -w node[1-N]`` and ``taktuk`` each
+   starting the same processes in the background; the ratio to the faster of the two, and the
+   ssh connections each opened per node (counted in the nodes' sshd logs);
 2. a large fan-out (``--fanout 1000``) on the same nodes: open files and ssh processes of
    ADAGE at its peak (one master and one satellite session per node: no fd exhaustion);
-3. putting a ``--size-mb`` file on every node: ADAGE (one tar stream per node) against
-   ``clush --copy``.
+3. putting a ``--size-mb`` file on every node: ADAGE over ssh (one tar stream per node),
+   ADAGE through TakTuk (one stream through the tree), ``clush --copy`` and TakTuk's own
+   ``broadcast put``; for the TakTuk runs, how many nodes the front end sent the file to.
 Every started process is killed and every copy removed at the end.
 """
 
@@ -96,13 +98,15 @@ def bench_start(work: Path, nodes: list[str], procs: int) -> None:
     spec = f"node[1-{len(nodes)}]"
     results: dict[str, tuple[float, str]] = {}
 
-    before = connections(nodes)
-    wall, done = adage(work, "-a", str(appl(work / "a.xml", procs, "A")), "-o", str(nf), "-x",
-                       "-l", "1", "--timeout", "120")
-    acked = float(done.stderr.split("acknowledged in ")[1].split()[0])
-    results["adage"] = (wall, per_node(before, nodes))
-    adage(work, "clean")
-    kill_marked("A")
+    acked = {}
+    for prop in ("ssh", "taktuk"):
+        before = connections(nodes)
+        wall, done = adage(work, "-a", str(appl(work / "a.xml", procs, "A")), "-o", str(nf),
+                           "-x", "-l", "1", "--timeout", "120", "--propagation", prop)
+        acked[prop] = float(done.stderr.split("acknowledged in ")[1].split()[0])
+        results[f"adage/{prop}"] = (wall, per_node(before, nodes))
+        adage(work, "clean")
+        kill_marked("A")
 
     def start(tag: str) -> str:
         return (f"for i in $(seq {per}); do setsid sleep 3600 {marker(tag)} </dev/null "
@@ -122,11 +126,12 @@ def bench_start(work: Path, nodes: list[str], procs: int) -> None:
 
     best = min(results["clush"][0], results["taktuk"][0])
     print(f"\n{procs} processes on {len(nodes)} ssh nodes ({per} per node)")
-    print(f"{'tool':8} {'wall s':>7} {'ratio':>6}  ssh connections per node")
+    print(f"{'tool':12} {'wall s':>7} {'ratio':>6}  ssh connections per node")
     for tool, (t, conns) in results.items():
-        print(f"{tool:8} {t:7.2f} {t / best:6.2f}  {conns}")
-    print(f"adage: every process acknowledged {acked:.2f} s after the deployment started "
-          f"(ratio {acked / best:.2f} to the faster of clush/taktuk)")
+        print(f"{tool:12} {t:7.2f} {t / best:6.2f}  {conns}")
+    for prop, t in acked.items():
+        print(f"adage/{prop}: every process acknowledged {t:.2f} s after the deployment "
+              f"started (ratio {t / best:.2f} to the faster of clush/taktuk)")
 
 
 def bench_fanout(work: Path, nodes: list[str], procs: int) -> None:
@@ -172,30 +177,80 @@ def _comm(q: Path) -> str:
         return ""
 
 
+class FrontEndCopies:
+    """Counts the ssh connectors that taktuk runs on the front end (its children in the tree)
+    while a command runs: each sends the file once."""
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._sample)
+
+    def _sample(self) -> None:
+        while not self.stop.is_set():
+            for q in Path("/proc").iterdir():
+                if q.name.isdigit() and _comm(q) == "ssh" and _comm(
+                        Path(f"/proc/{_ppid(Path(f'/proc/{_ppid(q)}'))}")) == "taktuk":
+                    self.seen.add(int(q.name))
+            time.sleep(0.1)
+
+    def __enter__(self) -> FrontEndCopies:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def _ppid(q: Path) -> int:
+    try:
+        stat = (q / "stat").read_text()
+        return int(stat[stat.rindex(")") + 2:].split()[1])
+    except (OSError, ValueError):
+        return 0
+
+
 def bench_copy(work: Path, nodes: list[str], size_mb: int) -> None:
     big = work / "big.bin"
     with open(big, "wb") as f:
         f.write(os.urandom(1 << 20) * size_mb)
     nf = work / "nodefile"
-    before = connections(nodes)
-    wall, _ = adage(work, "-a", str(appl(work / "c.xml", len(nodes), "K", str(big))), "-o",
-                    str(nf), "-x", "-l", "1", "--timeout", "600")
-    adage_conns = per_node(before, nodes)
-    adage(work, "clean")
-    kill_marked("K")
+    nf.write_text("".join(f"{n}\n" for n in nodes))
+    rows: list[tuple[str, float, str]] = []
+    for prop in ("ssh", "taktuk"):
+        before = connections(nodes)
+        with FrontEndCopies() as copies:
+            wall, _ = adage(work, "-a", str(appl(work / "c.xml", len(nodes), "K", str(big))),
+                            "-o", str(nf), "-x", "-l", "1", "--timeout", "600",
+                            "--propagation", prop)
+        sent = f", sent by the front end to {len(copies.seen)} nodes" if prop == "taktuk" else ""
+        rows.append((f"adage -x --propagation {prop}", wall,
+                     f"connections/node {per_node(before, nodes)}{sent}"))
+        adage(work, "clean")
+        kill_marked("K")
     dest = Path(f"/tmp/{MARK}")
-    script = f"mkdir -p {dest}"
-    timed(["clush", "-w", f"node[1-{len(nodes)}]", script])
+    timed(["clush", "-w", f"node[1-{len(nodes)}]", f"mkdir -p {dest}"])
     before = connections(nodes)
     clush, _ = timed(["clush", "-w", f"node[1-{len(nodes)}]", "-f", "64", "--copy", str(big),
                       "--dest", str(dest)])
-    clush_conns = per_node(before, nodes)
+    rows.append(("clush --copy", clush, f"connections/node {per_node(before, nodes)}"))
+    before = connections(nodes)
+    argv = ["taktuk", "-s", "-c", "ssh -o BatchMode=yes"]
+    for n in nodes:
+        argv += ["-m", n]
+    argv += ["synchronize", "broadcast", "put", "[", str(big), "]", "[",
+             f"{dest}/big-$TAKTUK_HOSTNAME.bin", "]"]
+    with FrontEndCopies() as copies:
+        tput, _ = timed(argv)
+    rows.append(("taktuk broadcast put", tput, f"connections/node {per_node(before, nodes)}"
+                 f", sent by the front end to {len(copies.seen)} nodes"))
     shutil.rmtree(dest, ignore_errors=True)
+    best = min(clush, tput)
     print(f"\n{size_mb} MB file put on {len(nodes)} nodes (same disk: "
           f"{size_mb * len(nodes) / 1024:.1f} GB written)")
-    print(f"adage -x (tar stream per node): {wall:6.2f} s  connections/node {adage_conns}")
-    print(f"clush --copy                  : {clush:6.2f} s  connections/node {clush_conns}")
-    print(f"ratio adage/clush             : {wall / clush:6.2f}")
+    for name, t, what in rows:
+        print(f"{name:30} {t:7.2f} s  ratio {t / best:5.2f}  {what}")
 
 
 def main() -> None:
@@ -204,13 +259,15 @@ def main() -> None:
     ap.add_argument("--procs", type=int, default=256)
     ap.add_argument("--size-mb", type=int, default=200)
     ap.add_argument("--skip-copy", action="store_true")
+    ap.add_argument("--skip-start", action="store_true", help="only the copy")
     args = ap.parse_args()
     sshnodes.up(sshnodes.Config(nodes=max(args.nodes, 16)))
     nodes = sshnodes.names(args.nodes)
     work = Path(tempfile.mkdtemp(prefix=MARK))
     try:
-        bench_start(work, nodes, args.procs)
-        bench_fanout(work, nodes, args.procs)
+        if not args.skip_start:
+            bench_start(work, nodes, args.procs)
+            bench_fanout(work, nodes, args.procs)
         if not args.skip_copy:
             bench_copy(work, nodes, args.size_mb)
     finally:

@@ -83,6 +83,10 @@ def parser() -> argparse.ArgumentParser:
                    metavar="S", help="seconds to connect to a node over ssh (default 10)")
     p.add_argument("--no-multiplex", action="store_true",
                    help="one ssh connection per command instead of one master per node")
+    p.add_argument("--propagation", choices=("ssh", "taktuk", "auto"),
+                   help="ssh: one ssh session per node from here (default); taktuk: one "
+                        "taktuk tree stages the nodes and carries the satellites; auto: "
+                        "taktuk above --fanout nodes (overrides the control parameters)")
     return p
 
 
@@ -190,7 +194,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
         return 0
     options = Options(timeout=args.timeout, wait=args.wait, link_dir=Path.cwd(),
                       ssh=SshOptions(args.connect_timeout, not args.no_multiplex,
-                                     max(1, args.fanout)))
+                                     max(1, args.fanout)), propagation=args.propagation)
     raise_fd_limit()
     deployer = Deployer(appl, resources, ctrl, plan, options)
     if args.dry_run:

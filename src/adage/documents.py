@@ -379,6 +379,8 @@ def read_ctrl(path: str | Path | None, appl: GenericAppl | None = None) -> CtrlP
     ctrl = CtrlParams()
     if (sub := root.find("submission_method")) is not None:
         ctrl = replace(ctrl, submission_method=sub.get("name"))
+    if (prop := root.find("propagation")) is not None:
+        ctrl = replace(ctrl, propagation=prop.get("engine"))
     if (tf := root.find("transfer_files")) is not None:
         types = tuple(t for t in tf.get("type").split(",") if t)
         ctrl = replace(ctrl, transfer=Transfer(tf.get("method"), types,
@@ -556,6 +558,8 @@ def _plan_xml(plan: Plan) -> etree._Element:
 def _ctrl_xml(ctrl: CtrlParams) -> etree._Element:
     root = _el(None, "ctrl_params")
     _el(root, "submission_method", name=ctrl.submission_method)
+    if ctrl.propagation != "ssh":
+        _el(root, "propagation", engine=ctrl.propagation)
     t = ctrl.transfer
     _el(root, "transfer_files", method=t.method, type=",".join(t.types),
         binlib_in_commondir=t.binlib_in_commondir, destdir=t.destdir)

@@ -160,14 +160,22 @@ class MappingWriter:
         self.file.close()
 
 
-def batches(subs: list[Submission], batch: bool) -> list[list[Submission]]:
-    """Submissions grouped for oarsub (in time order); one per group unless ``batch``."""
-    if not batch:
-        return [[s] for s in subs]
-    groups: dict[tuple[Any, ...], list[Submission]] = {}
-    for s in subs:
-        groups.setdefault(s.batch_key, []).append(s)
-    return sorted(groups.values(), key=lambda g: g[0].at)
+def batches(subs: list[Submission], window: float | None) -> list[list[Submission]]:
+    """Submissions grouped for oarsub, in time order: a batch holds jobs of one user with the
+    same request due within ``window`` seconds of its first one (submitted at its first one's
+    time); one job per batch when ``window`` is None."""
+    in_order = sorted(subs, key=lambda s: s.at)
+    if window is None:
+        return [[s] for s in in_order]
+    out: list[list[Submission]] = []
+    open_: dict[tuple[str, tuple[str, ...]], list[Submission]] = {}
+    for s in in_order:
+        group = open_.get(s.request_key)
+        if group is None or s.at - group[0].at > window:
+            group = open_[s.request_key] = []
+            out.append(group)
+        group.append(s)
+    return out
 
 
 def submit_batch(batch: list[Submission], t0: float) -> Outcome:
@@ -190,14 +198,14 @@ class Replay:
     """Runs one plan against OAR and records it in ``out``."""
 
     def __init__(self, the_plan: Plan, out: Path, db_params: oarconf.DbParams, *,
-                 workers: int, batch: bool, show_progress: bool,
+                 workers: int, batch_window: float | None, show_progress: bool,
                  header: dict[str, Any] | None = None) -> None:
         self.plan = the_plan
         self.header = header or {}
         self.out = out
         self.db_params = db_params
         self.workers = workers
-        self.batches = batches(the_plan.submissions, batch)
+        self.batches = batches(the_plan.submissions, batch_window)
         self.show_progress = show_progress
         self.submitted: dict[int, Submission] = {}
         self.failed: list[tuple[Submission, str]] = []
@@ -357,6 +365,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--bytes-per-second", type=float, default=1e9,
                    help="Batsim communication and I/O profiles: bandwidth (default 1e9)")
     p.add_argument("--workers", type=int, default=6, help="concurrent oarsub calls (default 6)")
+    p.add_argument("--batch-window", type=float, default=0.5, metavar="S",
+                   help="jobs of one user with the same request due within S seconds go in one "
+                        "array oarsub, at the first one's time (default 0.5: OAR dates "
+                        "submissions to the second)")
     p.add_argument("--no-batch", action="store_true",
                    help="one oarsub per job, even for jobs due together with the same request")
     p.add_argument("--no-wait", action="store_true",
@@ -385,6 +397,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         if args.flops_per_second <= 0 or args.bytes_per_second <= 0 or args.workers < 1:
             raise PlanError("--flops-per-second, --bytes-per-second and --workers must be > 0")
+        if args.batch_window < 0:
+            raise PlanError("--batch-window must be >= 0")
         workload = read_workload(args.workload,
                                  Rates(args.flops_per_second, args.bytes_per_second))
         db_params = oarconf.DbParams.from_conf(oarconf.read(args.conf))
@@ -417,7 +431,7 @@ def main(args: argparse.Namespace) -> int:
              len(the_plan.rejections), capacity.resources, capacity.nodes, opts.time_scale,
              opts.size_scale)
     replay = Replay(the_plan, args.output, db_params, workers=args.workers,
-                    batch=not args.no_batch,
+                    batch_window=None if args.no_batch else args.batch_window,
                     show_progress=not args.no_progress and sys.stderr.isatty(), header=header)
     return replay.run(wait_end=not args.no_wait, timeout=args.timeout)
 

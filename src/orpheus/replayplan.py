@@ -96,9 +96,9 @@ class Submission:
         return opts
 
     @property
-    def batch_key(self) -> tuple[float, str, tuple[str, ...]]:
+    def request_key(self) -> tuple[str, tuple[str, ...]]:
         """Jobs with equal keys can go in one ``oarsub --array-param-file``."""
-        return (self.at, self.user, tuple(self.oarsub_options()))
+        return (self.user, tuple(self.oarsub_options()))
 
 
 @dataclass(frozen=True)

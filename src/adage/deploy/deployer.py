@@ -7,6 +7,10 @@ Steps: (1) lay out run directories and files per node (``layout``); (2) plugins'
 and put it on each node in one transfer; (4) start the satellites (their callbacks come back on
 their stdout, see ``satellite.py``); (5) loop: callbacks -> ``Machine`` -> actions, until every
 instance is acknowledged (or, with ``wait``, every process has exited).
+
+Propagation ``ssh``: one ssh session per node from the front end (``PipeLink``). Propagation
+``taktuk``: one front-end ``taktuk`` whose tree stages the nodes and carries every satellite's
+lines (``adage.deploy.taktuk``, ``TaktukLink``). Either way the loop below sees ``Link``s.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import selectors
+import shlex
 import shutil
 import signal
 import threading
@@ -27,9 +32,9 @@ from importlib import resources as pkg_resources
 from importlib.metadata import entry_points
 from pathlib import Path
 from subprocess import Popen
-from typing import Any
+from typing import Any, Protocol
 
-from adage.deploy import statedir
+from adage.deploy import statedir, taktuk
 from adage.deploy.context import DeployContext, needs
 from adage.deploy.layout import Layout, ProcSpec, Stage, stages
 from adage.deploy.ssh import SshOptions
@@ -75,6 +80,7 @@ class Options:
     observer: Callable[[Machine], None] | None = None  # called after every change
     trace: Callable[[str, str, dict[str, Any]], None] | None = None  # (node, "<-"/"->", msg)
     ssh: SshOptions = field(default_factory=SshOptions)  # ssh/oarsh: timeouts, fan-out
+    propagation: str | None = None  # ssh | taktuk | auto (None: the control parameters')
 
 
 @dataclass
@@ -107,17 +113,65 @@ def satellite_source() -> str:
 
 
 # ------------------------------------------------------------------ satellite links
+class Link(Protocol):
+    """The front end's end of one satellite, whatever carries its lines."""
+
+    node: str
+    log: Path
+    pid: int | None  # the satellite's pid on its node (from "hello")
+    closed: bool
+    killed: bool
+
+    def send(self, obj: dict[str, Any]) -> None:
+        """One operation (a JSON line on the satellite's stdin)."""
+        ...
+
+    def close_input(self) -> None:
+        """No more operations (the satellite's stdin is closed)."""
+        ...
+
+    def running(self) -> bool:
+        """Whether the satellite (or what carries it) still runs."""
+        ...
+
+    def force_kill(self) -> None:
+        """Kill the satellite without asking it."""
+        ...
+
+    def gone_reason(self) -> str:
+        """Why it is gone (once ``running()`` is false)."""
+        ...
+
+    def log_tail(self) -> str:
+        ...
+
+
+class Source(Protocol):
+    """What the deployer's selector watches: callbacks of one or several links."""
+
+    ended: bool
+
+    def fileno(self) -> int:
+        ...
+
+    def poll(self) -> list[tuple[Any, list[dict[str, Any]] | None]]:
+        """(link, callbacks) readable now; (link, None) once that satellite is gone."""
+        ...
+
+
 @dataclass
-class Link:
-    """The front end's end of one satellite: its stdin (operations), stdout (callbacks)."""
+class PipeLink:
+    """A satellite on the other end of a process of ours (ssh session, local process): its
+    stdin (operations) and stdout (callbacks). Also its own selector Source."""
 
     node: str
     popen: Popen[bytes]
     log: Path
     buf: bytes = b""
-    pid: int | None = None  # the satellite's pid on its node (from "hello")
+    pid: int | None = None
     closed: bool = False
     killed: bool = False
+    ended: bool = False
 
     def send(self, obj: dict[str, Any]) -> None:
         if self.closed or self.popen.stdin is None:
@@ -127,6 +181,34 @@ class Link:
             self.popen.stdin.flush()
         except OSError:
             self.closed = True
+
+    def close_input(self) -> None:
+        if self.popen.stdin is not None:
+            with suppress(OSError):
+                self.popen.stdin.close()
+        self.closed = True
+
+    def running(self) -> bool:
+        return self.popen.poll() is None
+
+    def force_kill(self) -> None:
+        if self.popen.poll() is None:
+            with suppress(OSError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait()
+
+    def gone_reason(self) -> str:
+        return f"satellite exited with code {self.popen.wait()}"
+
+    def fileno(self) -> int:
+        assert self.popen.stdout is not None
+        return self.popen.stdout.fileno()
+
+    def poll(self) -> list[tuple[Any, list[dict[str, Any]] | None]]:
+        msgs = self.read()
+        if msgs is None:
+            self.ended = True
+        return [(self, msgs)]
 
     def read(self) -> list[dict[str, Any]] | None:
         """Complete callbacks available now; None once the satellite's stdout closed."""
@@ -220,6 +302,10 @@ class Deployer:
                 raise DeployError(str(e)) from None
             self.transports = {i.node: shared for i in self.plan.instances}
         self.fanout = max(1, self.options.ssh.fanout)
+        self.propagation = self._propagation(method, transfer)
+        self.session: taktuk.TaktukSession | None = None
+        self.source: taktuk.TaktukSource | None = None
+        self.fifo: tuple[Path, threading.Thread] | None = None
         self.to_start: list[str] = []  # nodes whose satellite is not started yet
         self.staged: set[str] = set()  # nodes whose transfer is done
         self.sel = selectors.DefaultSelector()
@@ -237,6 +323,20 @@ class Deployer:
             self.dep_id, self.pid, self.user, os.getcwd(),
             [self.layout.node(n) for n in nodes], {n: self.layout.root(n) for n in nodes})
 
+    def _propagation(self, method: str, transfer: str) -> str:
+        """ssh or taktuk: ``auto`` means taktuk when there are more nodes than ``fanout``
+        (beyond what the front end contacts at once) and the nodes are reached over ssh."""
+        wanted = self.options.propagation or self.ctrl.propagation
+        nodes = len({i.node for i in self.plan.instances})
+        if wanted == "auto":
+            wanted = "taktuk" if nodes > self.fanout and method == "ssh" else "ssh"
+        if wanted == "taktuk" and (method != "ssh" or transfer not in ("local", "tar")):
+            raise DeployError(f"propagation taktuk needs submission ssh and the tar transfer, "
+                              f"not {method}/{transfer}")
+        if wanted not in ("ssh", "taktuk"):
+            raise DeployError(f"unknown propagation {wanted!r} (ssh, taktuk or auto)")
+        return wanted
+
     # ---------------------------------------------------------------- dry run
     def dry_run(self) -> str:
         """What would be staged and run on each node, with nothing run."""
@@ -245,6 +345,10 @@ class Deployer:
             p.pre_configure(self.ctx)
         out = [f"deployment {self.dep_id} (dry run): {len(self.plan.instances)} instances on "
                f"{len(self.stages)} transfer(s)"]
+        if self.propagation == "taktuk":
+            hosts = [self.layout.address(n) for n in sorted({i.node for i in
+                                                              self.plan.instances})]
+            out.append(f"through taktuk: {shlex.join(taktuk.command(hosts, self.options.ssh))}")
         for first, st in self.stages.items():
             out.append(f"transfer to {', '.join(st.nodes)}: {st.base}/ (from prestage-tree-adage-"
                        f"{self.pid}/{first})")
@@ -285,16 +389,27 @@ class Deployer:
                 raise DeployError(message) from None
             finally:
                 self.sel.close()
+                self._close_session()
                 for t in {id(t): t for t in self.transports.values()}.values():
                     close = getattr(t, "close", None)
                     if close is not None:
                         close()
         return Result(self.dep, self.machine, time.time() - self.started, self.acked_after)
 
+    def _prestage(self) -> Path:
+        return Path(f"/tmp/{self.user}/prestage-tree-adage-{self.pid}")
+
     def _stage(self) -> None:
-        prestage = Path(f"/tmp/{self.user}/prestage-tree-adage-{self.pid}")
+        prestage = self._prestage()
         shutil.rmtree(prestage, ignore_errors=True)
         sat = satellite_source()
+        if self.propagation == "taktuk":
+            try:
+                self._stage_taktuk(prestage, sat)
+            except OSError as e:
+                raise DeployError(f"prestage tree {prestage}: {e}") from None
+            self._notify()
+            return
         try:
             for first, st in self.stages.items():
                 root = prestage / first
@@ -362,6 +477,52 @@ class Deployer:
         if failed is not None:
             raise failed
 
+    def _stage_taktuk(self, prestage: Path, sat: str) -> None:
+        """Reach every node with one taktuk, then per stage: the common tar stream (once,
+        through the tree, to every stage's first node), the node's own small tar, and the
+        satellite exec'd on what follows; the other nodes of a shared stage start once the
+        first one's satellite says hello."""
+        nodes = sorted({i.node for i in self.plan.instances})
+        self.session = taktuk.TaktukSession({n: self.layout.address(n) for n in nodes},
+                                            self.options.ssh)
+        self.session.start(self.dep.dir / "taktuk.log")
+        self.session.wait_numbered(self.options.timeout)
+        self.source = taktuk.TaktukSource(self.session)
+        self.sel.register(self.source, selectors.EVENT_READ, self.source)
+        prestage.mkdir(parents=True)
+        names = taktuk.common_names(self.stages.values())
+        ranks = [self.session.peers[first].rank for first in self.stages]
+        for first, st in self.stages.items():
+            common = f"{self.layout.adage_dir(first)}/common-{first}"
+            taktuk.node_archive(prestage / f"{first}.tar", st, st.rel(common), names,
+                                [st.rel(self.satellite(n)) for n in st.nodes])
+            self._start_taktuk(first, taktuk.stage_and_start(st.base, common,
+                                                              self._satellite_argv(first)))
+        fifo = prestage / "common.fifo"
+        self.fifo = (fifo, taktuk.stream_fifo(fifo, names, sat))
+        self.session.send(taktuk.input_file(taktuk.ranks_set(ranks), str(fifo)))
+        for first in self.stages:
+            self.session.send(taktuk.input_file(str(self.session.peers[first].rank),
+                                                str(prestage / f"{first}.tar")))
+        self.to_start = sorted({n for st in self.stages.values() for n in st.nodes[1:]},
+                               reverse=True)
+
+    def _start_taktuk(self, node: str, line: str) -> None:
+        assert self.session is not None and self.source is not None
+        log = self._satellite_log(node)
+        link = taktuk.TaktukLink(self.session, self.session.start_command(node, line, log), log)
+        self.source.links[node] = link
+        self.links[node] = link
+        self._feed(NodeStarting(node))
+
+    def _close_session(self) -> None:
+        if self.session is not None:
+            self.session.close()
+        if self.fifo is not None:
+            taktuk.release_fifo(*self.fifo)
+        if self.propagation == "taktuk":
+            shutil.rmtree(self._prestage(), ignore_errors=True)
+
     def satellite(self, node: str) -> str:
         """Where the satellite of ``node`` is put: one file per node, so that nodes sharing a
         file system (destdir=shared, or the loopback test bed) never rewrite one another's
@@ -377,11 +538,13 @@ class Deployer:
         return self.dep.dir / f"satellite-{node}.log"
 
     def _link(self, node: str, popen: Popen[bytes]) -> None:
-        """Follow a started satellite: its callbacks, its start deadline."""
+        """Follow a satellite started through a process of ours: its callbacks, its start
+        deadline."""
         assert popen.stdout is not None
         os.set_blocking(popen.stdout.fileno(), False)
-        self.links[node] = Link(node, popen, self._satellite_log(node))
-        self.sel.register(popen.stdout, selectors.EVENT_READ, self.links[node])
+        link = PipeLink(node, popen, self._satellite_log(node))
+        self.links[node] = link
+        self.sel.register(link, selectors.EVENT_READ, link)
         self._feed(NodeStarting(node))
 
     def _start_satellites(self) -> None:
@@ -392,20 +555,24 @@ class Deployer:
                             if k.pid is None and not k.closed) < self.fanout:
             node = ready.pop()
             self.to_start.remove(node)
+            if self.session is not None:
+                self._start_taktuk(node, shlex.join(self._satellite_argv(node)))
+                continue
             self._link(node, self.transports[node].start(
                 self.layout.node(node), self._satellite_argv(node), self._satellite_log(node)))
 
     def _loop(self) -> None:
         while not self.done:
             for key, _ in self.sel.select(timeout=0.05):
-                link: Link = key.data
-                msgs = link.read()
-                if msgs is None:
-                    self.sel.unregister(key.fileobj)
-                    self._satellite_gone(link)
-                    continue
-                for msg in msgs:
-                    self._callback(link, msg)
+                source: Source = key.data
+                for link, msgs in source.poll():
+                    if msgs is None:
+                        self._satellite_gone(link)
+                        continue
+                    for msg in msgs:
+                        self._callback(link, msg)
+                if source.ended:
+                    self.sel.unregister(source)
             if self.to_start:
                 self._start_satellites()
             self._poll_plugins()
@@ -419,6 +586,8 @@ class Deployer:
         if ev == "hello":
             link.pid = int(msg["pid"])
             self.dep.satellites[link.node] = link.pid
+            if self.session is not None and link.node in self.stages:
+                self.staged.update(self.stages[link.node].nodes)  # its tree is extracted
             self._feed(NodeUp(link.node))
             return
         if ev == "killed":
@@ -453,7 +622,7 @@ class Deployer:
 
     def _satellite_gone(self, link: Link) -> None:
         link.closed = True
-        link.popen.wait()
+        reason = link.gone_reason()
         if self.done or self.machine.failure is not None:
             return
         tail = link.log_tail()
@@ -461,8 +630,7 @@ class Deployer:
                    if r.node == link.node for p in r.processes if p.state not in
                    (PState.EXITED, PState.FAILED, PState.KILLED)]
         if waiting:
-            raise DeployError(f"node {link.node}: satellite exited with code "
-                              f"{link.popen.returncode} (processes {', '.join(waiting)})"
+            raise DeployError(f"node {link.node}: {reason} (processes {', '.join(waiting)})"
                               + (f": {tail}" if tail else ""))
 
     def _poll_plugins(self) -> None:
@@ -523,10 +691,10 @@ class Deployer:
         self.done = True
         for link in self.links.values():
             link.send({"op": "detach"})
-            if link.popen.stdin is not None:
-                with suppress(OSError):
-                    link.popen.stdin.close()
-            link.closed = True
+            link.close_input()
+        if self.session is not None:  # the satellites read "detach" before taktuk ends
+            self.session.barrier([p.rank for p in self.session.peers.values()],
+                                 self.options.timeout)
 
     def _abort(self, message: str) -> None:
         """Kill every launched process through its satellite (a satellite that never said
@@ -540,11 +708,9 @@ class Deployer:
             link.send({"op": "kill"})
         deadline = time.time() + KILL_WAIT
         for link in self.links.values():
-            while link.pid is not None and link.popen.poll() is None and time.time() < deadline:
+            while link.pid is not None and link.running() and time.time() < deadline:
                 time.sleep(0.05)
-            if link.popen.poll() is None:
-                os.killpg(link.popen.pid, signal.SIGKILL)
-                link.popen.wait()
+            link.force_kill()
         self.machine.kill_all()
         self._collect_watch()
 
