@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import current_config
 
 from oarlib import conf as oarconf
 from oarlib import testbed
@@ -48,10 +49,11 @@ def orpheus_cli(*args: str) -> None:
 
 @pytest.fixture(scope="module", autouse=True)
 def default_testbed() -> Iterator[None]:
+    found = current_config()
     bring_up(Config())
     install.stop_daemon()
     yield
-    bring_up(Config())  # installs again and restarts Almighty on the restored oar.conf
+    bring_up(found)  # installs again, restarts Almighty on the restored oar.conf, as it was
 
 
 @pytest.fixture

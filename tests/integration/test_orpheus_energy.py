@@ -13,10 +13,10 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from conftest import ORPHEUS, SUBMITTER, db, state_durations, wait_final
+from conftest import ORPHEUS, SUBMITTER, current_config, db, state_durations, wait_final
 
 from oarlib import conf as oarconf
-from oarlib import oarcli, testbed
+from oarlib import oarcli
 from oarlib.almighty import notify
 from orpheus.testbed_cli import bring_up
 
@@ -24,20 +24,6 @@ pytestmark = pytest.mark.oar
 
 ENERGY_LOG = Path("/var/lib/oar/orpheus/energy.log")
 WATTS = {"idle": 100.0, "busy": 200.0, "off": 10.0, "booting": 150.0}
-
-
-def current_config() -> testbed.Config:
-    """The test bed as it is now (so that restoring it changes nothing else)."""
-    conf = oarconf.read()
-    with db() as conn:
-        nodes, cores = conn.query("SELECT count(DISTINCT network_address), count(*) "
-                                  "FROM resources")[0]
-    return testbed.Config(
-        db="pg" if conf["DB_TYPE"] == "Pg" else "mysql", nodes=int(nodes),
-        cores=int(cores) // int(nodes), port=int(conf["SERVER_PORT"]),
-        log_level=int(conf["LOG_LEVEL"]),
-        sched_interval=int(conf["SCHEDULER_MIN_TIME_BETWEEN_2_CALLS"]),
-        max_jobs_per_user=int(conf["SCHEDULER_FAIRSHARING_MAX_JOB_PER_USER"]))
 
 
 def energy_events(since: float) -> list[tuple[int, str, str]]:

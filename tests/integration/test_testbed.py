@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import current_config
 
 from oarlib import conf as oarconf
 from oarlib import testbed
@@ -45,10 +46,11 @@ def start_daemon() -> None:
 
 @pytest.fixture(scope="module", autouse=True)
 def default_testbed() -> Iterator[None]:
+    found = current_config()
     bring_up(Config())
     yield
     install.stop_daemon()
-    bring_up(Config())
+    bring_up(found)  # the test bed as the other tests had it
 
 
 @pytest.fixture
