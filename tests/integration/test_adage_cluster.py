@@ -152,7 +152,9 @@ def test_job_resources_match_oar_and_the_node_file_gives_the_same_plan(job: int,
     assert dumped.stdout.count("<node ") == 4 and 'method="ssh"' in dumped.stdout
 
 
-def test_open_mpi_ring_over_ssh_on_the_nodes_of_an_oar_job(job: int, work: Path) -> None:
+def mpi_ring(work: Path) -> None:
+    """Compile the Open MPI ring example into ``work`` and write its document ``mpi.xml``
+    (4 processes over ssh)."""
     shutil.copy(EXAMPLES / "ring.c", work)
     subprocess.run(["mpicc", "-O2", "-o", "ring", "ring.c"], cwd=work, check=True)
     (work / "mpi.xml").write_text(
@@ -164,6 +166,10 @@ def test_open_mpi_ring_over_ssh_on_the_nodes_of_an_oar_job(job: int, work: Path)
         '<files><file type="exe" src="ring"/></files>'
         '<mpirun path="mpirun"><option>--mca</option><option>plm_rsh_agent</option>'
         "<option>ssh</option></mpirun></mpi_application>")
+
+
+def test_open_mpi_ring_over_ssh_on_the_nodes_of_an_oar_job(job: int, work: Path) -> None:
+    mpi_ring(work)
     hosts = [n.name for n in job_resources([job]).nodes]
     before = {h: sshnodes.connections(h) for h in hosts}
     r = adage(work, "-a", "mpi.xml", "-j", str(job), "-x", "--wait", "-l", "1",

@@ -19,7 +19,14 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_adage_cluster import adage, adage_argv, deployment, failing_appl, processes_of
+from test_adage_cluster import (
+    adage,
+    adage_argv,
+    deployment,
+    failing_appl,
+    mpi_ring,
+    processes_of,
+)
 
 from adage.deploy import taktuk
 from adage.deploy.ssh import SshOptions
@@ -118,16 +125,7 @@ def test_a_generic_chain_deploys_through_taktuk_and_status_clean_work(
 
 
 def test_the_open_mpi_ring_deploys_through_taktuk(nodes: list[str], work: Path) -> None:
-    shutil.copy(EXAMPLES / "ring.c", work)
-    subprocess.run(["mpicc", "-O2", "-o", "ring", "ring.c"], cwd=work, check=True)
-    (work / "mpi.xml").write_text(
-        '<mpi_application id="ring" flavour="openmpi" processes="4">'
-        "<executable>ring</executable><arguments><arg>3</arg></arguments>"
-        '<environment><env name="OMPI_MCA_btl" value="self,tcp"/>'
-        '<env name="OMPI_MCA_rtc" value="^hwloc"/></environment>'
-        '<files><file type="exe" src="ring"/></files>'
-        '<mpirun path="mpirun"><option>--mca</option><option>plm_rsh_agent</option>'
-        "<option>ssh</option></mpirun></mpi_application>")
+    mpi_ring(work)
     r = adage(work, "-a", "mpi.xml", "-o", nodefile(work, nodes[4:8]), "-x", "--wait", "-l",
               "1", "--timeout", "60", "--propagation", "taktuk")
     assert r.returncode == 0, r.stderr
