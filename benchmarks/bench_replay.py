@@ -1,7 +1,7 @@
 """The whole bundled production trace through OAR + Orpheus, on a test bed of its size.
 
 Replays ``gofree_sample.swf`` (1,448 jobs over 64 days, a 352-core OAR cluster) on 22 fake
-nodes x 16 cores at time scale 10000 (about 10 minutes), writes the report, checks that every
+nodes x 16 cores at time scale 15000 (under 10 minutes), writes the report, checks that every
 job is accounted for (submitted = ended + rejected with a reason) and prints the figures:
 wall time, submission lateness, counts per final state, mean waits in OAR and in the trace.
 The test bed is put back to 16 x 4 afterwards.
@@ -33,7 +33,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--trace", type=Path, default=DATA / "gofree_sample.swf")
     ap.add_argument("--out", type=Path, default=Path("/tmp/bench-replay"))
-    ap.add_argument("--time-scale", default="10000")
+    ap.add_argument("--time-scale", default="15000")
     args = ap.parse_args()
     if running_daemon() is not None:
         raise SystemExit("stop the running Orpheus daemon first: this benchmark starts its own")
