@@ -7,7 +7,9 @@ stopped alone. One host key (generated once) serves every node and is listed for
 and address in a shared known_hosts file; each user (``alice`` and ``root`` by default) gets
 an ed25519 key authorised for itself and a marked block at the top of ``~/.ssh/config``
 pointing ``node*`` at that known_hosts file. Everything is idempotent and runs as root; every
-node shares this machine's file system and users.
+node shares this machine's file system and users, except its temporary directory: sessions on
+``nodeN`` get ``TMPDIR=/tmp/orpheus-sshnodes/nodeN`` (tools that key their session files on the
+host name, such as Open MPI's orted, would otherwise race each other in one ``/tmp``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ SSHD = "/usr/sbin/sshd"
 PRIVSEP_DIR = Path("/run/sshd")
 HOST_KEY = BASE / "ssh_host_ed25519_key"
 KNOWN_HOSTS = BASE / "known_hosts"
+NODE_TMP = Path("/tmp/orpheus-sshnodes")  # short: Unix socket paths under it are limited
 DEFAULT_USERS = ("alice", "root")
 
 
@@ -80,6 +83,7 @@ def sshd_config(node: str) -> str:
         "UseDNS no",
         "LogLevel VERBOSE",  # one "Connection from" line per connection: counted by benchmarks
         "AcceptEnv OAR_*",
+        f"SetEnv TMPDIR={NODE_TMP / node}",
         "Subsystem sftp /usr/lib/openssh/sftp-server",  # scp speaks SFTP since OpenSSH 9.0
         "",
     ])
@@ -138,13 +142,20 @@ def listening(node: str, timeout: float = 0.3) -> bool:
 
 
 def start(node: str, timeout: float = 10.0) -> int:
-    """Start the node's sshd (no-op if it runs); its pid."""
-    pid = pid_of(node)
-    if pid is not None:
-        return pid
+    """Start the node's sshd (no-op if it runs with the current configuration); its pid."""
     d = BASE / node
     d.mkdir(parents=True, exist_ok=True)
-    _write_if_changed(d / "sshd_config", sshd_config(node))
+    tmp = NODE_TMP / node
+    tmp.mkdir(parents=True, exist_ok=True)
+    for t in (NODE_TMP, tmp):
+        t.chmod(0o1777)
+    conf = d / "sshd_config"
+    pid = pid_of(node)
+    if pid is not None:
+        if conf.exists() and conf.read_text() == sshd_config(node):
+            return pid
+        stop(node)  # written by an older version: restart with the current configuration
+    _write_if_changed(conf, sshd_config(node))
     PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
     _run([SSHD, "-f", str(d / "sshd_config"), "-E", str(d / "sshd.log")])
     deadline = time.monotonic() + timeout

@@ -152,6 +152,19 @@ def test_job_resources_match_oar_and_the_node_file_gives_the_same_plan(job: int,
     assert dumped.stdout.count("<node ") == 4 and 'method="ssh"' in dumped.stdout
 
 
+def wait_launched(work: Path, proc: subprocess.Popen[str], count: int) -> None:
+    """Wait (60 s at most) until the running deployment ``proc`` has ``count`` processes
+    launched on nodes; fail with its output if it ends first."""
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        home = work / "home" / "deployments"
+        if home.exists() and any(home.iterdir()) and \
+                len([n for n in processes_of(deployment(work)).values() if n]) >= count:
+            return
+        time.sleep(0.1)
+
+
 def mpi_ring(work: Path) -> None:
     """Compile the Open MPI ring example into ``work`` and write its document ``mpi.xml``
     (4 processes over ssh)."""
@@ -244,14 +257,7 @@ def test_a_node_stopped_during_the_deployment_is_named_and_all_is_killed(
     proc = subprocess.Popen(adage_argv(work, "-a", str(failing_appl(work)), "-o",
                                        str(work / "nf"), "-x", "-l", "1", "--timeout", "20"),
                             cwd=work, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        assert proc.poll() is None, proc.communicate()
-        home = work / "home" / "deployments"
-        if home.exists() and any(home.iterdir()) and \
-                len([n for n in processes_of(deployment(work)).values() if n]) >= 3:
-            break
-        time.sleep(0.1)
+    wait_launched(work, proc, 3)
     dep = deployment(work)
     launched = processes_of(dep)
     assert sorted({n for n in launched.values() if n}) == hosts[:3]
@@ -302,8 +308,9 @@ def test_each_transfer_method_puts_a_tree_on_a_node(nodes: list[str], tmp_path: 
         t.put_tree(node, src, str(dest), timeout=30)
         assert (dest / "a" / "b" / "f").read_text() == "payload\n"
         assert (dest / "top").read_text() == "top\n"
-        assert t.run(node, t.shell(node), 10, stdin="echo $SSH_CONNECTION\n").split()[2] == \
-            sshnodes.address(nodes[0])
+        said = t.run(node, t.shell(node), 10, stdin="echo $SSH_CONNECTION $TMPDIR\n").split()
+        assert said[2] == sshnodes.address(nodes[0])
+        assert said[4] == f"/tmp/orpheus-sshnodes/{nodes[0]}"  # each node its own TMPDIR
     finally:
         t.close()
     assert not Path(t.control_dir).exists()

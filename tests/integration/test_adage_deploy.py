@@ -181,6 +181,15 @@ def test_a_process_that_fails_to_start_is_named_and_everything_is_killed(adage: 
     assert processes_of(adage.deployment()) == []
 
 
+def test_a_process_that_fails_is_named_with_the_last_lines_of_its_stderr(adage: Adage) -> None:
+    script = "for i in 1 2 3 4 5; do echo line$i &gt;&amp;2; done; exit 7"
+    appl = generic(adage.cwd / "a.xml", sh_group("bad", script))
+    r = adage("-a", str(appl), "-x", "--wait", "-l", "1")
+    assert r.returncode == 1
+    assert "group bad instance 0 process p/0 exited with code 7 " \
+        "(stderr: line3 | line4 | line5)" in r.stderr, r.stderr
+
+
 def test_a_satellite_that_never_calls_back_times_out_naming_node_and_process(
         adage: Adage) -> None:
     hang = adage.cwd / "hang.sh"

@@ -26,6 +26,7 @@ from test_adage_cluster import (
     failing_appl,
     mpi_ring,
     processes_of,
+    wait_launched,
 )
 
 from adage.deploy import taktuk
@@ -246,14 +247,7 @@ def test_a_node_stopped_during_the_deployment_is_named_and_all_is_killed(
                                        nodefile(work, hosts), "-x", "-l", "1", "--timeout",
                                        "20", "--propagation", "taktuk"),
                             cwd=work, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        assert proc.poll() is None, proc.communicate()
-        home = work / "home" / "deployments"
-        if home.exists() and any(home.iterdir()) and \
-                len([n for n in processes_of(deployment(work)).values() if n]) >= 3:
-            break
-        time.sleep(0.1)
+    wait_launched(work, proc, 3)
     dep = deployment(work)
     assert sorted({n for n in processes_of(dep).values() if n}) == hosts[:3]
     stopped = time.time()

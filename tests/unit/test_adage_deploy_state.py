@@ -116,6 +116,7 @@ def test_a_failed_process_fails_the_deployment_naming_node_group_and_process() -
     assert isinstance(fail, Fail)
     assert "node n0" in fail.message and "group A" in fail.message
     assert "p0/0" in fail.message and "code 3" in fail.message
+    assert "stderr" not in fail.message  # nothing said, nothing shown
     assert m.feed(NodeUp("n1"), 2.0) == []  # a failed machine launches nothing more
     m.kill_all()
     assert m.instances[("B", 0)].processes[0].state == PState.KILLED

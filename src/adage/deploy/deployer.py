@@ -618,7 +618,8 @@ class Deployer:
                 names = [p.process for p in rec.processes] if cover.whole else [msg["proc"]]
                 for name in names:
                     self.ptimes.setdefault((cover.group, i, name), {})["ended"] = now
-                    self._feed(Exited(cover.group, i, name, int(msg["code"])))
+                    self._feed(Exited(cover.group, i, name, int(msg["code"]),
+                                      str(msg.get("stderr", ""))))
 
     def _satellite_gone(self, link: Link) -> None:
         link.closed = True

@@ -11,7 +11,8 @@ and reads events on its stdout:
   {"ev": "started", "key", "pids": {id: pid}}                 every process of K was started
   {"ev": "error", "key", "proc", "message"}                   a process could not be started
   {"ev": "value", "key", "proc", "name", "value"}             a KEY=VALUE line of ADAGE_REPORT
-  {"ev": "exit", "key", "proc", "code"}                       (negative code: signal)
+  {"ev": "exit", "key", "proc", "code", "stderr"}             (negative code: signal; stderr:
+                                                              its last lines if code != 0)
   {"ev": "killed"}                                            after "kill", before exiting
 Each process runs in its run directory (``cwd``), in its own session, stdout and stderr to
 files ``stdout`` and ``stderr`` there; its exit code is also written to ``adage.exit``. If stdin
@@ -53,6 +54,19 @@ def environment(ops):
         else:
             env[name] = value
     return env
+
+
+def stderr_tail(cwd, lines=3, size=400):
+    """The last ``lines`` non-blank lines of a process's stderr file, at most ``size`` bytes."""
+    try:
+        with open(os.path.join(cwd, "stderr"), "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 4096))
+            data = f.read()
+    except OSError:
+        return ""
+    text = [t.strip() for t in data.decode("utf-8", "replace").splitlines() if t.strip()]
+    return " | ".join(text[-lines:])[-size:]
 
 
 class Satellite:
@@ -121,7 +135,8 @@ class Satellite:
                     f.write(str(code) + "\n")
             except OSError:
                 pass
-            self.emit({"ev": "exit", "key": p.key, "proc": p.id, "code": code})
+            self.emit({"ev": "exit", "key": p.key, "proc": p.id, "code": code,
+                       "stderr": stderr_tail(p.cwd) if code else ""})
 
     def kill(self):
         for sig in (signal.SIGTERM, signal.SIGKILL):

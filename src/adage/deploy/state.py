@@ -86,6 +86,7 @@ class Exited:
     index: int
     process: str
     code: int  # negative: killed by that signal
+    stderr: str = ""  # the last lines the process wrote on stderr
 
 
 @dataclass(frozen=True)
@@ -247,8 +248,9 @@ class Machine:
                 if p.code != 0:
                     how = (f"was killed by signal {-p.code}" if p.code is not None and p.code < 0
                            else f"exited with code {p.code}")
+                    said = f" (stderr: {event.stderr})" if event.stderr else ""
                     return self._fail(f"node {p.node}: group {p.group} instance {p.index} "
-                                      f"process {p.process} {how}")
+                                      f"process {p.process} {how}{said}")
             case Tick():
                 pass
         self._update_ready()
