@@ -3,10 +3,12 @@ the satellites' callbacks, launch groups in dependency order, and kill everythin
 on timeout, on SIGINT or SIGTERM.
 
 Steps: (1) lay out run directories and files per node (``layout``); (2) plugins'
-``pre_configure``; (3) build the prestage tree ``/tmp/<user>/prestage-tree-adage-<pid>/<node>``
-and put it on each node in one transfer; (4) start the satellites (their callbacks come back on
-their stdout, see ``satellite.py``); (5) loop: callbacks -> ``Machine`` -> actions, until every
-instance is acknowledged (or, with ``wait``, every process has exited).
+``pre_configure``; (3) put each node's tree on it in one transfer: over ssh (tar), a tar stream
+written from the stage itself in the session that then runs the satellite; otherwise the
+prestage tree ``/tmp/<user>/prestage-tree-adage-<pid>/<node>`` built and copied; (4) start
+the satellites (their callbacks come back on their stdout, see ``satellite.py``); (5) loop:
+callbacks -> ``Machine`` -> actions, until every instance is acknowledged (or, with ``wait``,
+every process has exited).
 
 Propagation ``ssh``: one ssh session per node from the front end (``PipeLink``). Propagation
 ``taktuk``: one front-end ``taktuk`` whose tree stages the nodes and carries every satellite's
@@ -34,10 +36,10 @@ from pathlib import Path
 from subprocess import Popen
 from typing import Any, Protocol
 
-from adage.deploy import statedir, taktuk
+from adage.deploy import archive, statedir, taktuk
 from adage.deploy.context import DeployContext, needs
 from adage.deploy.layout import Layout, ProcSpec, Stage, stages
-from adage.deploy.ssh import SshOptions
+from adage.deploy.ssh import SshOptions, SshTransport
 from adage.deploy.state import (
     Acked,
     Deployed,
@@ -350,8 +352,9 @@ class Deployer:
                                                               self.plan.instances})]
             out.append(f"through taktuk: {shlex.join(taktuk.command(hosts, self.options.ssh))}")
         for first, st in self.stages.items():
-            out.append(f"transfer to {', '.join(st.nodes)}: {st.base}/ (from prestage-tree-adage-"
-                       f"{self.pid}/{first})")
+            origin = ("one tar stream, then the satellite" if self._streamed(first) else
+                      f"from prestage-tree-adage-{self.pid}/{first}")
+            out.append(f"transfer to {', '.join(st.nodes)}: {st.base}/ ({origin})")
             out += [f"  mkdir {d}" for d in st.dirs]
             out += [f"  copy {src} -> {dest}" for dest, src in sorted(st.files.items())]
             out += [f"  write {dest}" for dest in sorted(st.texts)]
@@ -412,13 +415,16 @@ class Deployer:
             return
         try:
             for first, st in self.stages.items():
-                root = prestage / first
-                for d in st.dirs:
-                    (root / d).mkdir(parents=True, exist_ok=True)
                 for dest, src in st.files.items():
                     if not Path(src).is_file():
                         raise DeployError(f"node {first}: file {src} (to {st.base}/{dest}) "
                                           "does not exist")
+                if self._streamed(first) is not None:
+                    continue  # its tar stream is written from the stage itself
+                root = prestage / first
+                for d in st.dirs:
+                    (root / d).mkdir(parents=True, exist_ok=True)
+                for dest, src in st.files.items():
                     (root / dest).parent.mkdir(parents=True, exist_ok=True)
                     link_or_copy(Path(src), root / dest)  # no copy of big files
                 for dest, text in st.texts.items():
@@ -426,24 +432,35 @@ class Deployer:
                     (root / dest).write_text(text)
                 for node in st.nodes:
                     (root / st.rel(self.satellite(node))).write_text(sat)
-            self._put_trees(prestage)
+            self._put_trees(prestage, sat)
         except OSError as e:
             raise DeployError(f"prestage tree {prestage}: {e}") from None
         finally:
             shutil.rmtree(prestage, ignore_errors=True)
         self._notify()
 
-    def _put_trees(self, prestage: Path) -> None:
+    def _streamed(self, first: str) -> SshTransport | None:
+        """The transport carrying the stage of ``first`` and its satellite in one session,
+        if it can: ssh or oarsh with the tar transfer and a stage of one node (the tar
+        stream, written from the stage itself, then the satellite's JSON lines)."""
+        t = self.transports[first]
+        one = len(self.stages[first].nodes) == 1
+        return t if isinstance(t, SshTransport) and t.transfer == "tar" and one else None
+
+    def _put_trees(self, prestage: Path, sat: str) -> None:
         """One transfer per stage, ``fanout`` at a time; a node's satellite is started as soon
-        as its transfer is done, in the same session when the transport can (ssh: the tar
-        stream, then the satellite). On the first failure the transfers not started are
-        dropped and those under way killed."""
+        as its transfer is done, in the same session when the transport can (``_streamed``).
+        On the first failure the transfers not started are dropped and those under way
+        killed."""
         def put(first: str) -> tuple[str, Popen[bytes] | None]:
             st, node = self.stages[first], self.layout.node(first)
-            combined = getattr(self.transports[first], "start_with_tree", None)
-            if combined is not None and len(st.nodes) == 1:
-                return first, combined(node, prestage / first, st.base,
-                                       self._satellite_argv(first), self._satellite_log(first))
+            transport = self._streamed(first)
+            if transport is not None:
+                texts = {**st.texts, st.rel(self.satellite(first)): sat}
+                return first, transport.start_with_tree(
+                    node, lambda tf: archive.write_tree(tf, st.dirs, files=st.files,
+                                                        texts=texts),
+                    st.base, self._satellite_argv(first), self._satellite_log(first))
             self.transports[first].put_tree(node, prestage / first, st.base,
                                             self.options.timeout)
             return first, None

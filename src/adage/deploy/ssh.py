@@ -28,7 +28,7 @@ import subprocess
 import tarfile
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +38,7 @@ from adage.model import Node
 
 SSH_TRANSFERS = ("tar", "scp", "rsync")
 OARSH_TRANSFERS = ("tar", "oarcp")
+BUFSIZE = 1 << 16  # bytes per write of a tar stream to ssh (tarfile's default: 10 KiB)
 
 
 @dataclass(frozen=True)
@@ -187,20 +188,20 @@ class SshTransport:
                             stderr=subprocess.PIPE)
             self._wait(node, [p], timeout, what)
 
-    def start_with_tree(self, node: Node, src: Path, dest: str, argv: Sequence[str],
-                        log: Path) -> subprocess.Popen[bytes]:
-        """Put the tree ``src`` under ``dest`` and start ``argv`` (the satellite) in one ssh
-        session: the tar stream goes first on its stdin (GNU tar stops reading at the end of
-        the archive, padded to a whole record), then ``argv`` reads the rest."""
+    def start_with_tree(self, node: Node, write: Callable[[tarfile.TarFile], None], dest: str,
+                        argv: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
+        """Put a tree under ``dest`` and start ``argv`` (the satellite) in one ssh session:
+        ``write`` puts the tree's members in a tar stream that goes first on the session's
+        stdin (GNU tar stops reading at the end of the archive, padded to a whole record),
+        then ``argv`` reads the rest."""
         script = 'mkdir -p "$1" && tar -C "$1" --no-overwrite-dir -xf - && shift && exec "$@"'
         with open(log, "ab") as err:
             p = self._spawn(node, self.command(node, ["sh", "-c", script, "sh", dest, *argv]),
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
         assert p.stdin is not None
         try:
-            with tarfile.open(fileobj=p.stdin, mode="w|") as tf:
-                for entry in sorted(src.iterdir()):
-                    tf.add(entry, arcname=entry.name)
+            with tarfile.open(fileobj=p.stdin, mode="w|", bufsize=BUFSIZE) as tf:
+                write(tf)
             p.stdin.flush()
         except OSError:
             _kill(p)

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from adage.deploy import archive
 from adage.deploy.layout import Stage
 from adage.deploy.ssh import SshOptions
 from adage.deploy.transport import TransportError
@@ -261,37 +262,10 @@ def node_archive(path: Path, st: Stage, common_rel: str, names: dict[str, str],
     """The per-node tar of ``st`` (relative to its base): directories, texts, and hard links
     into the common tree (``common_rel``, relative to the base) for the files and the
     satellites (``satellites``: their paths relative to the base)."""
-    now = int(time.time())
-    entries: dict[str, tarfile.TarInfo] = {}
-
-    def add_dirs(rel: str) -> None:
-        parts = Path(rel).parts
-        for i in range(1, len(parts) + 1):
-            d = "/".join(parts[:i])
-            if d not in entries:
-                info = tarfile.TarInfo(d)
-                info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, now
-                entries[d] = info
-
-    for d in st.dirs:
-        add_dirs(d)
-    links = [(dest, f"{common_rel}/{names[src]}") for dest, src in st.files.items()]
-    links += [(sat, f"{common_rel}/{COMMON}") for sat in satellites]
-    for dest in [*(d for d, _ in links), *st.texts]:
-        if str(Path(dest).parent) != ".":
-            add_dirs(str(Path(dest).parent))
+    links = {dest: f"{common_rel}/{names[src]}" for dest, src in st.files.items()}
+    links.update({sat: f"{common_rel}/{COMMON}" for sat in satellites})
     with tarfile.open(path, "w") as tf:
-        for d in sorted(entries):
-            tf.addfile(entries[d])
-        for dest, target in links:
-            info = tarfile.TarInfo(dest)
-            info.type, info.linkname, info.mtime = tarfile.LNKTYPE, target, now
-            tf.addfile(info)
-        for dest, text in st.texts.items():
-            data = text.encode()
-            info = tarfile.TarInfo(dest)
-            info.size, info.mode, info.mtime = len(data), 0o644, now
-            tf.addfile(info, io.BytesIO(data))
+        archive.write_tree(tf, st.dirs, links=links, texts=st.texts)
 
 
 STAGE_SCRIPT = ('mkdir -p "$1" "$2" && tar -C "$2" -xf - && '
