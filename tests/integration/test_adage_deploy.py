@@ -273,7 +273,7 @@ def test_plan_dump_and_dry_run(adage: Adage) -> None:
     r = adage("-a", str(EXAMPLES / "chain.xml"), "-n")
     assert r.returncode == 0, r.stderr
     assert "transfer to local2:" in r.stdout and "group C (generic) after B:ack:" in r.stdout
-    assert "--after 127.0.0.1:47102" in r.stdout
+    assert "--after 127.0.0.1:17102" in r.stdout
     assert not adage.nodes.exists() and not adage.home.exists()
 
 

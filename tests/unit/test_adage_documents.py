@@ -185,7 +185,7 @@ def test_dependency_cycle(chain_dir: Path) -> None:
 
 
 def test_placeholder_needs_a_dependency(chain_dir: Path) -> None:
-    text = CHAIN.replace("@{B.host}:47102", "@{A.host}:47101").replace(
+    text = CHAIN.replace("@{B.host}:17102", "@{A.host}:17101").replace(
         '<dependency group="C" on="B" condition="ack"/>', "")
     path = write(chain_dir, "a.xml", text)
     with pytest.raises(DocumentError) as err:
@@ -196,7 +196,7 @@ def test_placeholder_needs_a_dependency(chain_dir: Path) -> None:
 
 
 def test_placeholder_through_a_transitive_dependency(chain_dir: Path) -> None:
-    text = CHAIN.replace("@{B.host}:47102", "@{A.host}:@{B.value.port}")
+    text = CHAIN.replace("@{B.host}:17102", "@{A.host}:@{B.value.port}")
     appl = documents.read_appls([write(chain_dir, "a.xml", text)])
     assert appl.group("C").processes[0].args[-1] == "@{A.host}:@{B.value.port}"
 
@@ -247,7 +247,7 @@ def test_dependency_across_documents(chain_dir: Path) -> None:
     text = CHAIN.replace('<dependency group="B" on="A" condition="ack"/>',
                          '<dependency group="A" on="dask-scheduler" condition="ready"/>\n'
                          '    <dependency group="B" on="A" condition="ack"/>').replace(
-        "<arg>47101</arg>", "<arg>47101</arg><arg>@{dask-scheduler.host}</arg>")
+        "<arg>17101</arg>", "<arg>17101</arg><arg>@{dask-scheduler.host}</arg>")
     appl = documents.read_appls([write(chain_dir, "a.xml", text), EXAMPLES / "dask.xml"])
     assert Dependency("A", "dask-scheduler", "ready") in appl.dependencies
 

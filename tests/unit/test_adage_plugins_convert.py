@@ -35,7 +35,7 @@ def test_generic_converter_keeps_the_document() -> None:
     appl = convert(GenericPlugin, EXAMPLES / "chain.xml")
     script = FileSpec("exe", str(EXAMPLES / "chain_node.py"))
     assert appl.groups[1] == ProcGroup("B", "generic", 1, (Process(
-        "stage", "chain_node.py", ("--name", "B", "--port", "47102", "--after", "@{A.host}:47101"),
+        "stage", "chain_node.py", ("--name", "B", "--port", "17102", "--after", "@{A.host}:17101"),
         files=(script,)),))
     assert appl.groups[0].processes[0].env == (("CHAIN_STAGE", "@{self.group}"),)
     assert appl.dependencies == (Dependency("B", "A"), Dependency("C", "B"))
