@@ -157,7 +157,7 @@ def start(node: str, timeout: float = 10.0) -> int:
         stop(node)  # written by an older version: restart with the current configuration
     _write_if_changed(conf, sshd_config(node))
     PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
-    _run([SSHD, "-f", str(d / "sshd_config"), "-E", str(d / "sshd.log")])
+    _run([SSHD, "-f", str(conf), "-E", str(d / "sshd.log")])
     deadline = time.monotonic() + timeout
     while not (listening(node) and (pid := pid_of(node))):
         if time.monotonic() > deadline:

@@ -49,6 +49,7 @@ log = logging.getLogger("orpheus")
 
 SPOOL = Path("/var/lib/oar/orpheus")
 EARLY_KILL_TTL = 600.0  # seconds a signal for a job not launched yet is kept
+ALMIGHTY_READ_TIMEOUT = 10.0  # seconds Almighty waits for a command before it looks at its timers
 RECORD_FIELDS = ("job_id", "start", "intended_end", "notified", "lateness", "outcome",
                  "exit_code", "oarexec_exit")
 
@@ -130,6 +131,7 @@ class Daemon:
         self._next_kick: float | None = None  # next reservation start to kick the scheduler at
         self._kicked: dict[int, float] = {}  # reservation -> when Scheduling was last sent
         self._rekick_at: float | None = None  # when to send Scheduling again after ends
+        self._rekick_until = 0.0  # ... and until when to repeat it
         self.early_kills: dict[int, tuple[float, list[str]]] = {}  # job -> (since, signals)
 
     def _now(self) -> float:
@@ -237,7 +239,8 @@ class Daemon:
         if self.opts.kick_reservations:
             self._kick_reservations(backend)
         if self._rekick_at is not None and time.time() >= self._rekick_at:
-            self._rekick_at = None
+            nxt = self._rekick_at + self.opts.rekick
+            self._rekick_at = nxt if nxt <= self._rekick_until else None
             self._notify("Scheduling")
 
     def _notify(self, message: str) -> bool:
@@ -415,8 +418,12 @@ class Daemon:
             self._account(batch[:delivered])
         if delivered and self.opts.rekick > 0:
             # Almighty defers a Scheduling that comes sooner than
-            # SCHEDULER_MIN_TIME_BETWEEN_2_CALLS after the last pass, up to its 10 s timeout
-            self._rekick_at = time.time() + self.opts.rekick
+            # SCHEDULER_MIN_TIME_BETWEEN_2_CALLS after the end of its last pass (whole seconds)
+            # until its next command or its 10 s read timeout; a pass may still be running
+            # now, so kick every S seconds until that timeout would have woken it anyway
+            now = time.time()
+            self._rekick_at = now + self.opts.rekick
+            self._rekick_until = now + ALMIGHTY_READ_TIMEOUT
 
     def _account(self, batch: list[tuple[JobEnd, float, float, str]]) -> None:
         now = time.time()
@@ -451,8 +458,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_options(p)
     p.add_argument("--record", type=Path, help="append one CSV line per job end to this file")
     p.add_argument("--rekick", type=float, default=0.0, metavar="S",
-                   help="send Scheduling again S seconds after ends (0: never; faster than "
-                        "OAR alone, which may defer a request for up to 10 s)")
+                   help="send Scheduling every S seconds for 10 s after ends (0: never; "
+                        "faster than OAR alone, which may defer a request for up to 10 s)")
     p.add_argument("--kick-reservations", action="store_true",
                    help="send Scheduling to Almighty when an advance reservation's start comes")
     p.add_argument("--user", default="oar",

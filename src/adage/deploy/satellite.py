@@ -57,7 +57,7 @@ def environment(ops):
 
 
 def stderr_tail(cwd, lines=3, size=400):
-    """The last ``lines`` non-blank lines of a process's stderr file, at most ``size`` bytes."""
+    """The last ``lines`` non-blank lines of a process's stderr file, at most ``size`` chars."""
     try:
         with open(os.path.join(cwd, "stderr"), "rb") as f:
             f.seek(0, os.SEEK_END)
