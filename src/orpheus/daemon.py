@@ -238,8 +238,8 @@ class Daemon:
         self._deliver(backend)
         if self.opts.kick_reservations:
             self._kick_reservations(backend)
-        if self._rekick_at is not None and time.time() >= self._rekick_at:
-            nxt = self._rekick_at + self.opts.rekick
+        if self._rekick_at is not None and (now := time.time()) >= self._rekick_at:
+            nxt = now + self.opts.rekick
             self._rekick_at = nxt if nxt <= self._rekick_until else None
             self._notify("Scheduling")
 
