@@ -35,7 +35,8 @@ class Db:
                 host=params.host, port=params.port, dbname=params.name, user=params.user,
                 password=params.password, autocommit=True, connect_timeout=int(connect_timeout),
             )
-            self.now_sql = "EXTRACT(EPOCH FROM current_timestamp)::integer"
+            # whole seconds, truncated as OAR's get_date does (a cast alone would round)
+            self.now_sql = "FLOOR(EXTRACT(EPOCH FROM current_timestamp))::integer"
         else:
             import pymysql
 

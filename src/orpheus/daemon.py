@@ -43,7 +43,7 @@ from orpheus.oarbackend import (
     oarexec_message,
     wait_status,
 )
-from orpheus.spec import JobSpec, SpecError, parse_command
+from orpheus.spec import JobSpec, SpecError, parse_command, seconds
 
 log = logging.getLogger("orpheus")
 
@@ -289,14 +289,22 @@ class Daemon:
         try:
             return parse_command(command, self.opts.default_exec_time)
         except SpecError as exc:
-            self.counters.bad_args += 1
-            log.warning("job %d: bad job arguments (%s): ends at once with exit code %d",
-                        job_id, exc, self.opts.bad_args_exit_code)
-            return JobSpec(exec_time=0.0, exit_code=self.opts.bad_args_exit_code)
+            return self._bad_args(job_id, exc)
+
+    def _bad_args(self, job_id: int, error: Exception) -> JobSpec:
+        """What a job with bad arguments runs: nothing, ending with --bad-args-exit-code."""
+        self.counters.bad_args += 1
+        log.warning("job %d: bad job arguments (%s): ends at once with exit code %d",
+                    job_id, error, self.opts.bad_args_exit_code)
+        return JobSpec(exec_time=0.0, exit_code=self.opts.bad_args_exit_code)
 
     def _start(self, job_id: int, spec: JobSpec, start: float, challenge: str) -> None:
+        try:
+            self.engine.start(job_id, spec, start)
+        except (ValueError, ArithmeticError) as exc:  # arguments the model cannot take
+            spec = self._bad_args(job_id, exc)
+            self.engine.start(job_id, spec, start)
         self.jobs[job_id] = Running(spec, start, challenge)
-        self.engine.start(job_id, spec, start)
 
     def _launch(self, backend: OarBackend) -> None:
         for path in self.opts.spool.glob("launch.*"):
@@ -449,7 +457,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--spool", type=Path, default=SPOOL, help="directory shared with the shims")
     p.add_argument("--poll", type=float, default=1.0,
                    help="seconds between database polls when no signal comes (default 1)")
-    p.add_argument("--default-exec-time", type=float, default=10.0,
+    p.add_argument("--default-exec-time", type=seconds, default=10.0,
                    help="exec_time of jobs whose command has no arguments (default 10 s)")
     p.add_argument("--bad-args-exit-code", type=int, default=1,
                    help="exit code of jobs with malformed arguments; they end at once")

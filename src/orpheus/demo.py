@@ -15,9 +15,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
+import orpheus
 from oarlib import conf as oarconf
 from oarlib import oarcli
 from oarlib.db import Db
@@ -67,7 +67,7 @@ def _requested(command: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    console = Console()
+    console = orpheus.console()
     ensure_daemon(args.io_capacity, args.log_file)
     params = oarconf.DbParams.from_conf(oarconf.read(args.conf))
     t0 = time.time()

@@ -25,6 +25,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import orpheus
+
 POWER_STATES = ("off", "booting", "idle", "busy")
 DEFAULT_WATTS = {"idle": 95.0, "busy": 190.0, "off": 8.0, "booting": 120.0}
 ENERGY_KINDS = ("HALT", "WAKEUP", "ALIVE")
@@ -305,7 +307,6 @@ def write_csv(path: Path | None, intervals: Sequence[Interval],
 
 
 def print_report(rows: Sequence[NodeEnergy], since: float, until: float) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"Energy from {since:.0f} to {until:.0f} ({until - since:.0f} s)")
@@ -317,7 +318,7 @@ def print_report(rows: Sequence[NodeEnergy], since: float, until: float) -> None
     total = sum(r.joules for r in rows)
     table.add_row("total", *(f"{sum(r.seconds[s] for r in rows):.0f}" for s in POWER_STATES),
                   f"{total:.0f}", f"{total / 3600:.3f}", style="bold")
-    Console().print(table)
+    orpheus.console().print(table)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -32,10 +32,9 @@ import heapq
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Iterable, Mapping
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
-if TYPE_CHECKING:
-    from orpheus.spec import JobSpec
+from orpheus.spec import JobSpec, decimal
 
 DEFAULT_TARGET = "default"
 _FIX_BITS = 1074  # 2**-1074 is the smallest positive float: every finite float is k * 2**-1074
@@ -75,6 +74,8 @@ class _Class:
         if not heap:
             return None
         goal, job_id = heap[0]
+        if self.rate <= 0.0:  # a share that underflowed: the job makes no progress
+            return math.inf, job_id
         return self.since + max(0.0, goal - self.work) / self.rate, job_id
 
 
@@ -178,7 +179,11 @@ class IOModel(ABC):
         target.demand += job.demand
         cls.goals[job_id] = job.goal
         heapq.heappush(cls.heap, (job.goal, job_id))
-        self._update(target)
+        try:
+            self._update(target)
+        except ArithmeticError:  # leave the model as it was: the caller may go on without it
+            self.remove(job_id, now)
+            raise
 
     def remove(self, job_id: int, now: float, done: bool = False) -> float:
         """Remove a job at ``now`` (``done``: it completed then); return its progress."""
@@ -284,11 +289,16 @@ class SensitivityModel(IOModel):
 
     def _set_rates(self, target: _Target) -> None:
         assert target.capacity_fixed is not None
-        slowdown = target.demand / target.capacity_fixed
+        try:
+            slowdown = target.demand / target.capacity_fixed
+        except OverflowError:  # W / C beyond the largest float
+            slowdown = math.inf
         for cls in target.classes.values():
             s = cls.key
             assert isinstance(s, float)
-            if s == 1.0:
+            if s == 0.0:
+                cls.rate = 1.0
+            elif s == 1.0:
                 cls.rate = target.capacity_fixed / target.demand
             else:
                 cls.rate = 1.0 / ((1.0 - s) + s * slowdown)
@@ -340,6 +350,8 @@ def make_model(
     return model(capacities, default_capacity)
 
 
+
+
 def parse_capacities(text: str) -> tuple[dict[str, float], float]:
     """Parse ``--io-capacity``: ``10`` or ``scratch=10,home=4`` (``default=`` or a bare
     number sets the capacity of unnamed targets); empty means unlimited.
@@ -351,17 +363,16 @@ def parse_capacities(text: str) -> tuple[dict[str, float], float]:
     if not text.strip():
         return capacities, math.inf
     for item in text.split(","):
-        name, sep, value = (part.strip() for part in item.rpartition("="))
+        name, sep, value = (part.strip() for part in item.partition("="))
+        if not sep:
+            name, value = "", name
         if not value:
             raise ValueError(f"--io-capacity {text!r}: empty item (expected C or target=C)")
         if sep and not name:
             raise ValueError(f"--io-capacity {text!r}: missing target name in {item.strip()!r}")
         name = name or DEFAULT_TARGET
-        try:
-            capacity = float(value)
-        except ValueError:
-            capacity = math.nan
-        if not capacity > 0:
+        capacity = math.inf if value.lower() in ("inf", "infinity") else decimal(value)
+        if capacity is None or not capacity > 0:
             raise ValueError(
                 f"--io-capacity {text!r}: capacity of {name!r} must be a number > 0, "
                 f"got {value!r}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import re
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import IO, Protocol
 
 from orpheus.engine import Engine
 from orpheus.iomodels import MODELS, IOModel, make_model, parse_capacities
-from orpheus.spec import JobSpec, SpecError, parse_command
+from orpheus.spec import JobSpec, SpecError, decimal, parse_command, seconds
 
 FIELDS = ("job_id", "start", "command")
 
@@ -61,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("jobs", help="CSV file with header job_id,start,command ('-': stdin)")
     p.add_argument("-o", "--output", default="-", help="output CSV (default '-': stdout)")
     add_model_options(p)
-    p.add_argument("--default-exec-time", type=float, default=10.0,
+    p.add_argument("--default-exec-time", type=seconds, default=10.0,
                    help="exec_time of jobs whose command has no arguments (default 10 s)")
     p.add_argument("--on-error", choices=("fail", "skip"), default="fail",
                    help="bad rows: fail (exit 2, no output; default) or skip with a warning")
@@ -78,22 +79,28 @@ def _capacities(text: str) -> tuple[dict[str, float], float]:
 def read_jobs(
     stream: Iterable[str], default_exec_time: float = 10.0, skip_errors: bool = False
 ) -> tuple[list[Row], list[str]]:
-    """Rows of a ``job_id,start,command`` CSV and the problems met (``line N: ...``).
+    """Rows of a ``job_id,start,command`` CSV and the problems met (``line N: ...``, N = the
+    record's first line). A UTF-8 byte order mark before the header is ignored.
 
     Raises InputError on the first bad row unless ``skip_errors``; a bad header always raises.
     """
     reader = csv.reader(stream, strict=True)
-    header = _next_record(reader)
+    _, header = _next_record(reader)
+    if header:
+        header[0] = header[0].removeprefix("\ufeff")
     if header is None or [h.strip() for h in header] != list(FIELDS):
         raise InputError(f"line 1: expected the header {','.join(FIELDS)}, got {header!r}")
     rows: list[Row] = []
     problems: list[str] = []
     seen: set[int] = set()
-    while (record := _next_record(reader)) is not None:
+    while True:
+        line, record = _next_record(reader)
+        if record is None:
+            break
         if not record or record == [""]:
             continue
         try:
-            rows.append(_row(reader.line_num, record, seen, default_exec_time))
+            rows.append(_row(line, record, seen, default_exec_time))
         except InputError as exc:
             if not skip_errors:
                 raise
@@ -107,13 +114,18 @@ class _Reader(Protocol):
     def __next__(self) -> list[str]: ...
 
 
-def _next_record(reader: _Reader) -> list[str] | None:
+def _next_record(reader: _Reader) -> tuple[int, list[str] | None]:
+    """The next record and its first line (None at the end)."""
+    line = reader.line_num + 1
     try:
-        return next(reader)
+        return line, next(reader)
     except StopIteration:
-        return None
+        return line, None
     except csv.Error as exc:
-        raise InputError(f"line {reader.line_num}: bad CSV: {exc}") from None
+        raise InputError(f"line {line}: bad CSV: {exc}") from None
+
+
+_INTEGER = re.compile(r"[-+]?[0-9]+")
 
 
 def _row(line: int, record: list[str], seen: set[int], default_exec_time: float) -> Row:
@@ -121,17 +133,13 @@ def _row(line: int, record: list[str], seen: set[int], default_exec_time: float)
         raise InputError(f"line {line}: expected {len(FIELDS)} fields "
                          f"(job_id,start,command), got {len(record)}")
     job_text, start_text, command = record
-    try:
-        job_id = int(job_text)
-    except ValueError:
-        raise InputError(f"line {line}: job_id must be an integer, got {job_text!r}") from None
+    if not _INTEGER.fullmatch(job_text.strip()):
+        raise InputError(f"line {line}: job_id must be an integer, got {job_text!r}")
+    job_id = int(job_text)
     if job_id in seen:
         raise InputError(f"line {line}: job {job_id}: duplicate job_id")
-    try:
-        start = float(start_text)
-    except ValueError:
-        start = math.nan
-    if not math.isfinite(start):
+    start = decimal(start_text)
+    if start is None or not math.isfinite(start):
         raise InputError(f"line {line}: job {job_id}: start must be a finite number of "
                          f"seconds, got {start_text!r}")
     try:
@@ -170,7 +178,7 @@ def _main(args: argparse.Namespace) -> int:
             rows, problems = read_jobs(sys.stdin, args.default_exec_time,
                                        args.on_error == "skip")
         else:
-            with open(args.jobs, newline="") as stream:
+            with open(args.jobs, newline="", encoding="utf-8") as stream:
                 rows, problems = read_jobs(stream, args.default_exec_time,
                                            args.on_error == "skip")
     except OSError as exc:

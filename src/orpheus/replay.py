@@ -15,6 +15,7 @@ import csv
 import grp
 import json
 import logging
+import math
 import os
 import pwd
 import subprocess
@@ -52,6 +53,7 @@ from orpheus.replayplan import (
     parse_queue_map,
     plan,
 )
+from orpheus.spec import seconds
 from orpheus.workload import Rates, Workload, WorkloadError, read_workload
 
 log = logging.getLogger("orpheus.replay")
@@ -360,12 +362,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="ask resources as core=N (default) or as whole nodes, nodes=ceil(N/C)")
     p.add_argument("--min-walltime", type=int, default=1,
                    help="smallest walltime given to OAR, in seconds (default 1)")
-    p.add_argument("--flops-per-second", type=float, default=1e9,
+    p.add_argument("--flops-per-second", type=rate, default=1e9,
                    help="Batsim parallel-task profiles: host speed (default 1e9)")
-    p.add_argument("--bytes-per-second", type=float, default=1e9,
+    p.add_argument("--bytes-per-second", type=rate, default=1e9,
                    help="Batsim communication and I/O profiles: bandwidth (default 1e9)")
     p.add_argument("--workers", type=int, default=6, help="concurrent oarsub calls (default 6)")
-    p.add_argument("--batch-window", type=float, default=0.5, metavar="S",
+    p.add_argument("--batch-window", type=seconds, default=0.5, metavar="S",
                    help="jobs of one user with the same request due within S seconds go in one "
                         "array oarsub, at the first one's time (default 0.5: OAR dates "
                         "submissions to the second)")
@@ -382,6 +384,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(func=main)
 
 
+def rate(text: str) -> float:
+    """A rate option (argparse ``type``): a finite number > 0."""
+    value = float(text)  # ValueError for a non-number: argparse says "invalid rate value"
+    if not 0 < value < math.inf:
+        raise ValueError(text)
+    return value
+
+
 def size_scale(text: str, workload: Workload, capacity: Capacity) -> float:
     if text != "auto":
         try:
@@ -395,10 +405,8 @@ def size_scale(text: str, workload: Workload, capacity: Capacity) -> float:
 
 def main(args: argparse.Namespace) -> int:
     try:
-        if args.flops_per_second <= 0 or args.bytes_per_second <= 0 or args.workers < 1:
-            raise PlanError("--flops-per-second, --bytes-per-second and --workers must be > 0")
-        if args.batch_window < 0:
-            raise PlanError("--batch-window must be >= 0")
+        if args.workers < 1:
+            raise PlanError("--workers must be > 0")
         workload = read_workload(args.workload,
                                  Rates(args.flops_per_second, args.bytes_per_second))
         db_params = oarconf.DbParams.from_conf(oarconf.read(args.conf))

@@ -10,6 +10,8 @@ states every rule; the main ones:
   ``core=N`` or, with ``unit="node"``, as ``nodes=ceil(N / cores per node)``;
 - the walltime is ``ceil(walltime / time_scale)`` seconds, at least ``min_walltime``
   (OAR counts walltimes in whole seconds);
+- a job whose scaled submission offset, run time or walltime exceeds ``MAX_SECONDS`` (OAR
+  stores walltimes as a 32-bit integer) is rejected;
 - the arguments are ``{exec_time=<run time / time_scale>, exit_code=<trace's>}`` plus
   ``io=1, io_workload=<w>`` for I/O profiles.
 """
@@ -26,6 +28,8 @@ USER_PREFIX = "replay-u"
 BESTEFFORT = "besteffort"
 DEFAULT_QUEUE = "default"
 UNITS = ("core", "node")
+MAX_SECONDS = 2**31 - 1
+"""The largest walltime OAR stores (``moldable_walltime`` is a 32-bit integer): ~68 years."""
 
 
 class PlanError(ValueError):
@@ -164,7 +168,7 @@ def plan(workload: Workload, capacity: Capacity, opts: PlanOptions) -> Plan:
     rejects: list[Rejection] = []
     for job in window:
         at = (job.submit - origin) / opts.time_scale
-        reason = job.skip or _misfit(job, capacity, opts)
+        reason = job.skip or _misfit(job, capacity, opts) or _too_long(job, at, opts)
         if reason:
             res = scaled_res(job.res, opts.size_scale) if job.res > 0 else 0
             rejects.append(Rejection(job, at, reason, res))
@@ -199,6 +203,17 @@ def _misfit(job: TraceJob, capacity: Capacity, opts: PlanOptions) -> str | None:
                     f"{scale}; the test bed has {capacity.nodes} nodes")
     elif res > capacity.resources:
         return f"requests {res} cores{scale}; the test bed has {capacity.resources}"
+    return None
+
+
+def _too_long(job: TraceJob, at: float, opts: PlanOptions) -> str | None:
+    """Why the job's scaled times are beyond what OAR stores, if they are."""
+    scaled = {"submission offset": at, "run time": (job.run_time or 0) / opts.time_scale,
+              "walltime": (job.walltime or 0) / opts.time_scale}
+    for name, value in scaled.items():
+        if value > MAX_SECONDS:
+            return (f"{name} {value:g} s is beyond OAR's largest walltime ({MAX_SECONDS} s, "
+                    "about 68 years)")
     return None
 
 

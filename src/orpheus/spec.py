@@ -527,7 +527,7 @@ class JobSpec:
     )
 
 
-_SLEEP_RE = re.compile(_DEC_FLOAT_RE.pattern + "([smhd]?)")
+_SLEEP_RE = re.compile(f"(?:{_DEC_FLOAT_RE.pattern}|(?i:inf|infinity))([smhd]?)")
 _SLEEP_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
@@ -555,8 +555,25 @@ def parse_command(command: str, default_exec_time: float = 10.0) -> JobSpec:
     return _spec_from_table(command, table, positions, default_exec_time)
 
 
+def decimal(text: str) -> float | None:
+    """A plain decimal number as files and options write it (ASCII digits, optional sign,
+    fraction and exponent; not ``nan``, ``inf``, ``1_0`` or ``0x10``), or None."""
+    text = text.strip()
+    unsigned = text[1:] if text[:1] in ("+", "-") else text
+    return float(text) if _DEC_FLOAT_RE.fullmatch(unsigned) else None
+
+
+def seconds(text: str) -> float:
+    """A command-line duration (argparse ``type``): a finite number of seconds >= 0."""
+    value = float(text)  # ValueError for a non-number: argparse says "invalid seconds value"
+    if not 0 <= value < math.inf:
+        raise ValueError(text)
+    return value
+
+
 def _sleep_seconds(command: str, start: int) -> float:
-    """GNU sleep's arguments: durations with an optional s/m/h/d suffix, summed."""
+    """GNU sleep's arguments: durations with an optional s/m/h/d suffix, summed; ``infinity``
+    (or a number beyond the largest float) gives ``inf``: the job runs until it is killed."""
     total = 0.0
     for m in re.finditer(r"[^ \t\n\r\f\v]+", command[start:]):
         duration = _SLEEP_RE.fullmatch(m.group())
@@ -567,8 +584,6 @@ def _sleep_seconds(command: str, start: int) -> float:
                 "(a number of seconds, optionally with suffix s, m, h or d)", pos
             )
         total += float(m.group().rstrip("smhd")) * _SLEEP_UNITS[duration.group(1)]
-    if not math.isfinite(total):
-        raise SpecError(f"sleep: time interval is not finite at {_where(command, start)}", start)
     return total
 
 

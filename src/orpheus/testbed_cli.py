@@ -7,9 +7,9 @@ import json
 import logging
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
+import orpheus
 from oarlib import testbed
 from oarlib.testbed import Config, TestbedError
 from orpheus import install
@@ -54,7 +54,7 @@ def up(args: argparse.Namespace) -> int:
 def down(args: argparse.Namespace) -> int:
     testbed.down(all_servers=args.all, before=install.stop_daemon)
     if not args.json:
-        Console().print("test bed stopped" + (" (database servers too)" if args.all else ""))
+        print("test bed stopped" + (" (database servers too)" if args.all else ""))
     else:
         show(full_status(), True)
     return 0
@@ -98,7 +98,7 @@ def show(st: dict[str, Any], as_json: bool) -> None:
     table.add_row("Orpheus", ("installed" if orph["installed"] else "[yellow]not installed[/]")
                   + (f", daemon pid {orph['daemon_pid']}" if orph["daemon_running"]
                      else ", daemon not running"))
-    Console().print(table)
+    orpheus.console().print(table)
 
 
 def _guarded(func: Any) -> Any:

@@ -5,33 +5,43 @@ return a :class:`Workload`; nothing is submitted here. Every error is a :class:`
 naming the file and the line (SWF) or the job / profile (Batsim).
 
 SWF (Standard Workload Format, Parallel Workloads Archive): 18 whitespace-separated numeric
-fields per job, ``;`` comments, ``-1`` for unknown. The header's ``MaxProcs``, ``MaxNodes`` and
-``Queues`` (the ``* name`` lines that follow it, numbered from 1 in that order) are used. No
-maintained PyPI package reads SWF (the format is 18 columns), so this module does.
+fields per job, ``;`` comments, ``-1`` for unknown; lines end at ``\n`` (or ``\r\n``) only.
+The header's ``MaxProcs``, ``MaxNodes`` and ``Queues`` (the ``* name`` lines that follow it,
+numbered from 1 in that order) are used. A job number is unique, except that the
+partial-execution lines of a checkpointed or swapped job (status 2, 3, 4) repeat the number of
+its summary line: the job is replayed once, from its summary line. No maintained PyPI package
+reads SWF (the format is 18 columns), so this module does.
 
 Batsim JSON: ``nb_res``, ``jobs`` (``id``, ``subtime``, ``res``, ``profile``, optional
 ``walltime``) and ``profiles``. A profile gives the job's run time (``exec_time``) as follows,
-with ``flops`` = ``--flops-per-second`` and ``bw`` = ``--bytes-per-second``:
+with ``flops`` = ``--flops-per-second`` and ``bw`` = ``--bytes-per-second`` (a deliberate
+approximation: computation then communication, no overlap, no network contention):
 
 =========================================================  =====================================
 profile type (v5 name / older names)                       exec_time
 =========================================================  =====================================
 ``DelayProfile`` / ``delay``                               ``delay``
-``ParallelTaskProfile`` / ``parallel``, ``ptask``          max over hosts of ``cpu[i]`` / flops
-                                                           + max over hosts of bytes sent / bw
+``ParallelTaskProfile`` / ``parallel``, ``ptask``,         max over hosts of ``cpu[i]`` / flops
+``msg_par``                                                + max over hosts of bytes sent / bw;
+                                                           ``len(cpu)`` must be ``res``
 ``ParallelTaskHomogeneousProfile`` / ``parallel_homo-``    ``cpu`` / flops + ``com`` * (n-1) / bw
-``geneous``, ``ptask_homogeneous``                         (n = ``res``; ``DefinedAmountsSpread-
-                                                           Uniformly`` or ``parallel_homogeneous_
-                                                           total``: divide by n, resp. n(n-1))
+``geneous``, ``ptask_homogeneous``, ``msg_par_hg``         (n = ``res``; ``DefinedAmountsSpread-
+                                                           Uniformly``, ``parallel_homogeneous_
+                                                           total`` or ``msg_par_hg_tot``: divide
+                                                           by n, resp. n(n-1))
 ``ParallelTaskOnStorageHomogeneousProfile`` / ``parallel_  (``bytes_to_read`` + ``bytes_to_write``)
-homogeneous_pfs``, ``ptask_homogeneous_on_storage``        / bw, and ``io=1, io_workload=n``
+homogeneous_pfs``, ``ptask_on_storage_homogeneous``,       / bw (Batsim 2 ``msg_par_hg_pfs_tiers``
+``msg_par_hg_pfs``, ``msg_par_hg_pfs_tiers``               : ``size`` / bw), ``io_workload=n``
 ``ParallelTaskDataStagingBetweenStoragesProfile`` /        ``nb_bytes`` / bw, ``io=1,
-``data_staging``, ``ptask_data_staging``                   io_workload=1``
-``SequentialCompositionProfile`` / ``composed``,           ``repeat`` x sum of its ``seq``
-``sequence``
+``data_staging``, ``ptask_data_staging_between_storages``  io_workload=1``
+``SequentialCompositionProfile`` / ``composed``,           ``repeat`` (Batsim 2: ``nb``) x sum of
+``sequential_composition``, ``sequence``                   its ``seq``
 =========================================================  =====================================
 
-A profile's ``ret`` is the job's exit code. Trace replays (SMPI, usage traces) are refused.
+The amounts a type uses are required (``cpu`` and ``com``, ``delay``, ``nb_bytes``, one of the
+``bytes_to_*``), finite and >= 0. A profile's ``ret`` is the job's exit code. Trace replays
+(SMPI, usage traces) are refused. A ``parallel`` profile whose ``cpu`` has not ``res`` values
+makes its jobs rejected (Batsim aborts on them).
 """
 
 from __future__ import annotations
@@ -40,13 +50,19 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from orpheus.spec import decimal
+
 SWF_FIELDS = 18
-SWF_STATUS_EXIT = {0: 1, 5: 143}
-"""Exit code of a job by SWF status: failed -> 1, cancelled -> 143 (128 + SIGTERM); others 0."""
+SWF_STATUS_EXIT = {0: 1, 4: 1, 5: 143}
+"""Exit code of a job by SWF status: failed (0, or 4: its last partial execution failed) -> 1,
+cancelled -> 143 (128 + SIGTERM); others 0."""
+SWF_PARTIAL = (2, 3, 4)
+"""SWF statuses of a partial-execution line (checkpointed or swapped job), which repeats the
+job number of the job's summary line."""
 DEFAULT_FLOPS = 1e9
 DEFAULT_BYTES = 1e9
 
@@ -132,21 +148,23 @@ def _header_int(keys: Mapping[str, str], key: str, path: str) -> int | None:
     return n if n > 0 else None
 
 
+
+
 def _number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
+    """A plain decimal number (not ``nan``, ``inf``, ``1_0`` or non-ASCII digits), finite."""
+    value = decimal(text)
+    if value is None or not math.isfinite(value):
         raise ValueError(text)
     return value
 
 
 def parse_swf(text: str, path: str = "<swf>") -> Workload:
     """Read an SWF trace; see the module docstring for what each field becomes."""
-    lines = text.splitlines()
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
     keys, queue_names = _swf_header([ln for ln in lines if ln.lstrip().startswith(";")])
-    jobs: list[TraceJob] = []
+    jobs: dict[str, TraceJob] = {}  # by job number: its summary line, else its first line
+    summary_line: dict[str, int] = {}
+    partials: dict[str, int] = {}  # job number -> number of partial-execution lines
     for lineno, line in enumerate(lines, 1):
         body = line.split(";", 1)[0].strip()
         if not body:
@@ -158,15 +176,26 @@ def parse_swf(text: str, path: str = "<swf>") -> Workload:
             f = [_number(p) for p in parts]
         except ValueError as e:
             raise WorkloadError(f"{path}:{lineno}: not a number: {e.args[0]!r}") from None
-        jobs.append(_swf_job(f, f"{path}:{lineno}"))
+        job = _swf_job(f, f"{path}:{lineno}")
+        if job.status in SWF_PARTIAL:
+            partials[job.id] = partials.get(job.id, 0) + 1
+            jobs.setdefault(job.id, job)
+        elif job.id in summary_line:
+            raise WorkloadError(f"{path}:{lineno}: job number {job.id} appears more than once "
+                                f"(first at line {summary_line[job.id]}; only partial-execution "
+                                "lines, status 2-4, may repeat it)")
+        else:
+            summary_line[job.id] = lineno
+            jobs[job.id] = job
     if not jobs:
         raise WorkloadError(f"{path}: no job line")
-    ids = [j.id for j in jobs]
-    if len(set(ids)) != len(ids):
-        dup = next(i for i in ids if ids.count(i) > 1)
-        raise WorkloadError(f"{path}: job number {dup} appears more than once")
+    for number, count in partials.items():
+        if count > 1 and number not in summary_line:
+            jobs[number] = replace(jobs[number], skip=(
+                f"{count} partial-execution lines (SWF status 2-4) and no summary line"))
     return Workload(
-        name=Path(path).stem, format="swf", jobs=sorted(jobs, key=lambda j: j.submit),
+        name=Path(path).stem, format="swf",
+        jobs=sorted(jobs.values(), key=lambda j: j.submit),
         max_procs=_header_int(keys, "MaxProcs", path),
         max_nodes=_header_int(keys, "MaxNodes", path),
         queues=queue_numbers(queue_names, keys.get("Conversion", "")),
@@ -190,6 +219,8 @@ def _swf_job(f: list[float], where: str) -> TraceJob:
         raise WorkloadError(f"{where}: job number {number:g} is not a natural number")
     if submit < 0:
         raise WorkloadError(f"{where}: job {int(number)}: negative submit time {submit:g}")
+    if status != int(status):
+        raise WorkloadError(f"{where}: job {int(number)}: status {status:g} is not an integer")
     res = int(req_procs) if req_procs > 0 else int(alloc) if alloc > 0 else 0
     skip = None
     if res <= 0:
@@ -211,14 +242,18 @@ def _swf_job(f: list[float], where: str) -> TraceJob:
 # -------------------------------------------------------------------------------- Batsim
 
 _DELAY = {"DelayProfile", "delay"}
-_PTASK = {"ParallelTaskProfile", "parallel", "ptask"}
+_PTASK = {"ParallelTaskProfile", "parallel", "ptask", "msg_par"}
+_TOTAL = {"parallel_homogeneous_total", "msg_par_hg_tot"}
 _HOMOGENEOUS = {"ParallelTaskHomogeneousProfile", "parallel_homogeneous", "ptask_homogeneous",
-                "parallel_homogeneous_total"}
+                "msg_par_hg", *_TOTAL}
+_PFS_TIERS = {"msg_par_hg_pfs_tiers", "msg_par_hg_pfs0"}  # Batsim 2: 'size' bytes per host
 _PFS = {"ParallelTaskOnStorageHomogeneousProfile", "parallel_homogeneous_pfs",
-        "ptask_homogeneous_on_storage"}
+        "ptask_on_storage_homogeneous", "ptask_homogeneous_on_storage", "msg_par_hg_pfs",
+        *_PFS_TIERS}
 _STAGING = {"ParallelTaskDataStagingBetweenStoragesProfile", "data_staging",
-            "ptask_data_staging"}
-_SEQUENCE = {"SequentialCompositionProfile", "composed", "sequence"}
+            "ptask_data_staging_between_storages", "ptask_data_staging"}
+_SEQUENCE = {"SequentialCompositionProfile", "sequential_composition", "composed", "sequence"}
+_SPREAD = {"DefinedAmountsSpreadUniformly", "defined_amount_spread_uniformly"}
 MAX_PROFILE_DEPTH = 20
 
 
@@ -237,18 +272,37 @@ class ProfileRun:
     exec_time: float
     io: bool = False
     io_workload: float = 0.0
+    skip: str | None = None  # why a job on this many resources cannot run it
 
 
-def _amount(profile: Mapping[str, Any], key: str, where: str, default: float = 0.0) -> float:
-    value = profile.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not (
-            math.isfinite(value) and value >= 0):
-        raise WorkloadError(f"{where}: {key} must be a number >= 0, not {value!r}")
-    return float(value)
+def _finite(value: Any) -> float | None:
+    """A JSON number as a finite float; None for anything else (bool, NaN, +-inf, 1e400)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _amount(profile: Mapping[str, Any], key: str, where: str,
+            default: float | None = None) -> float:
+    """``profile[key]``, a finite number >= 0; ``default`` when absent (None: required)."""
+    if key not in profile and default is not None:
+        return default
+    if key not in profile:
+        raise WorkloadError(f"{where}: missing {key!r}")
+    value = _finite(profile[key])
+    if value is None or value < 0:
+        raise WorkloadError(f"{where}: {key} must be a finite number >= 0, not {profile[key]!r}")
+    return value
 
 
 def _vector(profile: Mapping[str, Any], key: str, where: str) -> list[float]:
-    value = profile.get(key, [])
+    if key not in profile:
+        raise WorkloadError(f"{where}: missing {key!r}")
+    value = profile[key]
     if isinstance(value, int | float) and not isinstance(value, bool):
         value = [value]
     if not isinstance(value, list):
@@ -257,56 +311,88 @@ def _vector(profile: Mapping[str, Any], key: str, where: str) -> list[float]:
 
 
 def profile_run(name: str, profiles: Mapping[str, Any], res: int, rates: Rates,
-                where: str = "", depth: int = 0) -> ProfileRun:
+                where: str = "") -> ProfileRun:
     """The run of profile ``name`` for a job on ``res`` resources (module docstring rules)."""
-    here = f"{where}profile {name!r}"
-    if depth > MAX_PROFILE_DEPTH:
-        raise WorkloadError(f"{here}: sequences nested deeper than {MAX_PROFILE_DEPTH} "
-                            "(a profile that contains itself?)")
-    profile = profiles.get(name)
-    if not isinstance(profile, dict):
-        raise WorkloadError(f"{here}: no such profile" if profile is None
-                            else f"{here}: not a JSON object")
-    kind = profile.get("type")
-    flops, bw, n = rates.flops_per_second, rates.bytes_per_second, max(res, 1)
-    if kind in _DELAY:
-        if "delay" not in profile:
-            raise WorkloadError(f"{here}: a delay profile needs 'delay'")
-        return ProfileRun(_amount(profile, "delay", here))
-    if kind in _PTASK:
-        cpu = _vector(profile, "cpu", here)
-        com = _vector(profile, "com", here)
-        hosts = len(cpu) or math.isqrt(len(com)) or 1
-        if com and len(com) != hosts * hosts:
-            raise WorkloadError(f"{here}: com has {len(com)} values, not {hosts}x{hosts}")
-        sent = max((sum(com[i * hosts:(i + 1) * hosts]) for i in range(hosts)), default=0.0)
-        return ProfileRun(max(cpu, default=0.0) / flops + sent / bw)
-    if kind in _HOMOGENEOUS:
-        cpu, com = _amount(profile, "cpu", here), _amount(profile, "com", here)
-        spread = (kind == "parallel_homogeneous_total"
-                  or profile.get("generation_strategy") == "DefinedAmountsSpreadUniformly")
-        per_pair = com / (n * (n - 1)) if spread and n > 1 else com
-        return ProfileRun((cpu / n if spread else cpu) / flops + per_pair * (n - 1) / bw)
-    if kind in _PFS:
-        total = _amount(profile, "bytes_to_read", here) + _amount(profile, "bytes_to_write", here)
-        if profile.get("generation_strategy") == "DefinedAmountsSpreadUniformly":
-            total /= n
-        return ProfileRun(total / bw, io=True, io_workload=float(n))
-    if kind in _STAGING:
-        return ProfileRun(_amount(profile, "nb_bytes", here) / bw, io=True, io_workload=1.0)
-    if kind in _SEQUENCE:
-        seq, repeat = profile.get("seq"), profile.get("repeat", 1)
-        if not isinstance(seq, list) or not all(isinstance(s, str) for s in seq):
-            raise WorkloadError(f"{here}: seq must be a list of profile names")
-        if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 0:
-            raise WorkloadError(f"{here}: repeat must be an integer >= 0, not {repeat!r}")
-        parts = [profile_run(s, profiles, res, rates, where, depth + 1) for s in seq]
-        return ProfileRun(repeat * sum(p.exec_time for p in parts),
-                          io=any(p.io for p in parts),
-                          io_workload=max((p.io_workload for p in parts), default=0.0))
-    raise WorkloadError(f"{here}: profile type {kind!r} cannot be replayed (supported: delay, "
-                        "parallel task, homogeneous parallel task, PFS and staging I/O, "
-                        "sequences)")
+    return ProfileRuns(profiles, rates).run(name, res, where)
+
+
+class ProfileRuns:
+    """The runs of a workload's profiles, each computed once per resource count (a sequence
+    nested d deep, w wide costs one computation per profile, not w ** d)."""
+
+    def __init__(self, profiles: Mapping[str, Any], rates: Rates) -> None:
+        self.profiles = profiles
+        self.rates = rates
+        self.memo: dict[tuple[str, int], ProfileRun] = {}
+
+    def run(self, name: str, res: int, where: str = "", depth: int = 0) -> ProfileRun:
+        """The run of profile ``name`` on ``res`` resources; errors start with ``where``."""
+        if (name, res) not in self.memo:
+            here = f"{where}profile {name!r}"
+            if depth > MAX_PROFILE_DEPTH:
+                raise WorkloadError(f"{here}: sequences nested deeper than {MAX_PROFILE_DEPTH} "
+                                    "(a profile that contains itself?)")
+            profile = self.profiles.get(name)
+            if not isinstance(profile, dict):
+                raise WorkloadError(f"{here}: no such profile" if profile is None
+                                    else f"{here}: not a JSON object")
+            run = self._run(name, profile, res, where, depth)
+            if not math.isfinite(run.exec_time):
+                raise WorkloadError(f"{here}: its run time overflows ({run.exec_time} s)")
+            self.memo[name, res] = run
+        return self.memo[name, res]
+
+    def _run(self, name: str, profile: dict[str, Any], res: int, where: str,
+             depth: int) -> ProfileRun:
+        here = f"{where}profile {name!r}"
+        kind = profile.get("type")
+        flops, bw, n = self.rates.flops_per_second, self.rates.bytes_per_second, max(res, 1)
+        spread = kind in _TOTAL or profile.get("generation_strategy") in _SPREAD
+        if kind in _DELAY:
+            return ProfileRun(_amount(profile, "delay", here))
+        if kind in _PTASK:
+            cpu, com = _vector(profile, "cpu", here), _vector(profile, "com", here)
+            hosts = len(cpu)
+            if not hosts or len(com) != hosts * hosts:
+                raise WorkloadError(f"{here}: cpu has {hosts} values and com {len(com)}: com "
+                                    "needs cpu's count squared, cpu at least one")
+            sent = max(sum(com[i * hosts:(i + 1) * hosts]) for i in range(hosts))
+            skip = None if hosts == res else (
+                f"profile {name!r} is for {hosts} hosts (its cpu), the job asks {res}: "
+                "Batsim refuses it")
+            return ProfileRun(max(cpu) / flops + sent / bw, skip=skip)
+        if kind in _HOMOGENEOUS:
+            cpu, com = _amount(profile, "cpu", here), _amount(profile, "com", here)
+            per_pair = com / (n * (n - 1)) if spread and n > 1 else com
+            return ProfileRun((cpu / n if spread else cpu) / flops + per_pair * (n - 1) / bw)
+        if kind in _PFS:
+            if kind in _PFS_TIERS:
+                total = _amount(profile, "size", here)
+            elif "bytes_to_read" in profile or "bytes_to_write" in profile:
+                total = (_amount(profile, "bytes_to_read", here, 0.0)
+                         + _amount(profile, "bytes_to_write", here, 0.0))
+            else:
+                raise WorkloadError(f"{here}: missing 'bytes_to_read' and 'bytes_to_write'")
+            return ProfileRun((total / n if spread else total) / bw, io=True,
+                              io_workload=float(n))
+        if kind in _STAGING:
+            return ProfileRun(_amount(profile, "nb_bytes", here) / bw, io=True, io_workload=1.0)
+        if kind in _SEQUENCE:
+            seq, repeat = profile.get("seq"), profile.get("repeat", profile.get("nb", 1))
+            if not isinstance(seq, list) or not seq or not all(isinstance(s, str) for s in seq):
+                raise WorkloadError(f"{here}: seq must be a non-empty list of profile names")
+            if isinstance(repeat, bool) or not isinstance(repeat, int) or not (
+                    0 <= repeat <= 2**53):
+                raise WorkloadError(f"{here}: repeat must be an integer 0 to 2**53, "
+                                    f"not {repeat!r}")
+            parts = [self.run(s, res, where, depth + 1) for s in seq]
+            return ProfileRun(repeat * sum(p.exec_time for p in parts),
+                              io=any(p.io for p in parts),
+                              io_workload=max(p.io_workload for p in parts),
+                              skip=next((p.skip for p in parts if p.skip), None))
+        raise WorkloadError(f"{here}: profile type {kind!r} cannot be replayed (supported: "
+                            "delay, parallel task, homogeneous parallel task, PFS and staging "
+                            "I/O, sequences)")
 
 
 def _extra(job: Mapping[str, Any]) -> dict[str, Any]:
@@ -339,8 +425,9 @@ def parse_batsim(text: str, path: str = "<batsim>", rates: Rates = Rates()) -> W
         raise WorkloadError(f"{path}: nb_res must be a positive integer, not {nb_res!r}")
     jobs: list[TraceJob] = []
     seen: set[str] = set()
+    runs = ProfileRuns(profiles, rates)
     for index, raw in enumerate(raw_jobs):
-        job = _batsim_job(raw, index, profiles, rates, path)
+        job = _batsim_job(raw, index, runs, path)
         if job.id in seen:
             raise WorkloadError(f"{path}: job {job.id}: id appears more than once")
         seen.add(job.id)
@@ -351,30 +438,32 @@ def parse_batsim(text: str, path: str = "<batsim>", rates: Rates = Rates()) -> W
                     jobs=sorted(jobs, key=lambda j: j.submit), max_procs=nb_res)
 
 
-def _batsim_job(raw: Any, index: int, profiles: Mapping[str, Any], rates: Rates,
-                path: str) -> TraceJob:
+def _batsim_job(raw: Any, index: int, runs: ProfileRuns, path: str) -> TraceJob:
     if not isinstance(raw, dict):
         raise WorkloadError(f"{path}: jobs[{index}] is not an object")
     if "id" not in raw:
         raise WorkloadError(f"{path}: jobs[{index}] has no id")
+    if isinstance(raw["id"], bool) or not isinstance(raw["id"], str | int):
+        raise WorkloadError(f"{path}: jobs[{index}]: id must be a string or an integer, "
+                            f"not {raw['id']!r}")
     where = f"{path}: job {raw['id']}"
     for key in ("subtime", "res", "profile"):
         if key not in raw:
             raise WorkloadError(f"{where}: missing {key}")
     res = raw["res"]
-    if isinstance(res, bool) or not isinstance(res, int) or res < 1:
+    if isinstance(res, bool) or not isinstance(res, int) or res < 1 or _finite(res) is None:
         raise WorkloadError(f"{where}: res must be a positive integer, not {res!r}")
     submit = _amount(raw, "subtime", where)
     walltime = raw.get("walltime")
     if walltime is not None:
-        if isinstance(walltime, bool) or not isinstance(walltime, int | float):
-            raise WorkloadError(f"{where}: walltime must be a number, not {walltime!r}")
+        if _finite(walltime) is None:
+            raise WorkloadError(f"{where}: walltime must be a finite number, not {walltime!r}")
         walltime = float(walltime) if walltime > 0 else None  # Batsim uses -1 for none
     name = raw["profile"]
     if not isinstance(name, str):
         raise WorkloadError(f"{where}: profile must be a name, not {name!r}")
-    run = profile_run(name, profiles, res, rates, f"{where}: ")
-    ret = profiles[name].get("ret", 0)
+    run = runs.run(name, res, f"{where}: ")
+    ret = runs.profiles[name].get("ret", 0)
     if isinstance(ret, bool) or not isinstance(ret, int) or not 0 <= ret <= 255:
         raise WorkloadError(f"{where}: profile {name!r}: ret must be an integer 0-255")
     extra = _extra(raw)
@@ -383,7 +472,7 @@ def _batsim_job(raw: Any, index: int, profiles: Mapping[str, Any], rates: Rates,
         id=str(raw["id"]), submit=submit, res=res, run_time=run.exec_time, walltime=walltime,
         exit_code=ret, user=None if user is None else str(user),
         queue=None if queue is None else str(queue), profile=name, io=run.io,
-        io_workload=run.io_workload,
+        io_workload=run.io_workload, skip=run.skip,
     )
 
 

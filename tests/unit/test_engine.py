@@ -38,6 +38,17 @@ def test_three_jobs_share_capacity() -> None:
     assert len(eng) == 0 and eng.next_end() is None
 
 
+def test_sleep_infinity_runs_until_killed() -> None:
+    eng = engine("sensitivity", default=1.0)
+    eng.start(1, parse_command("sleep infinity"), 0.0)
+    eng.start(2, io_job(10.0, 1e308, io_sensitivity=0.5), 0.0)  # W/C overflows: stalls
+    eng.start(3, io_job(10.0, 1e308, io_sensitivity=0.5), 0.0)
+    assert eng.next_end() == math.inf
+    assert eng.pop_ended(1e9) == []
+    assert eng.stop(1, 1e9) == 0.0 and eng.stop(3, 1e9) == 0.0
+    assert eng.next_end() is not None and eng.next_end() > 1e9  # job 2 alone: W/C = 1e308
+
+
 def test_fourth_job_arrives_midway() -> None:
     eng = engine()
     for j in (1, 2, 3):

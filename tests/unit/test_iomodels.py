@@ -168,3 +168,38 @@ def test_remove_returns_progress_and_releases_share() -> None:
     assert model.next_end() == pytest.approx((35.0, 0))
     with pytest.raises(ValueError, match="job 1 is already running"):
         model.add(1, io_job(1.0), 20.0)
+
+
+@pytest.mark.parametrize("text", ["1_0", "a=b=3", "١٠", "0x10", "10 5"])
+def test_parse_capacities_wants_plain_decimals(text: str) -> None:
+    with pytest.raises(ValueError, match="--io-capacity"):
+        parse(text)
+
+
+def test_parse_capacities_inf_is_unlimited() -> None:
+    assert parse("scratch=inf,4") == ({"scratch": math.inf}, 4.0)
+
+
+@pytest.mark.parametrize(("name", "capacity", "w"), [
+    ("sensitivity", 1.0, 1e308),  # W / C beyond the largest float
+    ("linear", 1e-300, 1e300),  # C / W below the smallest float
+    ("fair", 1e-300, 1e300),
+])
+def test_extreme_demands_stall_instead_of_raising(name: str, capacity: float, w: float) -> None:
+    model = loaded(name, capacity, [w, w], io_sensitivity=0.5)
+    assert model.rate(0) == 0.0
+    assert model.next_end() == (math.inf, 0)
+    assert model.progress(0, 1e6) == 0.0
+    model.remove(1, 10.0)  # back to one job: its share is whatever C / w gives
+    assert model.next_end() is not None
+
+
+def test_a_failed_update_leaves_the_model_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = loaded("linear", 10.0, [5.0, 5.0])
+    before = (model.next_end(), model.demand("default"), len(model))
+    monkeypatch.setattr(LinearModel, "_set_rates", lambda self, target: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        model.add(9, io_job(5.0), 1.0)
+    monkeypatch.undo()
+    assert 9 not in model
+    assert (model.next_end(), model.demand("default"), len(model)) == before

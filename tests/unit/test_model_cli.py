@@ -76,6 +76,11 @@ def test_unlimited_capacity_by_default(monkeypatch: pytest.MonkeyPatch,
     ("2,soon,sim", "line 3: job 2: start must be a finite number of seconds, got 'soon'"),
     ("2,inf,sim", "line 3: job 2: start must be a finite number of seconds, got 'inf'"),
     ("two,0,sim", "line 3: job_id must be an integer, got 'two'"),
+    ("1_0,0,sim", "line 3: job_id must be an integer, got '1_0'"),
+    ("\u0662,0,sim", "line 3: job_id must be an integer, got '\u0662'"),
+    ("2,1_0,sim", "line 3: job 2: start must be a finite number of seconds, got '1_0'"),
+    ("2,\u0661,sim", "line 3: job 2: start must be a finite number of seconds, got '\u0661'"),
+    ('2,0,"sim {exec_time=1,\nio=2}"', "line 3: job 2: io must be true or false"),
     ("1,0,sim", "line 3: job 1: duplicate job_id"),
     ("2,0", "line 3: expected 3 fields (job_id,start,command), got 2"),
 ])
@@ -105,13 +110,23 @@ def test_bad_rows_skipped_on_request(monkeypatch: pytest.MonkeyPatch,
 @pytest.mark.parametrize(("stdin", "message"), [
     ("", "line 1: expected the header job_id,start,command, got None"),
     ("id,start,command\n", "line 1: expected the header job_id,start,command, got ['id', "),
-    ('job_id,start,command\n1,0,"sim {\n', "line 2: bad CSV: unexpected end of data"),
+    ('job_id,start,command\n1,0,"sim {\n\n', "line 2: bad CSV: unexpected end of data"),
 ])
 def test_bad_file(stdin: str, message: str, monkeypatch: pytest.MonkeyPatch,
                   capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(["--on-error", "skip", "-"], stdin, monkeypatch, capsys)
     assert (code, out) == (2, "")
     assert err.startswith(f"orpheus model: <stdin>: {message}")
+
+
+def test_byte_order_mark_before_the_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "jobs.csv"
+    src.write_bytes(b"\xef\xbb\xbfjob_id,start,command\r\n1,0,sim {exec_time=30}\r\n")
+    assert main(["model", str(src)]) == 0
+    assert capsys.readouterr().out == "job_id,start,end\n1,0,30\n"
+    assert run(["-"], src.read_text(encoding="utf-8"), monkeypatch, capsys)[:2] == (
+        0, "job_id,start,end\n1,0,30\n")
 
 
 def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -124,6 +139,8 @@ def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     (["--io-capacity", "scratch=0"],
      "argument --io-capacity: 'scratch=0': capacity of 'scratch' must be a number > 0"),
     (["--model", "quadratic"], "argument --model/--io-model: invalid choice: 'quadratic'"),
+    (["--default-exec-time", "nan"], "argument --default-exec-time: invalid seconds value: 'nan'"),
+    (["--default-exec-time", "-1"], "argument --default-exec-time: invalid seconds value: '-1'"),
 ])
 def test_bad_options(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from orpheus.replayplan import (
+    MAX_SECONDS,
     Capacity,
     PlanError,
     PlanOptions,
@@ -21,6 +23,8 @@ from orpheus.replayplan import (
 )
 from orpheus.spec import parse_command
 from orpheus.workload import (
+    ProfileRun,
+    ProfileRuns,
     Rates,
     TraceJob,
     Workload,
@@ -64,8 +68,43 @@ def test_gofree_first_and_last_records() -> None:
 
 def test_swf_status_gives_exit_code() -> None:
     lines = "".join(f"{i} {i} 0 10 1 -1 -1 1 100 -1 {status} 1 1 -1 1 -1 -1 -1\n"
-                    for i, status in enumerate([1, 0, 5, -1], 1))
-    assert [j.exit_code for j in parse_swf(lines).jobs] == [0, 1, 143, 0]
+                    for i, status in enumerate([1, 0, 5, -1, 4, 3, 2], 1))
+    assert [j.exit_code for j in parse_swf(lines).jobs] == [0, 1, 143, 0, 1, 0, 0]
+
+
+def _swf_line(number: int, submit: float, run: float, status: int) -> str:
+    return f"{number} {submit} 0 {run} 1 -1 -1 1 100 -1 {status} 1 1 -1 1 -1 -1 -1\n"
+
+
+def test_swf_partial_executions_replay_their_job_once_from_its_summary_line() -> None:
+    # job 1 was swapped out twice: summary line (status 1) then partial executions (2, 2, 3)
+    text = (_swf_line(1, 0, 90, 1) + _swf_line(1, 0, 30, 2) + _swf_line(2, 5, 7, 0)
+            + _swf_line(1, 0, 30, 2) + _swf_line(1, 0, 30, 3)
+            + _swf_line(3, 9, 20, 2) + _swf_line(3, 9, 20, 4)  # partial lines only
+            + _swf_line(4, 12, 15, 3))  # one line, whatever its status: the job itself
+    jobs = {j.id: j for j in parse_swf(text).jobs}
+    assert list(jobs) == ["1", "2", "3", "4"]
+    assert (jobs["1"].run_time, jobs["1"].status, jobs["1"].skip) == (90, 1, None)
+    assert jobs["3"].skip == "2 partial-execution lines (SWF status 2-4) and no summary line"
+    assert (jobs["4"].run_time, jobs["4"].exit_code, jobs["4"].skip) == (15, 0, None)
+    (rejected,) = plan(parse_swf(text), CAP, PlanOptions()).rejections
+    assert rejected.job.id == "3"
+
+
+def test_swf_repeated_job_number_names_its_line_in_linear_time() -> None:
+    text = "".join(_swf_line(i, i, 10, 1) for i in range(1, 60001)) + _swf_line(60000, 1, 1, 0)
+    started = time.monotonic()
+    with pytest.raises(WorkloadError, match=r"^big\.swf:60001: job number 60000 appears more "
+                       r"than once \(first at line 60000;"):
+        parse_swf(text, "big.swf")
+    assert time.monotonic() - started < 10  # quadratic: ~50 s
+
+
+def test_swf_lines_end_at_newlines_only() -> None:
+    text = "; note\fnot data\x1c\x85\u2028\r\n" + _swf_line(1, 0, 1, 1).replace("\n", "\r\n")
+    assert [j.id for j in parse_swf(text).jobs] == ["1"]
+    with pytest.raises(WorkloadError, match=r"^t\.swf:4: 17 fields"):
+        parse_swf(text + "; \v\f\n1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17\n", "t.swf")
 
 
 def test_swf_allocated_procs_when_none_requested_and_unknown_run_time() -> None:
@@ -81,10 +120,15 @@ def test_swf_allocated_procs_when_none_requested_and_unknown_run_time() -> None:
     ("; comment\n\n1 0 0 ten 1 -1 -1 1 100 -1 1 1 1 -1 1 -1 -1 -1\n",
      "bad.swf:3: not a number: 'ten'"),
     ("1 0 0 10 1 -1 -1 1 100 -1 1 1 1 -1 1 -1 -1 -1\n"
-     "1 0 0 10 1 -1 -1 1 100 -1 1 1 1 -1 1 -1 -1 -1\n", "job number 1 appears more than once"),
+     "1 0 0 10 1 -1 -1 1 100 -1 1 1 1 -1 1 -1 -1 -1\n",
+     "bad.swf:2: job number 1 appears more than once (first at line 1;"),
     ("1 -5 0 10 1 -1 -1 1 100 -1 1 1 1 -1 1 -1 -1 -1\n", "bad.swf:1: job 1: negative submit"),
     ("1.5 0 0 10 1 -1 -1 1 100 -1 1 1 1 -1 1 -1 -1 -1\n", "not a natural number"),
     ("1 0 0 nan 1 -1 -1 1 100 -1 1 1 1 -1 1 -1 -1 -1\n", "bad.swf:1: not a number: 'nan'"),
+    ("1 0 0 1_0 1 -1 -1 1 100 -1 1 1 1 -1 1 -1 -1 -1\n", "bad.swf:1: not a number: '1_0'"),
+    ("1 0 0 \u0661 1 -1 -1 1 100 -1 1 1 1 -1 1 -1 -1 -1\n", "bad.swf:1: not a number: '\u0661'"),
+    ("1 0 0 10 1 -1 -1 1 100 -1 5.9 1 1 -1 1 -1 -1 -1\n",
+     "bad.swf:1: job 1: status 5.9 is not an integer"),
     ("; only a header\n", "bad.swf: no job line"),
 ])
 def test_malformed_swf_names_file_and_line(text: str, message: str) -> None:
@@ -196,13 +240,13 @@ def _batsim(jobs: object, profiles: object = None) -> str:
     (_batsim([{"id": 7, "subtime": 0, "res": 0, "profile": "d"}]),
      "w.json: job 7: res must be a positive integer"),
     (_batsim([{"id": 7, "subtime": -1, "res": 1, "profile": "d"}]),
-     "w.json: job 7: subtime must be a number >= 0"),
+     "w.json: job 7: subtime must be a finite number >= 0"),
     (_batsim([{"id": 7, "subtime": 0, "res": 1, "profile": "zz"}]),
      "w.json: job 7: profile 'zz': no such profile"),
     (_batsim([{"id": 7, "subtime": 0, "res": 1, "profile": "d", "walltime": "1h"}]),
-     "w.json: job 7: walltime must be a number"),
+     "w.json: job 7: walltime must be a finite number, not '1h'"),
     (_batsim([{"id": 7, "subtime": 0, "res": 1, "profile": "d"}],
-             {"d": {"type": "DelayProfile"}}), "job 7: profile 'd': a delay profile needs"),
+             {"d": {"type": "DelayProfile"}}), "job 7: profile 'd': missing 'delay'"),
     (_batsim([{"id": 7, "subtime": 0, "res": 1, "profile": "d"}],
              {"d": {"type": "delay", "delay": 1, "ret": 300}}), "ret must be an integer 0-255"),
     (_batsim([{"id": 1, "subtime": 0, "res": 1, "profile": "d"}] * 2),
@@ -220,6 +264,85 @@ def test_batsim_ret_user_queue_and_no_walltime() -> None:
                                "extra_data": json.dumps({"user": 12, "queue": "besteffort"})}]))
     (j,) = w.jobs
     assert (j.id, j.exit_code, j.walltime, j.user, j.queue) == ("a", 2, None, "12", "besteffort")
+
+
+JOB7 = {"id": 7, "subtime": 0, "res": 2, "profile": "d"}
+
+
+@pytest.mark.parametrize(("job", "profiles", "message"), [
+    ({"walltime": math.inf}, None, "job 7: walltime must be a finite number, not inf"),
+    ({"walltime": math.nan}, None, "job 7: walltime must be a finite number, not nan"),
+    ({"walltime": 10**400}, None, "job 7: walltime must be a finite number"),
+    ({"subtime": math.inf}, None, "job 7: subtime must be a finite number >= 0, not inf"),
+    ({"res": 10**400}, None, "job 7: res must be a positive integer"),
+    ({"id": None}, None, r"w.json: jobs\[0\]: id must be a string or an integer, not None"),
+    ({"id": [1]}, None, r"jobs\[0\]: id must be a string or an integer, not \[1\]"),
+    ({"id": True}, None, r"jobs\[0\]: id must be a string or an integer, not True"),
+    ({"id": 1.5}, None, r"jobs\[0\]: id must be a string or an integer, not 1.5"),
+    ({}, {"d": {"type": "parallel", "cpu": [1, 1]}}, "job 7: profile 'd': missing 'com'"),
+    ({}, {"d": {"type": "msg_par_hg", "com": 1}}, "job 7: profile 'd': missing 'cpu'"),
+    ({}, {"d": {"type": "parallel", "cpu": [], "com": []}}, "cpu has 0 values and com 0"),
+    ({}, {"d": {"type": "data_staging", "from": "a"}}, "profile 'd': missing 'nb_bytes'"),
+    ({}, {"d": {"type": "parallel_homogeneous_pfs"}}, "missing 'bytes_to_read' and 'bytes_"),
+    ({}, {"d": {"type": "composed", "seq": []}}, "seq must be a non-empty list"),
+    ({}, {"d": {"type": "composed", "seq": ["e"], "repeat": 10**400}, "e": PROFILES["d"]},
+     "repeat must be an integer 0 to 2\\*\\*53"),
+    ({}, {"d": {"type": "composed", "seq": ["big", "big"]},
+          "big": {"type": "delay", "delay": 1e308}},
+     r"job 7: profile 'd': its run time overflows \(inf s\)"),
+])
+def test_batsim_non_finite_and_missing_values_are_errors(job: dict[str, object],
+                                                         profiles: object, message: str) -> None:
+    with pytest.raises(WorkloadError, match=message):
+        parse_batsim(_batsim([JOB7 | job], profiles), "w.json")
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    ({"type": "msg_par", "cpu": [4e9, 2e9], "com": [0, 1e9, 3e9, 0]}, "p"),
+    ({"type": "msg_par_hg", "cpu": 2e9, "com": 1e9}, "h"),
+    ({"type": "msg_par_hg_tot", "cpu": 8e9, "com": 12e9}, "ht"),
+    ({"type": "msg_par_hg_pfs", "bytes_to_read": 3e9, "bytes_to_write": 1e9}, "pfs"),
+    ({"type": "msg_par_hg_pfs_tiers", "size": 4e9, "direction": "to_storage"}, "pfs"),
+    ({"type": "ptask_on_storage_homogeneous", "bytes_to_read": 4e9}, "pfs"),
+    ({"type": "ptask_homogeneous", "cpu": 8e9, "com": 12e9,
+      "generation_strategy": "defined_amount_spread_uniformly"}, "ht"),
+    ({"type": "ptask_data_staging_between_storages", "nb_bytes": 5e9}, "stage"),
+    ({"type": "sequential_composition", "repeat": 2, "seq": ["d", "h"]}, "seq"),
+    ({"type": "composed", "nb": 2, "seq": ["d", "h"]}, "seq"),  # Batsim 2 spelled repeat nb
+])
+def test_older_batsim_profile_names(old: dict[str, object], new: str) -> None:
+    res = 2 if new == "p" else 4
+    assert profile_run("old", PROFILES | {"old": old}, res, Rates()) == profile_run(
+        new, PROFILES, res, Rates())
+
+
+def test_parallel_profile_for_another_host_count_rejects_its_jobs() -> None:
+    jobs = [{"id": i, "subtime": i, "res": res, "profile": name}
+            for i, (res, name) in enumerate([(2, "p"), (3, "p"), (3, "seq_p")])]
+    w = parse_batsim(_batsim(jobs, PROFILES | {"seq_p": {"type": "composed", "seq": ["d", "p"]}}))
+    assert [j.skip for j in w.jobs] == [None] + [
+        "profile 'p' is for 2 hosts (its cpu), the job asks 3: Batsim refuses it"] * 2
+    p = plan(w, CAP, PlanOptions())
+    assert [s.job.id for s in p.submissions] == ["0"]
+    assert [r.reason for r in p.rejections] == [w.jobs[1].skip] * 2
+
+
+def test_nested_sequences_compute_each_profile_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    profiles: dict[str, object] = {f"p{i}": {"type": "composed", "seq": [f"p{i + 1}"] * 10}
+                                   for i in range(7)}
+    profiles["p7"] = {"type": "delay", "delay": 1}
+    calls: list[str] = []
+    compute = ProfileRuns._run
+
+    def counted(self: ProfileRuns, name: str, *args: object) -> ProfileRun:
+        calls.append(name)
+        return compute(self, name, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ProfileRuns, "_run", counted)
+    jobs = [{"id": i, "subtime": 0, "res": 1, "profile": "p0"} for i in range(3)]
+    w = parse_batsim(_batsim(jobs, profiles))
+    assert [j.run_time for j in w.jobs] == [1e7] * 3
+    assert sorted(calls) == sorted(profiles)  # once each, for every job of the workload
 
 
 # -------------------------------------------------------------------------------- plan
@@ -262,6 +385,17 @@ def test_plan_window_rejects_misfits_and_maps_queues() -> None:
     assert [s.request for s in nodes.submissions] == ["nodes=2"]
     assert nodes.submissions[0].res == 8
     assert nodes.rejections[0].reason.startswith("needs 20 nodes of 4 cores for 80 processors")
+
+
+def test_times_beyond_oars_largest_walltime_are_rejected() -> None:
+    w = Workload("t", "swf", [TraceJob("1", 0, 1, 10, 1e300), TraceJob("2", 0, 1, 1e308),
+                              TraceJob("3", 0, 1, 10, MAX_SECONDS * 0.1)])
+    p = plan(w, CAP, PlanOptions(time_scale=0.1))
+    assert [r.reason for r in p.rejections] == [
+        f"walltime 1e+301 s is beyond OAR's largest walltime ({MAX_SECONDS} s, about 68 years)",
+        f"run time inf s is beyond OAR's largest walltime ({MAX_SECONDS} s, about 68 years)"]
+    (sub,) = p.submissions
+    assert sub.walltime == MAX_SECONDS and sub.oarsub_options()[1] == "core=1,walltime=596523:14:07"
 
 
 @pytest.mark.parametrize("opts", [PlanOptions(time_scale=0), PlanOptions(size_scale=-1),
@@ -345,3 +479,18 @@ def test_docs_list_every_flag() -> None:
             for flag in action.option_strings:
                 if flag not in ("-h", "--help"):
                     assert f"`{flag}" in text or f"`-o`, `{flag}" in text, (name, flag)
+
+
+@pytest.mark.parametrize("argv", [["--flops-per-second", "nan"], ["--bytes-per-second", "inf"],
+                                  ["--flops-per-second", "0"], ["--batch-window", "nan"]])
+def test_replay_rates_and_window_must_be_finite(argv: list[str],
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from orpheus import replay
+
+    parser = argparse.ArgumentParser()
+    replay.register(parser.add_subparsers())
+    with pytest.raises(SystemExit):
+        parser.parse_args(["replay", "w.swf", "-o", "out", *argv])
+    assert f"argument {argv[0]}: invalid" in capsys.readouterr().err
