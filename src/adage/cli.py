@@ -8,6 +8,7 @@ with --wait), 2 bad usage.
 from __future__ import annotations
 
 import argparse
+import math
 import resource
 import sys
 from collections.abc import Sequence
@@ -31,8 +32,21 @@ from adage.placeholders import PlaceholderError
 from adage.planners import PlanningError, get_planner
 from adage.resources.oar import job_resources, oar_nodefile
 
-ERRORS = (documents.DocumentError, PlanningError, DeployError, SourceError, LayoutError,
-          PlaceholderError, TransportError, statedir.StateError)
+
+class OutputError(ValueError):
+    """A dump that cannot be written (``-F``)."""
+
+
+ERRORS = (OutputError, documents.DocumentError, PlanningError, DeployError, SourceError,
+          LayoutError, PlaceholderError, TransportError, statedir.StateError)
+
+
+def seconds(text: str) -> float:
+    """A duration option: a number of seconds above 0."""
+    value = float(text)
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds above 0")
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -68,7 +82,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--local-root", type=Path, metavar="DIR",
                    help="directory holding the local nodes' trees (default "
                         "/tmp/<user>/adage-nodes)")
-    p.add_argument("--timeout", type=float, default=30.0, metavar="S",
+    p.add_argument("--timeout", type=seconds, default=30.0, metavar="S",
                    help="seconds to wait for any callback (default 30)")
     p.add_argument("--wait", action="store_true",
                    help="with -x: wait until every process exits; fail if one failed")
@@ -79,7 +93,7 @@ def parser() -> argparse.ArgumentParser:
                    help="how trees are copied over ssh/oarsh (default: one tar stream)")
     p.add_argument("--fanout", type=int, default=SshOptions.fanout, metavar="N",
                    help="nodes contacted at the same time over ssh/oarsh (default 64)")
-    p.add_argument("--connect-timeout", type=float, default=SshOptions.connect_timeout,
+    p.add_argument("--connect-timeout", type=seconds, default=SshOptions.connect_timeout,
                    metavar="S", help="seconds to connect to a node over ssh (default 10)")
     p.add_argument("--no-multiplex", action="store_true",
                    help="one ssh connection per command instead of one master per node")
@@ -121,7 +135,11 @@ class Output:
             return
         text = documents.dump(kind, obj)
         if kind in self.targets:
-            Path(self.targets[kind]).write_text(text)
+            try:
+                Path(self.targets[kind]).write_text(text)
+            except OSError as e:
+                raise OutputError(f"-F {self.targets[kind]}: cannot write the {kind} document: "
+                                  f"{e.strerror}") from None
             self.say(2, f"{kind} document written to {self.targets[kind]}")
         else:
             sys.stdout.write(text)
@@ -156,7 +174,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("status", "clean"):
         return state_main(argv[0], argv[1:])
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    if len(args.dump_file) > len(args.dump):
+        p.error("each -F FILE names where the -D KIND of the same rank goes: give as many -D")
     out = Output(args.loglevel, args.dump, args.dump_file)
     try:
         return run(args, out)

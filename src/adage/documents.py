@@ -5,11 +5,13 @@ dump the model back to XML.
 Every failure is a ``DocumentError`` naming the file, the line, the element and the rule
 broken. lxml does the parsing and the schema validation (XSD 1.0, identity constraints with
 xs:key/xs:keyref/xs:unique); its messages are reworded here into plain sentences. Documents are
-parsed without resolving entities or touching the network (no XXE).
+parsed without resolving entities or touching the network (no XXE), and a document that
+declares a DTD (entities) is refused.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import replace
@@ -21,6 +23,7 @@ from lxml import etree
 
 from adage import plugin
 from adage.model import (
+    RESERVED,
     Constraint,
     CtrlParams,
     EnvSetting,
@@ -33,6 +36,7 @@ from adage.model import (
     PropertyPredicate,
     Resources,
     Transfer,
+    stays_below,
 )
 from adage.placeholders import PlaceholderError, refs
 from adage.plugins import resolve_src
@@ -99,6 +103,10 @@ def loads(data: bytes | str, file: str = "<string>") -> etree._ElementTree:
         mismatch = re.search(r"tag mismatch: \S+ line \d+ and (\S+?),", e.msg)
         element = mismatch[1] if mismatch else _open_tag_before(data, line)
         raise DocumentError(file, line, element, f"malformed XML: {e.msg}") from None
+    if tree.docinfo.doctype:
+        line = data[: data.find(b"<!DOCTYPE")].count(b"\n") + 1
+        raise DocumentError(file, line, "!DOCTYPE", "a document type declaration (DTD, "
+                            "entities) is not allowed in ADAGE documents")
     root = tree.getroot()
     tag = etree.QName(root).localname
     try:
@@ -127,6 +135,13 @@ _TYPES = {
     "xs:boolean": "a boolean (true, false, 1 or 0)",
     "xs:double": "a number",
     "xs:unsignedShort": "a port number (1 to 65535)",
+    "cardinality": "a positive integer (1 to 1000000)",
+}
+_PATTERNS = {  # the patterns of our schemas, in words
+    r"[A-Za-z_][A-Za-z0-9_.\-]*": "letters, digits, '_', '.', '-', not starting with a digit",
+    r"[A-Za-z0-9_][A-Za-z0-9_.\-]*": "letters, digits, '_', '.', '-'",
+    r"[A-Za-z_][A-Za-z0-9_]*": "letters, digits, '_', not starting with a digit",
+    r"[A-Za-z0-9_.:%\-]+": "a host name or an IP address",
 }
 _CONSTRAINTS = {
     "proc_group_id": "proc_group ids must be unique",
@@ -152,8 +167,9 @@ _REWRITES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\[facet 'enumeration'\] The value '(.*)' is not an element of the set "
                 r"\{(.*)\}\."),
      "'{0}' is not one of {1}"),
-    (re.compile(r"\[facet '\w+'\] The value '(.*)' is not accepted by the pattern '(.*)'\."),
-     "'{0}' does not match the pattern {1}"),
+    (re.compile(r"\[facet '\w+'\] The value '(.*)' is greater than the maximum value allowed "
+                r"\('(.*)'\)\."),
+     "'{0}' is too large (at most {1})"),
     (re.compile(r"\[facet '(\w+)'\] The value '(.*)' is (?:less|greater) than.*"),
      "'{1}' is out of range ({0})"),
     (re.compile(r"\[facet 'minLength'\] The value (?:'.*' )?has a length of '0'.*"),
@@ -188,6 +204,10 @@ def _plain(message: str, path: str | None) -> tuple[str, str]:
     if km := re.match(r"Duplicate key-sequence \[(.*)\] in (?:unique|key) identity-constraint "
                       r"'(\w+)'\.", text):
         return element, f"duplicate {km[1]}: {_CONSTRAINTS.get(km[2], km[2])}"
+    if pm := re.fullmatch(r"\[facet 'pattern'\] The value '(.*)' is not accepted by the "
+                          r"pattern '(.*)'\.", text):
+        words = f" ({_PATTERNS[pm[2]]})" if pm[2] in _PATTERNS else ""
+        return element, f"{prefix}'{pm[1]}' does not match the pattern {pm[2]}{words}"
     for pattern, template in _ATTRIBUTE_REWRITES:
         if rm := pattern.fullmatch(text):
             return element, template.format(*rm.groups())
@@ -212,9 +232,11 @@ class _Source:
         may list alternatives separated by " || ", tried in order."""
         found = next((hit for x in xpath.split(" || ") if (hit := self.tree.xpath(x, **variables))),
                      [self.root])
-        elem = found[0]
-        return DocumentError(self.file, elem.sourceline or 0,
-                             etree.QName(elem).localname, rule)
+        return self.at(found[0], rule)
+
+    def at(self, elem: etree._Element, rule: str) -> DocumentError:
+        """A DocumentError at ``elem``."""
+        return DocumentError(self.file, elem.sourceline or 0, etree.QName(elem).localname, rule)
 
 
 def read_appls(paths: Iterable[str | Path]) -> GenericAppl:
@@ -223,7 +245,10 @@ def read_appls(paths: Iterable[str | Path]) -> GenericAppl:
     parts = []
     for path in paths:
         src = _Source(path)
-        conv = plugin.for_root(etree.QName(src.root).localname)
+        try:
+            conv = plugin.for_root(etree.QName(src.root).localname)
+        except LookupError as e:
+            raise src.at(src.root, f"expected an application document here: {e}") from None
         parts.append((src, conv.convert(src.tree, src.path)))
     if not parts:
         raise DocumentError("-", 0, "-", "no application document given")
@@ -231,14 +256,23 @@ def read_appls(paths: Iterable[str | Path]) -> GenericAppl:
 
 
 def _merge(parts: list[tuple[_Source, GenericAppl]]) -> GenericAppl:
-    """One description of all ``parts``, checked: unique group ids, dependencies on existing
-    groups and without cycle, placeholders naming groups depended on, existing files."""
+    """One description of all ``parts``, checked: unique and unreserved group ids, installed
+    plugins, dependencies on existing groups and without cycle, placeholders naming groups
+    depended on, existing files with destinations below their directory."""
     owner: dict[str, _Source] = {}
+    plugins = plugin.available()
     for src, appl in parts:
         for g in appl.groups:
+            where = "//proc_group[@id=$g]"
             if g.id in owner:
-                raise src.fail("//proc_group[@id=$g]", f"proc_group id '{g.id}' is already "
-                               f"used in {owner[g.id].file}", g=g.id)
+                raise src.fail(where, f"proc_group id '{g.id}' is already used in "
+                               f"{owner[g.id].file}", g=g.id)
+            if g.id in RESERVED:
+                raise src.fail(where, f"proc_group id '{g.id}' is reserved by the run "
+                               "directory layout", g=g.id)
+            if g.type not in plugins:
+                raise src.fail(where, f"type '{g.type}': no plugin named '{g.type}' is "
+                               f"installed (known: {', '.join(sorted(plugins))})", g=g.id)
             owner[g.id] = src
     merged = GenericAppl(tuple(g for _, a in parts for g in a.groups),
                          tuple(d for _, a in parts for d in a.dependencies))
@@ -282,63 +316,88 @@ def ancestors(appl: GenericAppl, group_id: str) -> set[str]:
     return seen
 
 
+def _check_refs(src: _Source, where: str, text: str, appl: GenericAppl | None,
+                user: str | None, **variables: str) -> None:
+    """The placeholders of ``text`` are well formed and, with ``appl``, name groups of it
+    within their cardinality: groups that ``user`` depends on, or for a control parameter
+    (``user`` None, applied to every group) any group but not its reported values."""
+    try:
+        found = list(refs(text))
+    except PlaceholderError as e:
+        raise src.fail(where, str(e), **variables) from None
+    groups = {g.id: g for g in appl.groups} if appl else {}
+    for ref in found:
+        if ref.group == "self" or appl is None:
+            continue
+        if ref.group not in groups:
+            rule = f"'{ref.group}' names no proc_group"
+        elif user is None and ref.what == "value":
+            rule = "reported values cannot be used in the control parameters"
+        elif user is not None and ref.group not in ancestors(appl, user):
+            rule = f"proc_group '{user}' must depend on '{ref.group}' to use it"
+        elif ref.index >= groups[ref.group].cardinality:
+            rule = (f"'{ref.group}' has only {groups[ref.group].cardinality} instance(s), "
+                    "numbered from 0")
+        else:
+            continue
+        raise src.fail(where, f"{ref.text}: {rule}", **variables)
+
+
 def _check_group(appl: GenericAppl, group_id: str, src: _Source) -> None:
-    """Placeholders of the group's processes and the existence of their files."""
-    before = ancestors(appl, group_id)
-    group = appl.group(group_id)
-    for proc in group.processes:
+    """Placeholders of the group's processes, and their files: existing, each to its own
+    destination below the run directory."""
+    for proc in appl.group(group_id).processes:
         for text in (*proc.args, *(v for _, v in proc.env)):
             where = ("//proc_group[@id=$g]//arg[contains(., $t)] | "
                      "//proc_group[@id=$g]//env[contains(@value, $t)] || "
                      "//arg[contains(., $t)] | //env[contains(@value, $t)]")
-            try:
-                found = list(refs(text))
-            except PlaceholderError as e:
-                raise src.fail(where, str(e), t=text, g=group_id) from None
-            for ref in found:
-                if ref.group == "self":
-                    continue
-                if ref.group not in before:
-                    rule = (f"{ref.text}: proc_group '{group_id}' must depend on "
-                            f"'{ref.group}' to use it")
-                    if ref.group not in {g.id for g in appl.groups}:
-                        rule = f"{ref.text}: '{ref.group}' names no proc_group"
-                    raise src.fail(where, rule, t=ref.text, g=group_id)
-                count = appl.group(ref.group).cardinality
-                if ref.index >= count:
-                    raise src.fail(where, f"{ref.text}: '{ref.group}' has only {count} "
-                                   f"instance(s), numbered from 0", t=ref.text, g=group_id)
+            _check_refs(src, where, text, appl, group_id, t=text, g=group_id)
+        dests: dict[str, str] = {}
+        scope = src.tree.xpath("//proc_group[@id=$g]", g=group_id) or [src.root]
         for spec in proc.files:
-            if not Path(spec.src).exists():
-                elem = next((e for e in src.root.iter() for attr in ("src", "script")
-                             if e.get(attr) and resolve_src(e.get(attr), src.path) == spec.src),
-                            src.root)
-                raise DocumentError(src.file, elem.sourceline or 0, etree.QName(elem).localname,
-                                    f"file '{spec.src}' does not exist")
+            elem = next((e for e in scope[0].iter() for attr in ("src", "script")
+                         if e.get(attr) and resolve_src(e.get(attr), src.path) == spec.src
+                         and e.get("dest", spec.dest) == spec.dest), src.root)
+            if not Path(spec.src).is_file():
+                what = "is a directory" if Path(spec.src).is_dir() else "does not exist"
+                raise src.at(elem, f"file '{spec.src}' {what}")
+            if not stays_below(spec.name):
+                raise src.at(elem, f"dest '{spec.name}' must be a relative path without '..'")
+            if dests.setdefault(spec.name, spec.src) != spec.src:
+                raise src.at(elem, f"'{spec.name}' is also the destination of "
+                                   f"'{dests[spec.name]}' in this process")
 
 
 # ------------------------------------------------------------------ resources
 def read_resources(paths: Iterable[str | Path]) -> Resources:
     """The nodes and node groups of the resource documents ``paths``, merged (node names and
-    node group ids unique across documents)."""
+    node group ids unique across documents, a node in one node group at most)."""
     nodes: list[Node] = []
     groups: list[NodeGroup] = []
     seen: dict[str, str] = {}
+    grouped: dict[str, str] = {}  # node -> its node group
     for path in paths:
         src = _Source(path)
         _expect_root(src, "resources")
         for elem in src.root.iterfind("node"):
-            node = _node(elem)
+            node = _node(src, elem)
             if node.name in seen:
-                raise src.fail("//node[@name=$n]", f"node '{node.name}' is already described "
-                               f"in {seen[node.name]}", n=node.name)
+                raise src.at(elem, f"node '{node.name}' is already described in "
+                                   f"{seen[node.name]}")
             seen[node.name] = src.file
             nodes.append(node)
         for elem in src.root.iterfind("node_group"):
             gid = elem.get("id")
             if any(g.id == gid for g in groups):
-                raise src.fail("//node_group[@id=$g]", f"node_group '{gid}' is already "
-                               "described in another document", g=gid)
+                raise src.at(elem, f"node_group '{gid}' is already described in another "
+                                   "document")
+            _absolute(src, elem, "shared_dir")
+            for ref in elem.iterfind("node_ref"):
+                name = ref.get("name")
+                if name in grouped:
+                    raise src.at(ref, f"node '{name}' is already in node_group "
+                                      f"'{grouped[name]}'")
+                grouped[name] = gid
             groups.append(NodeGroup(gid, elem.get("shared_dir"),
                                     tuple(r.get("name") for r in elem.iterfind("node_ref"))))
     if not nodes:
@@ -346,11 +405,15 @@ def read_resources(paths: Iterable[str | Path]) -> Resources:
     return Resources(tuple(nodes), tuple(groups))
 
 
-def _node(elem: etree._Element) -> Node:
+def _node(src: _Source, elem: etree._Element) -> Node:
+    speed = float(elem.get("speed"))
+    if not math.isfinite(speed):
+        raise src.at(elem, f"attribute 'speed': '{elem.get('speed')}' is not a finite number")
+    _absolute(src, elem, "scratch")
     return Node(
         name=elem.get("name"),
         cores=int(elem.get("cores")),
-        speed=float(elem.get("speed")),
+        speed=speed,
         memory=int(elem.get("memory")),
         properties=tuple((p.get("name"), p.get("value")) for p in elem.iterfind("property")),
         submission=tuple(s.get("method") for s in elem.iterfind("submission")) or ("local",),
@@ -358,6 +421,12 @@ def _node(elem: etree._Element) -> Node:
         scratch=elem.get("scratch"),
         address=elem.get("address", ""),
     )
+
+
+def _absolute(src: _Source, elem: etree._Element, attr: str) -> None:
+    if not elem.get(attr).startswith("/"):
+        raise src.at(elem, f"attribute '{attr}': '{elem.get(attr)}' must be an absolute path "
+                           "(it is a directory on the nodes)")
 
 
 def _expect_root(src: _Source, root: str) -> None:
@@ -388,6 +457,9 @@ def read_ctrl(path: str | Path | None, appl: GenericAppl | None = None) -> CtrlP
                                                 tf.get("destdir")))
     envs = tuple(EnvSetting(e.get("name"), e.get("value"), e.get("action"))
                  for e in root.iterfind("envs/env"))
+    for e in envs:
+        _check_refs(src, "//envs/env[@name=$n][@value=$v]", e.value, appl, None, n=e.name,
+                    v=e.value)
     constraints = tuple(
         Constraint(
             proc_group=c.get("proc_group"),

@@ -7,13 +7,22 @@ conversion); planners and the deployer only ever see these.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 
 FILE_TYPES = ("cfg", "lib", "data", "exe", "so")
 SUBMISSION_METHODS = ("local", "ssh", "oarsh")
 TRANSFER_METHODS = ("local", "scp", "rsync", "oarcp")
+RESERVED = ("_common", "_adage")  # not group ids: directories of the run directory layout
 
 
 # ------------------------------------------------------------------ generic description
+def stays_below(name: str) -> bool:
+    """Whether the relative path ``name``, joined to a directory, stays below it (not absolute,
+    no ``..``, not empty)."""
+    path = PurePosixPath(name)
+    return bool(path.parts) and not path.is_absolute() and ".." not in path.parts
+
+
 @dataclass(frozen=True)
 class FileSpec:
     """A file a process needs: copied from ``src`` (on the front end) to ``dest`` in its run
@@ -22,6 +31,11 @@ class FileSpec:
     type: str  # one of FILE_TYPES
     src: str
     dest: str = ""  # file name in the run directory; default: basename of src
+
+    @property
+    def name(self) -> str:
+        """Where it goes, relative to the run (or common) directory."""
+        return self.dest or PurePosixPath(self.src).name
 
 
 @dataclass(frozen=True)
@@ -177,3 +191,10 @@ class Plan:
 
     def of(self, group_id: str) -> list[PgInstance]:
         return [i for i in self.instances if i.proc_group == group_id]
+
+    def by_group(self) -> dict[str, list[PgInstance]]:
+        """The instances of each group, by index (one pass over the plan)."""
+        out: dict[str, list[PgInstance]] = {}
+        for i in self.instances:
+            out.setdefault(i.proc_group, []).append(i)
+        return {g: sorted(insts, key=lambda i: i.index) for g, insts in out.items()}

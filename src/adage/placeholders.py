@@ -1,6 +1,7 @@
 """Placeholders in process arguments and environment values: ``@{G.host}``, ``@{G[i].host}``,
 ``@{G.hosts}``, ``@{G.count}``, ``@{G.value.KEY}``, ``@{G[i].value.KEY}``, ``@{self.index}``,
-``@{self.host}``, ``@{self.group}``; ``@@`` is a literal ``@`` and any other ``@`` is kept.
+``@{self.host}``, ``@{self.group}``; ``@@`` is a literal ``@`` and any other ``@`` not followed
+by ``{`` is kept (an unclosed ``@{`` is an error).
 
 Pure parsing and substitution; what a reference resolves to is the caller's business (the
 deployer knows the plan and the reported values; ``adage.documents`` only checks references).
@@ -12,7 +13,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-_TOKEN = re.compile(r"@@|@\{([^}]*)\}")
+_TOKEN = re.compile(r"@@|@\{([^}]*)(\}?)")
 _SELF = re.compile(r"self\.(index|host|group)")
 _GROUP = re.compile(
     r"(?P<group>[A-Za-z_][A-Za-z0-9_.\-]*?)(?:\[(?P<index>[0-9]+)\])?"
@@ -47,19 +48,28 @@ def parse_ref(inner: str) -> Ref:
             f"{text} is not a placeholder (expected @{{GROUP.host}}, @{{GROUP[i].host}}, "
             "@{GROUP.hosts}, @{GROUP.count}, @{GROUP.value.KEY} or @{self.index|host|group})"
         )
+    if m["group"] == "self":
+        raise PlaceholderError(f"{text}: self has only .index, .host and .group")
     what = "value" if m["key"] else m["what"]
     if m["index"] is not None and what in ("hosts", "count"):
         raise PlaceholderError(f"{text}: an instance index [i] goes only with .host or .value")
     return Ref(text, m["group"], what, int(m["index"] or 0), m["key"] or "")
 
 
+def _token(m: re.Match[str]) -> Ref:
+    if not m[2]:
+        raise PlaceholderError(f"{m[0]}: unclosed placeholder (missing '}}'; write @@ for a "
+                               "literal @)")
+    return parse_ref(m[1])
+
+
 def refs(text: str) -> Iterator[Ref]:
     """Every placeholder of ``text``, in order (raises PlaceholderError on a bad one)."""
     for m in _TOKEN.finditer(text):
         if m[0] != "@@":
-            yield parse_ref(m[1])
+            yield _token(m)
 
 
 def substitute(text: str, resolve: Callable[[Ref], str]) -> str:
     """``text`` with each placeholder replaced by ``resolve(ref)`` and ``@@`` by ``@``."""
-    return _TOKEN.sub(lambda m: "@" if m[0] == "@@" else resolve(parse_ref(m[1])), text)
+    return _TOKEN.sub(lambda m: "@" if m[0] == "@@" else resolve(_token(m)), text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from hypothesis import given
@@ -150,3 +151,48 @@ def test_text_without_placeholders_only_loses_doubled_ats(text: str) -> None:
     if "@{" in text.replace("@@", ""):
         return
     assert context().resolve(text, "C", 0, "n2") == text.replace("@@", "@")
+
+
+# ------------------------------------------------------------------ guards and scale
+@pytest.mark.parametrize("dest", ["../../x", "/etc/x", "a/../../x"])
+def test_a_file_never_lands_outside_its_directory(dest: str) -> None:
+    appl = GenericAppl((ProcGroup("A", "generic", 1, (
+        Process("p", "x", files=(FileSpec("cfg", "/src/x.cfg", dest),)),)),))
+    with pytest.raises(LayoutError, match=r"destination .* must be a relative path"):
+        stages(appl, Plan("t", (PgInstance("A", 0, "n1"),)), layout())
+
+
+def test_two_sources_for_one_destination_are_refused() -> None:
+    def group(gid: str, src: str) -> ProcGroup:
+        return ProcGroup(gid, "generic", 1, (Process("p", "tool",
+                                                     files=(FileSpec("exe", src),)),))
+
+    plan = Plan("t", (PgInstance("A", 0, "n1"), PgInstance("B", 0, "n1")))
+    same = GenericAppl((group("A", "/v1/tool"), group("B", "/v1/tool")))
+    assert stages(same, plan, layout(binlib_in_commondir=True))["n1"].files == {
+        "alice/adage-42/_common/bin/tool": "/v1/tool"}
+    other = GenericAppl((group("A", "/v1/tool"), group("B", "/v2/tool")))
+    assert len(stages(other, plan, layout())["n1"].files) == 2  # each in its run directory
+    with pytest.raises(LayoutError, match=r"/v1/tool and /v2/tool would both be copied to "
+                                          r"/scr/n1/alice/adage-42/_common/bin/tool"):
+        stages(other, plan, layout(binlib_in_commondir=True))
+
+
+def test_each_node_has_its_own_satellite_file() -> None:
+    assert layout().satellite("n2") == "/scr/n2/alice/adage-42/_adage/satellite-n2.py"
+
+
+def test_launch_specs_of_many_instances_take_linear_time() -> None:
+    count = 40_000
+    appl = GenericAppl((ProcGroup("S", "generic", 1, (SERVER,)),
+                        ProcGroup("W", "generic", count, (Process("w", "w", ("@{S.host}",)),))),
+                       (Dependency("W", "S"),))
+    plan = Plan("t", (PgInstance("S", 0, "n1"),
+                      *(PgInstance("W", i, f"n{i % 3 + 1}") for i in range(count))))
+    lay = layout()
+    ctx = DeployContext(appl, plan, NODES, lay.ctrl, lay, Machine(appl, plan, {}, {}, 10.0),
+                        {})
+    started = time.perf_counter()
+    specs = [s for i in ctx.instances("W") for s in ctx.instance_specs("W", i.index)]
+    assert len(specs) == count and specs[-1].argv == ("w", "10.0.0.1")
+    assert time.perf_counter() - started < 10  # a scan of the plan per instance: minutes

@@ -160,6 +160,24 @@ def test_wrong_document_kind(tmp_path: Path) -> None:
         documents.read_resources([write(tmp_path, "p.xml", '<plan planner="x"/>')])
 
 
+@pytest.mark.parametrize("doctype", [
+    '<!DOCTYPE plan [<!ENTITY e "/bin/true">]>', '<!DOCTYPE plan SYSTEM "file:///etc/passwd">',
+    "<!DOCTYPE plan>"])
+def test_documents_declaring_a_dtd_are_refused(doctype: str) -> None:
+    with pytest.raises(DocumentError) as err:
+        documents.loads(f'<?xml version="1.0"?>\n{doctype}\n<plan planner="rr"/>', "d.xml")
+    assert (err.value.file, err.value.line, err.value.element) == ("d.xml", 2, "!DOCTYPE")
+    assert "document type declaration" in err.value.rule
+
+
+def test_a_document_of_another_kind_given_as_application() -> None:
+    path = EXAMPLES / "resources-4.xml"
+    with pytest.raises(DocumentError) as err:
+        documents.read_appls([path])
+    assert (err.value.file, err.value.line, err.value.element) == (str(path), 3, "resources")
+    assert err.value.rule.startswith("expected an application document here")
+
+
 # ------------------------------------------------------------------ semantic checks
 def test_dependency_on_unknown_group(chain_dir: Path) -> None:
     text = CHAIN.replace('group="C" on="B"', 'group="C" on="Z"')
@@ -206,6 +224,11 @@ def test_placeholder_through_a_transitive_dependency(chain_dir: Path) -> None:
     ("@{B[1].host}", r"'B' has only 1 instance"),
     ("@{Q.host}", r"'Q' names no proc_group"),
     ("@{B[0].count}", r"an instance index \[i\] goes only with"),
+    ("@{self.count}", r"@\{self.count\}: self has only .index, .host and .group"),
+    ("@{self.hosts}", r"self has only"),
+    ("@{self.value.K}", r"self has only"),
+    ("@{self[1].host}", r"self has only"),
+    ("@{B.host", r"@\{B.host:17102: unclosed placeholder"),
 ])
 def test_bad_placeholders(chain_dir: Path, placeholder: str, rule: str) -> None:
     text = CHAIN.replace("@{B.host}", placeholder)
@@ -222,6 +245,81 @@ def test_missing_file(tmp_path: Path) -> None:
         documents.read_appls([path])
     assert (err.value.line, err.value.element) == (line_of(CHAIN, "<file "), "file")
     assert err.value.rule == f"file '{tmp_path / 'chain_node.py'}' does not exist"
+
+
+def test_a_directory_is_not_a_file(chain_dir: Path) -> None:
+    (chain_dir / "tools").mkdir()
+    text = CHAIN.replace('<file type="exe" src="chain_node.py"/>',
+                         '<file type="exe" src="chain_node.py"/><file type="data" src="tools"/>', 1)
+    with pytest.raises(DocumentError) as err:
+        documents.read_appls([write(chain_dir, "a.xml", text)])
+    assert (err.value.line, err.value.element) == (line_of(text, 'src="tools"'), "file")
+    assert err.value.rule == f"file '{chain_dir / 'tools'}' is a directory"
+
+
+@pytest.mark.parametrize("dest", ["../../x", "/etc/x", "a/../../x", "..", "."])
+def test_file_destinations_stay_in_the_run_directory(chain_dir: Path, dest: str) -> None:
+    text = CHAIN.replace('<file type="exe" src="chain_node.py"/>',
+                         f'<file type="exe" src="chain_node.py" dest="{dest}"/>', 1)
+    with pytest.raises(DocumentError) as err:
+        documents.read_appls([write(chain_dir, "a.xml", text)])
+    assert (err.value.line, err.value.element) == (line_of(text, f'dest="{dest}"'), "file")
+    assert "must be a relative path without '..'" in err.value.rule
+
+
+def test_two_files_of_a_process_with_one_destination(chain_dir: Path) -> None:
+    write(chain_dir, "other.py", "")
+    text = CHAIN.replace('<file type="exe" src="chain_node.py"/>',
+                         '<file type="exe" src="chain_node.py"/>\n'
+                         '<file type="cfg" src="other.py" dest="chain_node.py"/>', 1)
+    with pytest.raises(DocumentError) as err:
+        documents.read_appls([write(chain_dir, "a.xml", text)])
+    assert (err.value.line, err.value.element) == (line_of(text, 'src="other.py"'), "file")
+    assert err.value.rule == (f"'chain_node.py' is also the destination of "
+                              f"'{chain_dir / 'chain_node.py'}' in this process")
+    same = CHAIN.replace('<file type="exe" src="chain_node.py"/>',
+                         '<file type="exe" src="chain_node.py"/><file type="exe" '
+                         'src="chain_node.py"/>', 1)  # the same source twice is harmless
+    documents.read_appls([write(chain_dir, "b.xml", same)])
+
+
+@pytest.mark.parametrize(("old", "new", "marker", "rule"), [
+    ('id="B" type="generic"', 'id="B" type="foo"', 'type="foo"',
+     "type 'foo': no plugin named 'foo' is installed (known: dask, generic, mpi)"),
+    ('"A"', '"_common"', '<proc_group id="_common"',
+     "proc_group id '_common' is reserved by the run directory layout"),
+])
+def test_group_types_and_reserved_ids(chain_dir: Path, old: str, new: str, marker: str,
+                                      rule: str) -> None:
+    text = CHAIN.replace(old, new).replace("@{A.host}", "@{_common.host}")
+    with pytest.raises(DocumentError) as err:
+        documents.read_appls([write(chain_dir, "a.xml", text)])
+    assert (err.value.line, err.value.element, err.value.rule) == (line_of(text, marker),
+                                                                   "proc_group", rule)
+
+
+def test_pretty_printed_executable_is_trimmed(chain_dir: Path) -> None:
+    text = CHAIN.replace("<executable>chain_node.py</executable>",
+                         "<executable>\n          chain_node.py\n        </executable>")
+    appl = documents.read_appls([write(chain_dir, "a.xml", text)])
+    assert {p.executable for g in appl.groups for p in g.processes} == {"chain_node.py"}
+
+
+@pytest.mark.parametrize(("old", "new", "rule"), [
+    ('cardinality="1">\n      <process id="stage">\n        <executable>chain_node.py'
+     '</executable>\n        <arguments>\n          <arg>--name</arg><arg>A',
+     'cardinality="100000000000000000000">\n      <process id="stage">\n        <executable>'
+     'chain_node.py</executable>\n        <arguments>\n          <arg>--name</arg><arg>A',
+     r"'100000000000000000000' is too large \(at most 1000000\)"),
+    ('name="CHAIN_STAGE"', 'name="A=B"', r"'A=B' does not match the pattern .*not starting"),
+    ('condition="ack"', 'condition=" ack"', r"' ack' is not one of"),
+])
+def test_values_the_code_could_not_use_are_schema_errors(chain_dir: Path, old: str, new: str,
+                                                          rule: str) -> None:
+    text = CHAIN.replace(old, new, 1)
+    assert text != CHAIN
+    with pytest.raises(DocumentError, match=rule):
+        documents.read_appls([write(chain_dir, "a.xml", text)])
 
 
 # ------------------------------------------------------------------ merging
@@ -272,6 +370,43 @@ def test_resources_merge(tmp_path: Path) -> None:
     assert (err.value.file, err.value.line, err.value.element) == (str(dup), 3, "node")
 
 
+@pytest.mark.parametrize(("node", "rule"), [
+    ('<node name=" n5 "/>', r"attribute 'name': ' n5 ' does not match the pattern"),
+    ('<node name=""/>', r"attribute 'name': '' does not match the pattern"),
+    ('<node name="a#b"/>', r"does not match the pattern"),
+    ('<node name="n" address="a b"/>', r"'a b' does not match the pattern .*host name"),
+    ('<node name="n" scratch="scratch"/>',
+     r"attribute 'scratch': 'scratch' must be an absolute path"),
+    ('<node name="n" speed="NaN"/>', r"attribute 'speed': 'NaN' is not a finite number"),
+    ('<node name="n" speed="INF"/>', r"'INF' is not a finite number"),
+    ('<node name="n" speed="1e400"/>', r"'1e400' is not a finite number"),
+    ('<node name="n"><submission method="ssh "/></node>', r"'ssh ' is not one of"),
+])
+def test_bad_nodes(tmp_path: Path, node: str, rule: str) -> None:
+    path = write(tmp_path, "r.xml", f"<resources>\n{node}\n</resources>")
+    with pytest.raises(DocumentError, match=rule) as err:
+        documents.read_resources([path])
+    assert err.value.line == 2
+
+
+def test_node_groups_need_an_absolute_directory_and_their_own_nodes(tmp_path: Path) -> None:
+    text = ('<resources><node name="a"/>\n<node_group id="g" shared_dir="/s">'
+            '<node_ref name="a"/></node_group>\n<node_group id="h" shared_dir="/t">'
+            '<node_ref name="a"/></node_group></resources>')
+    with pytest.raises(DocumentError, match=r"r.xml:3: <node_ref>: node 'a' is already in "
+                                            r"node_group 'g'"):
+        documents.read_resources([write(tmp_path, "r.xml", text)])
+    text = ('<resources><node name="a"/>\n<node_group id="g" shared_dir="/s">'
+            '<node_ref name="a"/><node_ref name="a"/></node_group></resources>')
+    with pytest.raises(DocumentError, match="already in node_group 'g'"):
+        documents.read_resources([write(tmp_path, "r.xml", text)])
+    text = ('<resources><node name="a"/>\n<node_group id="g" shared_dir="nfs">'
+            '<node_ref name="a"/></node_group></resources>')
+    with pytest.raises(DocumentError, match=r"r.xml:2: <node_group>: attribute 'shared_dir': "
+                                            "'nfs' must be an absolute path"):
+        documents.read_resources([write(tmp_path, "r.xml", text)])
+
+
 def test_node_ref_to_unknown_node(tmp_path: Path) -> None:
     path = write(tmp_path, "r.xml", '<resources><node name="a"/>\n<node_group id="g" '
                  'shared_dir="/s">\n<node_ref name="b"/></node_group></resources>')
@@ -289,10 +424,10 @@ def test_ctrl_defaults_and_examples() -> None:
     appl = documents.read_appls([EXAMPLES / "chain.xml", EXAMPLES / "dask.xml"])
     ctrl = documents.read_ctrl(EXAMPLES / "ctrl-constraints.xml", appl)
     assert ctrl.oversubscribe and ctrl.planner == "capacity"
-    assert ctrl.transfer == Transfer("rsync", ("cfg", "data", "exe", "lib"), True, "shared")
+    assert ctrl.transfer == Transfer("local", ("cfg", "data", "exe", "lib"), True, "scratch")
     assert ctrl.constraint("dask-workers") == Constraint(
         "dask-workers", (PropertyPredicate("gpu", "ge", "1"),
-                         PropertyPredicate("cluster", "in", "alpha,beta")), max_per_node=1)
+                         PropertyPredicate("cluster", "in", "alpha,beta")), max_per_node=2)
     assert ctrl.constraint("C").separate_from == "A"
 
 
@@ -315,12 +450,38 @@ def test_ctrl_constraint_on_unknown_group(tmp_path: Path) -> None:
     assert err.value.rule == "collocate_with 'Q' names no proc_group of the application"
 
 
+@pytest.mark.parametrize(("value", "rule"), [
+    ("@{Q.host}", r"@\{Q.host\}: 'Q' names no proc_group"),
+    ("@{A[3].host}", r"'A' has only 1 instance"),
+    ("@{A.value.port}", r"reported values cannot be used in the control parameters"),
+    ("@{self.count}", r"self has only"),
+    ("@{A.host", r"unclosed"),
+])
+def test_ctrl_env_placeholders(tmp_path: Path, value: str, rule: str) -> None:
+    appl = documents.read_appls([EXAMPLES / "chain.xml"])
+    path = write(tmp_path, "c.xml", f'<ctrl_params><envs>\n<env name="X" value="{value}"/>'
+                                    "</envs></ctrl_params>")
+    with pytest.raises(DocumentError, match=rule) as err:
+        documents.read_ctrl(path, appl)
+    assert (err.value.line, err.value.element) == (2, "env")
+
+
+def test_ctrl_env_placeholders_naming_groups_are_resolved(tmp_path: Path) -> None:
+    appl = documents.read_appls([EXAMPLES / "chain.xml"])
+    path = write(tmp_path, "c.xml", '<ctrl_params><envs><env name="FIRST" value="@{A.host} '
+                                    '@{self.index}"/></envs></ctrl_params>')
+    assert documents.read_ctrl(path, appl).envs == (EnvSetting("FIRST",
+                                                               "@{A.host} @{self.index}"),)
+
+
 def test_ctrl_rejects_bad_values(tmp_path: Path) -> None:
     for body, rule in [
         ('<transfer_files type="cfg,bin"/>', r"'cfg,bin' does not match"),
         ('<transfer_files method="ftp"/>', r"'ftp' is not one of"),
         ('<oversubscribe value="maybe"/>', r"'maybe' is not a boolean"),
         ('<planner name="round robin"/>', r"does not match"),
+        ('<transfer_files destdir=" shared"/>', r"' shared' is not one of"),
+        ('<envs><env name="A=B" value="1"/></envs>', r"'A=B' does not match the pattern"),
         ('<constraints><constraint proc_group="A"><property name="x" op="like" value="1"/>'
          "</constraint></constraints>", r"'like' is not one of"),
     ]:
@@ -342,7 +503,8 @@ def appls(draw: st.DrawFn) -> GenericAppl:
     groups = []
     for gid in ids:
         procs = tuple(
-            Process(pid, draw(XML_TEXT.filter(bool)), tuple(draw(st.lists(XML_TEXT, max_size=3))),
+            Process(pid, draw(XML_TEXT.map(str.strip).filter(bool)),
+                    tuple(draw(st.lists(XML_TEXT, max_size=3))),
                     tuple(draw(st.lists(st.tuples(IDS, XML_TEXT), max_size=2))),
                     tuple(FileSpec(t, THIS_FILE, draw(st.sampled_from(["", "x.py"])))
                           for t in draw(st.lists(st.sampled_from(FILE_TYPES), max_size=2))),
@@ -372,11 +534,11 @@ nodes = st.builds(
 @st.composite
 def resources(draw: st.DrawFn) -> Resources:
     ns = draw(st.lists(nodes, min_size=1, max_size=4, unique_by=lambda n: n.name))
-    names = [n.name for n in ns]
-    groups = tuple(NodeGroup(gid, "/nfs/" + gid, tuple(draw(st.lists(
-        st.sampled_from(names), min_size=1, max_size=3))))
-        for gid in draw(st.lists(IDS, max_size=2, unique=True)))
-    return Resources(tuple(ns), groups)
+    gids = draw(st.lists(IDS, max_size=2, unique=True))
+    owner = {n.name: draw(st.sampled_from([None, *gids])) for n in ns}  # one group at most
+    groups = (NodeGroup(gid, "/nfs/" + gid, tuple(n for n, o in owner.items() if o == gid))
+              for gid in gids)
+    return Resources(tuple(ns), tuple(g for g in groups if g.nodes))
 
 
 plans = st.builds(Plan, planner=st.sampled_from(["round-robin", "capacity"]),
@@ -491,6 +653,8 @@ def test_placeholder_parsing() -> None:
                       lambda r: f"{r.group}{r.index}{r.what}") == "xA1host:A0count, user@host"
     with pytest.raises(PlaceholderError):
         list(refs("@{self.pid}"))
+    with pytest.raises(PlaceholderError, match="unclosed"):
+        substitute("@{A.host", lambda r: "x")
 
 
 @given(st.text())

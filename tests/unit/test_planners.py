@@ -13,6 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
+from adage import documents
+from adage.deploy.deployer import Deployer
 from adage.model import (
     Constraint,
     CtrlParams,
@@ -319,6 +321,25 @@ def test_no_nodes() -> None:
     with pytest.raises(PlanningError, match=r"'A': 2 of 2 .*the resources have no node"):
         RoundRobinPlanner().plan(appl(("A", 2)), Resources(()), CtrlParams())
     assert RoundRobinPlanner().plan(appl(("A", 0)), Resources(()), CtrlParams()).instances == ()
+
+
+# ------------------------------------------------------------------ the example control file
+def test_ctrl_constraints_example_plans_chain_and_dask_on_four_nodes() -> None:
+    """As documented: ``-a chain.xml -a dask.xml -r resources-4.xml -c ctrl-constraints.xml``."""
+    examples = ROOT / "examples" / "adage"
+    app = documents.read_appls([examples / "chain.xml", examples / "dask.xml"])
+    res = documents.read_resources([examples / "resources-4.xml"])
+    ctrl = documents.read_ctrl(examples / "ctrl-constraints.xml", app)
+    plan = get_planner(ctrl.planner).plan(app, res, ctrl)
+    where = {(i.proc_group, i.index): res.nodes[int(i.node[-1]) - 1] for i in plan.instances}
+    assert len(where) == sum(g.cardinality for g in app.groups) == 9
+    assert where[("A", 0)].prop("cluster") == "alpha"
+    assert where[("C", 0)] != where[("A", 0)]
+    workers = Counter(n.name for (g, _), n in where.items() if g == "dask-workers")
+    assert all(res.nodes[int(n[-1]) - 1].prop("gpu") == "1" for n in workers)
+    assert sum(workers.values()) == 4 and max(workers.values()) <= 2
+    assert where[("dask-client", 0)] == where[("dask-scheduler", 0)]
+    Deployer(app, res, ctrl, plan).dry_run()  # and it can be deployed on these nodes
 
 
 # ------------------------------------------------------------------ the documentation

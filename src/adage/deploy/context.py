@@ -51,6 +51,10 @@ class DeployContext:
     launcher: Launcher | None = None
     extra_launches: list[str] = field(default_factory=list)  # dry run: what plugins would run
 
+    def __post_init__(self) -> None:
+        self._instances = self.plan.by_group()  # the plan indexed once: no scan per instance
+        self._nodes = {(i.proc_group, i.index): i.node for i in self.plan.instances}
+
     def node(self, name: str) -> Node:
         return self.layout.node(name)
 
@@ -58,7 +62,7 @@ class DeployContext:
         return self.layout.address(node)
 
     def instances(self, group: str) -> list[PgInstance]:
-        return sorted(self.plan.of(group), key=lambda i: i.index)
+        return list(self._instances.get(group, ()))
 
     def group_dir(self, group: str) -> str:
         """A directory for the plugin's files of ``group``, on the node of its instance 0."""
@@ -81,16 +85,17 @@ class DeployContext:
         def one(ref: Ref) -> str:
             if ref.group == "self":
                 return {"index": str(index), "host": self.address(node), "group": group}[ref.what]
-            hosts = [self.address(i.node) for i in self.instances(ref.group)]
+            insts = self._instances.get(ref.group, [])
             if ref.what == "hosts":
-                return ",".join(hosts)
+                return ",".join(self.address(i.node) for i in insts)
             if ref.what == "count":
-                return str(len(hosts))
-            if ref.index >= len(hosts):
-                raise PlaceholderError(f"{ref.text}: group {ref.group} has {len(hosts)} "
+                return str(len(insts))
+            at = self._nodes.get((ref.group, ref.index))
+            if at is None:
+                raise PlaceholderError(f"{ref.text}: group {ref.group} has {len(insts)} "
                                        "instance(s) in the plan")
             if ref.what == "host":
-                return hosts[ref.index]
+                return self.address(at)
             if self.dry_run:
                 return f"<{ref.group}[{ref.index}].value.{ref.key}>"
             value = self.values(ref.group, ref.index).get(ref.key)
@@ -104,7 +109,7 @@ class DeployContext:
     def spec(self, group: str, index: int, process: str, pi: int = 0) -> ProcSpec:
         """The launch spec of one process instance, placeholders resolved."""
         g = self.appl.group(group)
-        node = next(i.node for i in self.plan.of(group) if i.index == index)
+        node = self._nodes[(group, index)]
         proc = next(p for p in g.processes if p.id == process)
         s = proc_spec(self.layout, g, index, node, proc, pi)
         return replace(s, argv=tuple(self.resolve(a, group, index, node) for a in s.argv),

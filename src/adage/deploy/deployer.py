@@ -358,7 +358,7 @@ class Deployer:
             out += [f"  mkdir {d}" for d in st.dirs]
             out += [f"  copy {src} -> {dest}" for dest, src in sorted(st.files.items())]
             out += [f"  write {dest}" for dest in sorted(st.texts)]
-            out += [f"  write {st.rel(self.satellite(n))} (satellite)" for n in st.nodes]
+            out += [f"  write {st.rel(self.layout.satellite(n))} (satellite)" for n in st.nodes]
         for g in self.appl.groups:
             deps = [f"{d.on}:{d.condition}" for d in self.appl.dependencies if d.group == g.id]
             out.append(f"group {g.id} ({g.type}) after {', '.join(deps) or 'nothing'}:")
@@ -431,7 +431,7 @@ class Deployer:
                     (root / dest).parent.mkdir(parents=True, exist_ok=True)
                     (root / dest).write_text(text)
                 for node in st.nodes:
-                    (root / st.rel(self.satellite(node))).write_text(sat)
+                    (root / st.rel(self.layout.satellite(node))).write_text(sat)
             self._put_trees(prestage, sat)
         except OSError as e:
             raise DeployError(f"prestage tree {prestage}: {e}") from None
@@ -456,7 +456,7 @@ class Deployer:
             st, node = self.stages[first], self.layout.node(first)
             transport = self._streamed(first)
             if transport is not None:
-                texts = {**st.texts, st.rel(self.satellite(first)): sat}
+                texts = {**st.texts, st.rel(self.layout.satellite(first)): sat}
                 return first, transport.start_with_tree(
                     node, lambda tf: archive.write_tree(tf, st.dirs, files=st.files,
                                                         texts=texts),
@@ -512,7 +512,7 @@ class Deployer:
         for first, st in self.stages.items():
             common = f"{self.layout.adage_dir(first)}/common-{first}"
             taktuk.node_archive(prestage / f"{first}.tar", st, st.rel(common), names,
-                                [st.rel(self.satellite(n)) for n in st.nodes])
+                                [st.rel(self.layout.satellite(n)) for n in st.nodes])
             self._start_taktuk(first, taktuk.stage_and_start(st.base, common,
                                                               self._satellite_argv(first)))
         fifo = prestage / "common.fifo"
@@ -540,16 +540,10 @@ class Deployer:
         if self.propagation == "taktuk":
             shutil.rmtree(self._prestage(), ignore_errors=True)
 
-    def satellite(self, node: str) -> str:
-        """Where the satellite of ``node`` is put: one file per node, so that nodes sharing a
-        file system (destdir=shared, or the loopback test bed) never rewrite one another's
-        while it starts."""
-        return f"{self.layout.adage_dir(node)}/satellite-{node}.py"
-
     def _satellite_argv(self, node: str) -> list[str]:
         n = self.layout.node(node)
         return ["env", f"ADAGE_DEPLOYMENT={self.dep_id}", n.prop("python") or "python3",
-                "-S", self.satellite(node), node]  # -S: stdlib only, fast start
+                "-S", self.layout.satellite(node), node]  # -S: stdlib only, fast start
 
     def _satellite_log(self, node: str) -> Path:
         return self.dep.dir / f"satellite-{node}.log"

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from functools import cached_property
 
 from adage.model import (
+    RESERVED,
     CtrlParams,
     FileSpec,
     GenericAppl,
@@ -22,9 +23,9 @@ from adage.model import (
     Process,
     ProcGroup,
     Resources,
+    stays_below,
 )
 
-RESERVED = ("_common", "_adage")
 REPORT_FILE = "adage.report"
 EXIT_FILE = "adage.exit"
 
@@ -52,11 +53,14 @@ class Layout:
                               "shared directory")
         return self.node(node).scratch
 
+    @cached_property
+    def _nodes(self) -> dict[str, Node]:
+        return {n.name: n for n in self.resources.nodes}
+
     def node(self, name: str) -> Node:
-        for n in self.resources.nodes:
-            if n.name == name:
-                return n
-        raise LayoutError(f"node {name} is in the plan but not in the resources")
+        if name not in self._nodes:
+            raise LayoutError(f"node {name} is in the plan but not in the resources")
+        return self._nodes[name]
 
     def address(self, node: str) -> str:
         n = self.node(node)
@@ -76,7 +80,9 @@ class Layout:
         return f"{self.root(node)}/_adage"
 
     def satellite(self, node: str) -> str:
-        return f"{self.adage_dir(node)}/satellite.py"
+        """One satellite file per node, so that nodes sharing a file system (destdir=shared,
+        or the loopback test bed) never rewrite one another's while it starts."""
+        return f"{self.adage_dir(node)}/satellite-{node}.py"
 
 
 def is_binlib(f: FileSpec) -> bool:
@@ -85,7 +91,10 @@ def is_binlib(f: FileSpec) -> bool:
 
 def file_dest(layout: Layout, node: str, rundir: str, f: FileSpec) -> str:
     """Absolute destination on ``node`` of a transferred file of a process."""
-    name = f.dest or PurePosixPath(f.src).name
+    name = f.name
+    if not stays_below(name):
+        raise LayoutError(f"file {f.src}: destination {name!r} must be a relative path "
+                          "without '..'")
     if layout.ctrl.transfer.binlib_in_commondir and is_binlib(f):
         sub = "bin" if f.type == "exe" else "lib"
         return f"{layout.common(node)}/{sub}/{name}"
@@ -139,7 +148,10 @@ def stages(appl: GenericAppl, plan: Plan, layout: Layout) -> dict[str, Stage]:
                 rundir = layout.rundir(inst.node, group.id, inst.index, proc.id, pi)
                 st.dirs.append(st.rel(rundir))
                 for f in transferred(layout, proc):
-                    st.files[st.rel(file_dest(layout, inst.node, rundir, f))] = f.src
+                    dest = st.rel(file_dest(layout, inst.node, rundir, f))
+                    if st.files.setdefault(dest, f.src) != f.src:
+                        raise LayoutError(f"{st.files[dest]} and {f.src} would both be copied "
+                                          f"to {st.base}/{dest} (give them different dest)")
     return {s.nodes[0]: s for s in by_base.values()}
 
 
@@ -173,7 +185,7 @@ def proc_spec(layout: Layout, group: ProcGroup, index: int, node: str, proc: Pro
     rundir = layout.rundir(node, group.id, index, proc.id, pi)
     exe = proc.executable
     for f in transferred(layout, proc):
-        if f.type == "exe" and (f.dest or PurePosixPath(f.src).name) == exe:
+        if f.type == "exe" and f.name == exe:
             exe = file_dest(layout, node, rundir, f)
     env: list[tuple[str, str, str]] = [(e.name, e.value, e.action) for e in layout.ctrl.envs]
     env += [(k, v, "set") for k, v in proc.env]

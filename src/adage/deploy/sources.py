@@ -16,11 +16,12 @@ class SourceError(ValueError):
 
 def local_nodes(count: int, root: Path | None = None) -> Resources:
     """``count`` virtual nodes ``local1..localN`` on this machine, each with its own scratch
-    directory under ``root`` (default ``/tmp/<user>/adage-nodes``), reached at 127.0.0.1; their
-    Python (property ``python``, for the satellites) is the one running ADAGE."""
+    directory under ``root`` (made absolute; default ``/tmp/<user>/adage-nodes``), reached at
+    127.0.0.1; their Python (property ``python``, for the satellites) is the one running
+    ADAGE."""
     if count < 1:
         raise SourceError(f"--local-nodes must be at least 1, not {count}")
-    base = root or Path(f"/tmp/{getpass.getuser()}/adage-nodes")
+    base = (root or Path(f"/tmp/{getpass.getuser()}/adage-nodes")).absolute()
     return Resources(tuple(
         Node(name=f"local{i}", cores=1, scratch=str(base / f"local{i}"), address="127.0.0.1",
              properties=(("python", sys.executable),))

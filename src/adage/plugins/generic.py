@@ -17,7 +17,7 @@ def process_of(elem: etree._Element, source: Path) -> Process:
     """One ``process`` element."""
     return Process(
         id=elem.get("id"),
-        executable=elem.findtext("executable"),
+        executable=elem.findtext("executable").strip(),
         args=args_of(elem),
         env=env_of(elem),
         files=files_of(elem, source),

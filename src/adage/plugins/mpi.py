@@ -30,12 +30,12 @@ class MpiPlugin(Plugin):
         params = [("flavour", root.get("flavour"))]
         if mpirun is not None:
             params.append(("mpirun", mpirun.get("path")))
-            params += [("mpirun_option", o.text) for o in mpirun.iterfind("option")]
+            params += [("mpirun_option", o.text.strip()) for o in mpirun.iterfind("option")]
         else:
             params.append(("mpirun", "mpirun"))
         rank = Process(
             id="rank",
-            executable=root.findtext("executable"),
+            executable=root.findtext("executable").strip(),
             args=args_of(root),
             env=env_of(root),
             files=files_of(root, source),

@@ -16,6 +16,7 @@ cores. Nodes from OAR are reached with ssh (or oarsh) and copied to with tar/scp
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -26,6 +27,7 @@ from adage.model import Node, Resources
 
 SUBMISSION = ("ssh", "oarsh")
 TRANSFER = ("scp", "rsync", "oarcp")  # and a tar stream over ssh/oarsh (the default)
+HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")  # the node names of resources.xsd
 ACTIVE = ("Launching", "Running", "Suspended", "Resuming")  # states holding their nodes
 SYSTEM = frozenset(("resource_id", "state", "state_num", "next_state", "finaud_decision",
                     "next_finaud_decision", "last_job_date", "suspended_jobs", "expiry_date",
@@ -42,11 +44,21 @@ def nodefile_hosts(lines: Iterable[str]) -> dict[str, int]:
 
 
 def oar_nodefile(path: str | Path) -> Resources:
-    """The hosts of an OAR node file, cores = their line count."""
+    """The hosts of an OAR node file, cores = their line count; SourceError naming the file
+    and line of anything but UTF-8 text with one host name per line."""
     try:
-        lines = Path(path).read_text().splitlines()
+        data = Path(path).read_bytes()
     except OSError as e:
         raise SourceError(f"{path}: {e.strerror}") from None
+    try:
+        lines = data.decode().split("\n")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise SourceError(f"{path}:{line}: not UTF-8 text (byte {data[e.start]:#04x})") from None
+    for number, line in enumerate(lines, 1):
+        if line.strip() and not HOST.fullmatch(line.strip()):
+            raise SourceError(f"{path}:{number}: {line.strip()!r} is not a host name (letters, "
+                              "digits, '_', '.', '-')")
     cores = nodefile_hosts(lines)
     if not cores:
         raise SourceError(f"{path}: no host in this OAR node file")
