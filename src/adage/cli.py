@@ -88,7 +88,9 @@ def parser() -> argparse.ArgumentParser:
                    help="with -x: wait until every process exits; fail if one failed")
     p.add_argument("--submission", choices=("ssh", "oarsh"),
                    help="how to reach nodes from OAR or resource documents (overrides the "
-                        "control parameters; default ssh when they say local)")
+                        "control parameters; default: theirs, except that their local becomes "
+                        "ssh when some node does not accept local, as nodes from -o/-j do not; "
+                        "resource-document nodes accept local unless they list submissions)")
     p.add_argument("--transfer", choices=("tar", "scp", "rsync", "oarcp"),
                    help="how trees are copied over ssh/oarsh (default: one tar stream)")
     p.add_argument("--fanout", type=int, default=SshOptions.fanout, metavar="N",

@@ -111,8 +111,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run a small mixed workload through OAR and show it",
                        description=__doc__)
     p.add_argument("--user", default="alice", help="submitting user (default alice)")
-    p.add_argument("--conf", type=Path, default=oarconf.DEFAULT_PATH)
-    p.add_argument("--io-capacity", default="10", help="daemon I/O capacity if started here")
-    p.add_argument("--log-file", type=Path, default=Path("/var/log/orpheus.log"))
-    p.add_argument("--timeout", type=float, default=180)
+    p.add_argument("--conf", type=Path, default=oarconf.DEFAULT_PATH,
+                   help="OAR's oar.conf, for the database (default %(default)s)")
+    p.add_argument("--io-capacity", default="10",
+                   help="--io-capacity of the daemon if the demo starts it (default 10)")
+    p.add_argument("--log-file", type=Path, default=Path("/var/log/orpheus.log"),
+                   help="--log-file of the daemon if the demo starts it (default %(default)s)")
+    p.add_argument("--timeout", type=float, default=180,
+                   help="seconds to wait for every job to end (default 180; exit 1 after it)")
     p.set_defaults(func=run)

@@ -1,9 +1,10 @@
 """``orpheus model``: offline end times of a list of jobs under an I/O model, without OAR.
 
 Reads CSV ``job_id,start,command`` (start in seconds, command as given to oarsub), runs the
-jobs through the daemon's Engine and writes CSV ``job_id,start,end`` in input order. Bad
-input is reported as ``FILE:N: ...`` (N = line) and nothing is written (exit 2), unless
-``--on-error skip`` skips the bad rows with a warning on stderr.
+jobs through the daemon's Engine and writes CSV ``job_id,start,end`` in input order; ``end``
+is ``inf`` for a job that never ends (``sleep infinity``, or an I/O share too small for a
+float). Bad input is reported as ``orpheus model: FILE: line N: ...`` (N = line) and nothing
+is written (exit 2), unless ``--on-error skip`` skips the bad rows with a warning on stderr.
 """
 
 from __future__ import annotations

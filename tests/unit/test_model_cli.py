@@ -46,7 +46,7 @@ def doc_examples() -> list[tuple[str, str, str]]:
 
 
 def test_doc_has_examples() -> None:
-    assert len(doc_examples()) == 7
+    assert len(doc_examples()) == 8
 
 
 @pytest.mark.parametrize(("args", "stdin", "expected"), doc_examples())
