@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adage.deploy.state import (
+    FINAL,
     Acked,
     Deployed,
     Exited,
@@ -162,6 +165,20 @@ def test_readiness_that_never_comes_says_what_is_missing() -> None:
 
 
 # ------------------------------------------------------------------ property-based
+def assert_counts_match_records(m: Machine) -> None:
+    """The machine's incremental counts are what a pass over its records gives."""
+    for g in m.appl.groups:
+        procs = [p for r in m.of(g.id) for p in r.processes]
+        states, started_final = m.tally(g.id)
+        assert +Counter(states) == Counter(p.state for p in procs)
+        assert started_final == sum(p.state in FINAL and p.pid is not None for p in procs)
+        assert m.all_acked(g.id) == all(r.acked for r in m.of(g.id))
+        assert m.met(g.id, "exit") == all(p.state == PState.EXITED for p in procs)
+        assert m.met(g.id, "ready") == all(r.ready for r in m.of(g.id))
+    assert [r.index for r in m.of(m.appl.groups[0].id)] == list(
+        range(m.appl.groups[0].cardinality))
+
+
 @st.composite
 def deployments(draw: st.DrawFn) -> tuple[GenericAppl, dict[str, bool], int]:
     n = draw(st.integers(1, 6))
@@ -226,6 +243,7 @@ def test_no_group_launches_before_its_dependencies_met_their_condition(
             case PluginReady(g):
                 plugin_ready.add(g)
         apply(ev)
+        assert_counts_match_records(m)
     assert sorted(launched) == sorted(g.id for g in appl.groups)
     assert len(launched) == len(set(launched))
     assert m.finished and m.deployed

@@ -649,7 +649,7 @@ class Deployer:
         for g in self.appl.groups:
             if (g.id in self.machine.launched and g.id not in self.machine.plugin_ready
                     and not self.machine.asynchronous[g.id]
-                    and all(r.acked for r in self.machine.of(g.id))
+                    and self.machine.all_acked(g.id)
                     and self.group_plugin[g.id].is_ready(g, self.ctx)):
                 self._feed(PluginReady(g.id))
 

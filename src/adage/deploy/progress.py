@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from adage.deploy.state import Machine, PState
+from adage.deploy.state import FINAL, Machine, PState
 
 COLUMNS = (PState.LAUNCHED, PState.ACKED, PState.READY, PState.EXITED, PState.FAILED,
            PState.KILLED)
@@ -21,17 +21,16 @@ def counts(machine: Machine) -> dict[str, dict[PState, int]]:
     order = list(PState)
     out: dict[str, dict[PState, int]] = {}
     for g in machine.appl.groups:
+        states, started_final = machine.tally(g.id)
         c = dict.fromkeys(PState, 0)
-        for r in machine.of(g.id):
-            for p in r.processes:
-                if p.state in (PState.EXITED, PState.FAILED, PState.KILLED):
-                    c[p.state] += 1
-                    if p.pid is not None:
-                        c[PState.LAUNCHED] += 1
-                        c[PState.ACKED] += 1
-                    continue
-                for s in order[order.index(PState.LAUNCHED):order.index(p.state) + 1]:
-                    c[s] += 1
+        for state, n in states.items():
+            if state in FINAL:
+                c[state] += n
+                continue
+            for s in order[order.index(PState.LAUNCHED):order.index(state) + 1]:
+                c[s] += n
+        c[PState.LAUNCHED] += started_final
+        c[PState.ACKED] += started_final
         out[g.id] = c
     return out
 
@@ -43,7 +42,7 @@ def table(machine: Machine) -> Table:
     for s in COLUMNS:
         t.add_column(s.value, justify="right")
     for gid, c in counts(machine).items():
-        total = sum(len(r.processes) for r in machine.of(gid))
+        total = sum(machine.tally(gid)[0].values())
         t.add_row(gid, str(total), *(str(c[s]) for s in COLUMNS))
     return t
 

@@ -10,7 +10,9 @@ the time), and any failed process into a failure.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import heapq
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -150,7 +152,12 @@ class InstanceRecord:
 
 class Machine:
     """State of one deployment. ``asynchronous[g]`` is the plugin's answer for group g;
-    ``needs[g]`` the values (group, index, key) that g's placeholders use."""
+    ``needs[g]`` the values (group, index, key) that g's placeholders use.
+
+    Every event costs O(what it touches), not a pass over the deployment: per group it keeps
+    counts (processes per state, instances acknowledged and ready, instances on nodes not up
+    yet), readiness is re-examined only for the instances an event concerns, and deadlines
+    are two heaps (entries that no longer hold are skipped when they surface)."""
 
     def __init__(self, appl: GenericAppl, plan: Plan, asynchronous: dict[str, bool],
                  needs: dict[str, set[tuple[str, int, str]]], timeout: float) -> None:
@@ -159,16 +166,32 @@ class Machine:
         self.asynchronous = asynchronous
         self.needs = needs
         self.instances: dict[Key, InstanceRecord] = {}
+        self._by_group: dict[str, list[InstanceRecord]] = {g.id: [] for g in appl.groups}
+        self._by_node: dict[str, list[InstanceRecord]] = {}
         for inst in plan.instances:
             group = appl.group(inst.proc_group)
             procs = [ProcRecord(group.id, inst.index, f"{p.id}/{pi}", inst.node)
                      for p in group.processes for pi in range(p.cardinality)]
-            self.instances[(group.id, inst.index)] = InstanceRecord(
-                group.id, inst.index, inst.node, procs)
+            r = InstanceRecord(group.id, inst.index, inst.node, procs)
+            self.instances[(group.id, inst.index)] = r
+            self._by_group[group.id].append(r)
+            self._by_node.setdefault(inst.node, []).append(r)
+        for rs in self._by_group.values():
+            rs.sort(key=lambda r: r.index)
         self.required: dict[Key, set[str]] = {}
         for keys in needs.values():
             for g, i, k in keys:
                 self.required.setdefault((g, i), set()).add(k)
+        self._states = {g: Counter({PState.PLANNED: sum(len(r.processes) for r in rs)})
+                        for g, rs in self._by_group.items()}
+        self._final_with_pid = Counter[str]()  # per group: final processes that had started
+        self._acked = Counter[str]()  # per group: instances acknowledged
+        self._ready = Counter[str]()  # per group: instances ready
+        self._down = Counter(r.group for r in self.instances.values())  # on nodes not up
+        self._final = 0  # processes in a final state
+        self._total = sum(len(r.processes) for r in self.instances.values())
+        self._node_deadlines: list[tuple[float, str]] = []
+        self._deadlines: list[tuple[float, Key]] = []
         self.launched: set[str] = set()
         self.plugin_ready: set[str] = set()
         self.nodes_up: set[str] = set()
@@ -179,26 +202,32 @@ class Machine:
 
     # ---------------------------------------------------------------- queries
     def of(self, group: str) -> list[InstanceRecord]:
-        return [r for r in self.instances.values() if r.group == group]
+        """The instances of ``group``, by index."""
+        return self._by_group.get(group, [])
 
     def processes(self) -> Iterable[ProcRecord]:
         for r in self.instances.values():
             yield from r.processes
 
+    def tally(self, group: str) -> tuple[Mapping[PState, int], int]:
+        """How many processes of ``group`` are in each state, and how many of those in a final
+        state had started (acknowledged with a pid)."""
+        return self._states[group], self._final_with_pid[group]
+
+    def all_acked(self, group: str) -> bool:
+        """Whether every instance of ``group`` has been acknowledged."""
+        return self._acked[group] == len(self._by_group[group])
+
     def met(self, group: str, condition: str) -> bool:
         """Whether every instance of ``group`` has reached ``condition``."""
-        insts = self.of(group)
         if condition == "exit":
-            return all(p.state == PState.EXITED and p.code == 0
-                       for r in insts for p in r.processes)
+            return self._states[group][PState.EXITED] == sum(self._states[group].values())
         if condition == "ready" or not self.asynchronous.get(group, True):
-            return all(r.ready for r in insts)
-        return all(r.acked for r in insts)
+            return self._ready[group] == len(self._by_group[group])
+        return self.all_acked(group)
 
     def can_launch(self, group: str) -> bool:
-        if group in self.launched:
-            return False
-        if any(r.node not in self.nodes_up for r in self.of(group)):
+        if group in self.launched or self._down[group]:
             return False
         for d in self.appl.dependencies:
             if d.group == group and not self.met(d.on, d.condition):
@@ -214,35 +243,46 @@ class Machine:
                 self._record_exit(event, killed=True)
             return []
         actions: list[Action] = []
+        touched: Iterable[InstanceRecord] = ()
         match event:
             case NodeStarting(node):
                 self.node_deadline[node] = now + self.timeout
+                heapq.heappush(self._node_deadlines, (now + self.timeout, node))
             case NodeUp(node):
                 self.node_deadline.pop(node, None)
-                self.nodes_up.add(node)
-                for r in self.instances.values():
-                    if r.node == node:
+                if node not in self.nodes_up:
+                    self.nodes_up.add(node)
+                    for r in self._by_node.get(node, ()):
+                        self._down[r.group] -= 1
                         for p in r.processes:
-                            p.state = PState.STAGED
+                            self._set(p, PState.STAGED)
             case Acked(group, index, pids):
                 r = self.instances[(group, index)]
-                r.acked = True
-                r.deadline = now + self.timeout
+                if not r.acked:
+                    r.acked = True
+                    self._acked[group] += 1
+                self._deadline(r, now)
                 for p in r.processes:
+                    if p.state in FINAL and p.pid is None and p.process in pids:
+                        self._final_with_pid[group] += 1
                     p.pid = pids.get(p.process, p.pid)
                     if p.state not in FINAL:
-                        p.state = PState.ACKED
+                        self._set(p, PState.ACKED)
+                touched = (r,)
             case LaunchError(group, index, process, message):
                 r = self.instances[(group, index)]
                 for p in r.processes:
                     if p.process == process:
-                        p.state = PState.FAILED
+                        self._set(p, PState.FAILED)
                 return self._fail(f"node {r.node}: group {group} instance {index} process "
                                   f"{process} failed to start: {message}")
             case Value(group, index, _process, key, value):
-                self.instances[(group, index)].values[key] = value
+                r = self.instances[(group, index)]
+                r.values[key] = value
+                touched = (r,)
             case PluginReady(group):
                 self.plugin_ready.add(group)
+                touched = self.of(group)
             case Exited():
                 p = self._record_exit(event, killed=False)
                 if p.code != 0:
@@ -253,7 +293,8 @@ class Machine:
                                       f"process {p.process} {how}{said}")
             case Tick():
                 pass
-        self._update_ready()
+        for r in touched:
+            self._update_ready(r)
         expired = self._expired(now)
         if expired:
             return self._fail(expired)
@@ -261,64 +302,82 @@ class Machine:
             if self.can_launch(g.id):
                 self.launched.add(g.id)
                 for r in self.of(g.id):
-                    r.deadline = now + self.timeout
+                    self._deadline(r, now)
                     for p in r.processes:
-                        p.state = PState.LAUNCHED
+                        self._set(p, PState.LAUNCHED)
                 actions.append(Launch(g.id))
         all_launched = len(self.launched) == len(self.appl.groups)
-        if not self.deployed and all_launched and all(
-                r.acked and r.ready for r in self.instances.values()):
+        if not self.deployed and all_launched and sum(self._ready.values()) == len(
+                self.instances):
             self.deployed = True
             actions.append(Deployed())
-        if not self.finished and all_launched and all(
-                p.state in FINAL for p in self.processes()):
+        if not self.finished and all_launched and self._final == self._total:
             self.finished = True
             actions.append(Finished())
         return actions
+
+    def _set(self, p: ProcRecord, state: PState) -> None:
+        """Move ``p`` to ``state``, keeping the counts."""
+        counts = self._states[p.group]
+        counts[p.state] -= 1
+        counts[state] += 1
+        if state in FINAL and p.state not in FINAL:
+            self._final += 1
+            self._final_with_pid[p.group] += p.pid is not None
+        p.state = state
+
+    def _deadline(self, r: InstanceRecord, now: float) -> None:
+        r.deadline = now + self.timeout
+        heapq.heappush(self._deadlines, (r.deadline, (r.group, r.index)))
 
     def _record_exit(self, ev: Exited, killed: bool) -> ProcRecord:
         r = self.instances[(ev.group, ev.index)]
         p = next(p for p in r.processes if p.process == ev.process)
         if p.state not in FINAL:
             p.code = ev.code
-            p.state = PState.KILLED if killed else (
-                PState.EXITED if ev.code == 0 else PState.FAILED)
+            self._set(p, PState.KILLED if killed else (
+                PState.EXITED if ev.code == 0 else PState.FAILED))
         return p
 
-    def _update_ready(self) -> None:
-        for r in self.instances.values():
-            if r.ready or not r.acked:
-                continue
-            if not self.asynchronous.get(r.group, True) and r.group not in self.plugin_ready:
-                continue
-            if self.required.get((r.group, r.index), set()) - r.values.keys():
-                continue
-            r.ready = True
-            r.deadline = None
-            for p in r.processes:
-                if p.state == PState.ACKED:
-                    p.state = PState.READY
+    def _update_ready(self, r: InstanceRecord) -> None:
+        if r.ready or not r.acked:
+            return
+        if not self.asynchronous.get(r.group, True) and r.group not in self.plugin_ready:
+            return
+        if self.required.get((r.group, r.index), set()) - r.values.keys():
+            return
+        r.ready = True
+        r.deadline = None
+        self._ready[r.group] += 1
+        for p in r.processes:
+            if p.state == PState.ACKED:
+                self._set(p, PState.READY)
 
     def _expired(self, now: float) -> str | None:
-        for node, deadline in self.node_deadline.items():
-            if now >= deadline:
-                waiting = [f"{r.group}[{r.index}] {p.process}" for r in self.instances.values()
-                           if r.node == node for p in r.processes]
-                return (f"node {node}: no callback from its satellite within "
-                        f"{self.timeout:g} s (processes waiting: {', '.join(waiting)})")
-        for r in self.instances.values():
-            if r.deadline is None or now < r.deadline or r.ready:
-                continue
-            if not r.acked:
-                return (f"node {r.node}: no callback within {self.timeout:g} s for group "
-                        f"{r.group} instance {r.index} (processes {r.names()})")
-            missing = sorted(self.required.get((r.group, r.index), set()) - r.values.keys())
-            what = ", ".join([*(["plugin readiness"] if r.group not in self.plugin_ready
-                                and not self.asynchronous.get(r.group, True) else []),
-                              *(f"value {k}" for k in missing)])
-            return (f"node {r.node}: group {r.group} instance {r.index} (processes "
-                    f"{r.names()}) not ready within {self.timeout:g} s (waiting for {what})")
-        return None
+        heap = self._node_deadlines
+        while heap and self.node_deadline.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)  # the node called back, or has a later deadline
+        if heap and now >= heap[0][0]:
+            node = heap[0][1]
+            waiting = [f"{r.group}[{r.index}] {p.process}" for r in self._by_node.get(node, ())
+                       for p in r.processes]
+            return (f"node {node}: no callback from its satellite within "
+                    f"{self.timeout:g} s (processes waiting: {', '.join(waiting)})")
+        heap = self._deadlines
+        while heap and self.instances[heap[0][1]].deadline != heap[0][0]:
+            heapq.heappop(heap)  # the instance became ready, or has a later deadline
+        if not heap or now < heap[0][0]:
+            return None
+        r = self.instances[heap[0][1]]
+        if not r.acked:
+            return (f"node {r.node}: no callback within {self.timeout:g} s for group "
+                    f"{r.group} instance {r.index} (processes {r.names()})")
+        missing = sorted(self.required.get((r.group, r.index), set()) - r.values.keys())
+        what = ", ".join([*(["plugin readiness"] if r.group not in self.plugin_ready
+                            and not self.asynchronous.get(r.group, True) else []),
+                          *(f"value {k}" for k in missing)])
+        return (f"node {r.node}: group {r.group} instance {r.index} (processes "
+                f"{r.names()}) not ready within {self.timeout:g} s (waiting for {what})")
 
     def _fail(self, message: str) -> list[Action]:
         self.failure = message
@@ -328,4 +387,4 @@ class Machine:
         """Mark every process not yet final as killed (the deployer killed them)."""
         for p in self.processes():
             if p.state not in FINAL:
-                p.state = PState.KILLED
+                self._set(p, PState.KILLED)
