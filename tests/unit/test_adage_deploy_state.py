@@ -247,3 +247,25 @@ def test_no_group_launches_before_its_dependencies_met_their_condition(
     assert sorted(launched) == sorted(g.id for g in appl.groups)
     assert len(launched) == len(set(launched))
     assert m.finished and m.deployed
+
+
+def test_progress_lines_at_most_once_a_second_then_the_final_counts() -> None:
+    import io
+
+    from rich.console import Console
+
+    from adage.deploy.progress import Progress, counts
+
+    appl = GenericAppl((group("A", 50),))
+    m = machine(appl, 5)
+    out = io.StringIO()
+    with Progress(Console(file=out, width=200), live=False) as progress:
+        for ev in [*(NodeUp(f"n{k}") for k in range(5)),
+                   *(Acked("A", i, {"p0/0": i}) for i in range(50)),
+                   *(Exited("A", i, "p0/0", 0) for i in range(50))]:
+            m.feed(ev, 0.0)
+            progress(m)
+    lines = out.getvalue().splitlines()
+    assert lines[-1] == "A: launched 50, acked 50, exited 50"
+    assert len(lines) <= 3  # 105 changes in well under a second: the first, the last
+    assert counts(m)["A"][PState.EXITED] == 50

@@ -1,5 +1,6 @@
 """The progress display while deploying: one row per process group, how many of its process
-instances are in each state (rich Live table on a terminal, one line per change otherwise)."""
+instances are in each state (rich Live table on a terminal; otherwise a line per group whose
+counts changed, at most once a second, and the final counts)."""
 
 from __future__ import annotations
 
@@ -72,6 +73,14 @@ class Progress:
                 self.shown = now
             self.machine = machine
             return
+        self.machine = machine
+        now = time.monotonic()
+        if now - self.shown >= 1.0:
+            self._lines(machine)
+            self.shown = now
+
+    def _lines(self, machine: Machine) -> None:
+        """One line for each group whose counts changed since the last lines."""
         c = counts(machine)
         for gid, row in c.items():
             if row != self.last.get(gid) and any(row.values()):
@@ -84,3 +93,5 @@ class Progress:
         if self.live is not None and self.machine is not None:
             self.live.update(table(self.machine), refresh=True)
             self.live.stop()
+        elif self.machine is not None:
+            self._lines(self.machine)
