@@ -1,4 +1,5 @@
-"""Notifications to Almighty's TCP socket (what ``OAR::Tools::notify_tcp_socket`` sends).
+"""Notifications to Almighty's TCP socket, or to an interactive oarsub's (what
+``OAR::Tools::notify_tcp_socket`` sends).
 
 Almighty's appendice reads exactly one line per connection, so each message gets its own.
 """

@@ -50,6 +50,7 @@ log = logging.getLogger("orpheus")
 SPOOL = Path("/var/lib/oar/orpheus")
 EARLY_KILL_TTL = 600.0  # seconds a signal for a job not launched yet is kept
 ALMIGHTY_READ_TIMEOUT = 10.0  # seconds Almighty waits for a command before it looks at its timers
+CHECK_INTERVAL = 10.0  # seconds between two looks for jobs OAR ended without Orpheus
 RECORD_FIELDS = ("job_id", "start", "intended_end", "notified", "lateness", "outcome",
                  "exit_code", "oarexec_exit")
 
@@ -133,6 +134,7 @@ class Daemon:
         self._rekick_at: float | None = None  # when to send Scheduling again after ends
         self._rekick_until = 0.0  # ... and until when to repeat it
         self.early_kills: dict[int, tuple[float, list[str]]] = {}  # job -> (since, signals)
+        self._next_check = 0.0  # when to look for jobs OAR ended without Orpheus
 
     def _now(self) -> float:
         self._clock = max(self._clock, time.time())
@@ -167,6 +169,9 @@ class Daemon:
                     log.info("stats: %s", self.counters.line(len(self.jobs)))
                     next_stats = now + self.opts.stats_interval
                 self._sleep(self._timeout())
+        except Exception:
+            log.exception("orpheus: stopped by an unexpected error (a bug: please report it)")
+            raise
         finally:
             log.info("summary: %s", self.counters.line(len(self.jobs)))
             log.info("summary: %s", self.counters.lateness_line())
@@ -236,6 +241,7 @@ class Daemon:
         self._launch(backend)
         self._collect_ends(self._now())
         self._deliver(backend)
+        self._forget_ended(backend)
         if self.opts.kick_reservations:
             self._kick_reservations(backend)
         if self._rekick_at is not None and (now := time.time()) >= self._rekick_at:
@@ -301,7 +307,7 @@ class Daemon:
     def _start(self, job_id: int, spec: JobSpec, start: float, challenge: str) -> None:
         try:
             self.engine.start(job_id, spec, start)
-        except (ValueError, ArithmeticError) as exc:  # arguments the model cannot take
+        except ArithmeticError as exc:  # arguments the I/O model cannot take
             spec = self._bad_args(job_id, exc)
             self.engine.start(job_id, spec, start)
         self.jobs[job_id] = Running(spec, start, challenge)
@@ -313,15 +319,48 @@ class Daemon:
         todo = backend.jobs_to_launch()
         if not todo:
             return
-        started = set(backend.launch(j for j, _ in todo))
+        started = set(backend.launch(j.job_id for j in todo))
         challenges = backend.challenges(started)
-        now = self._now()
-        for job_id, command in todo:
-            if job_id in started:
-                self._start(job_id, self._spec(job_id, command), now, challenges.get(job_id, ""))
-                self.counters.launched += 1
-                for sig in self.early_kills.pop(job_id, (0.0, []))[1]:
-                    self._signal(job_id, sig)
+        for job in todo:
+            if job.job_id not in started:
+                continue
+            self.counters.launched += 1
+            kills = self.early_kills.pop(job.job_id, (0.0, []))[1]
+            if job.noop:
+                log.info("job %d: noop: Running until OAR ends it, as bipbip leaves it",
+                         job.job_id)
+                continue
+            spec = self._spec(job.job_id, job.command)
+            # the clock is read for each job: a signal applied below advances it
+            self._start(job.job_id, spec, self._now(), challenges.get(job.job_id, ""))
+            if job.client:
+                self._tell_client(job.client, job.job_id, spec)
+            for sig in kills:
+                self._signal(job.job_id, sig)
+
+    def _tell_client(self, client: str, job_id: int, spec: JobSpec) -> None:
+        """An interactive oarsub waits for its job to connect to: say there is none (it
+        prints the message and exits), as bipbip tells it of an error."""
+        host, _, port = client.rpartition(":")
+        message = (f"ERROR: job {job_id} is simulated by Orpheus for {spec.exec_time:g} s: "
+                   "there is no node to connect to")
+        try:
+            notify(oarconf.ServerAddress(host, int(port)), message)
+        except (OSError, ValueError) as exc:
+            log.warning("job %d: interactive oarsub at %s unreachable (%s)", job_id, client, exc)
+
+    def _forget_ended(self, backend: OarBackend) -> None:
+        """Jobs that OAR ended without Orpheus (a node set Dead, ...) leave the engine, and
+        their I/O share with them. Checked every CHECK_INTERVAL seconds."""
+        now = time.time()
+        if not self.jobs or now < self._next_check:
+            return
+        self._next_check = now + CHECK_INTERVAL
+        live = backend.live_jobs()
+        for job_id in [j for j in self.jobs if j not in live]:
+            self.engine.stop(job_id, self._now())
+            del self.jobs[job_id]
+            log.warning("job %d: ended in OAR without Orpheus: forgotten", job_id)
 
     def _apply_kills(self) -> None:
         """Signals OAR sent through the fake ssh (``kill.<job_id>``: one ``SIG host`` a line)."""

@@ -43,7 +43,7 @@ class OarJob:
     job_id: int
     state: str
     submission_time: int
-    start_time: int  # 0 when never started
+    start_time: int  # when it began Running (job_state_logs), else OAR's start_time; 0: never
     stop_time: int  # 0 when not stopped
     exit_code: int | None = None  # the wait status OAR stores
     walltime: int | None = None

@@ -24,14 +24,18 @@ OAREXEC_CHECKPOINTED = 40  # received SIGUSR2 (checkpoint) -> Terminated
 OAREXEC_USER_SIGNAL = 42  # received SIGURG (oardel -s) -> Terminated
 
 
+LIVE_STATES = ("Launching", "Running", "Suspended", "Resuming", "Finishing")
+_NOOP = "EXISTS (SELECT 1 FROM job_types t WHERE t.job_id = j.job_id AND t.type = 'noop')"
+
+
 @dataclass(frozen=True)
-class LaunchedJob:
-    """A job Orpheus has just set Running (or adopted while Running)."""
+class ToLaunch:
+    """A job the meta-scheduler set toLaunch, as bipbip sees it."""
 
     job_id: int
     command: str
-    start: float  # epoch seconds at which Orpheus considers it started
-    challenge: str
+    noop: bool = False  # type noop: bipbip sets it Running and runs nothing; Leon ends it
+    client: str | None = None  # "host:port" of the interactive oarsub waiting for it
 
 
 @dataclass(frozen=True)
@@ -58,21 +62,26 @@ class OarBackend:
         self.db = db
 
     # ------------------------------------------------------------------ reading
-    def jobs_to_launch(self) -> list[tuple[int, str]]:
+    def jobs_to_launch(self) -> list[ToLaunch]:
         """Jobs the meta-scheduler has finished setting toLaunch.
 
         ``set_job_state`` is not atomic (no transaction): a job can be toLaunch before its
         toLaunch row is in job_state_logs, and touching it then would let the meta-scheduler
         close our Running row. So a job counts only once that row exists.
         """
-        return [(int(j), c or "") for j, c in self.db.query(
-            "SELECT j.job_id, j.command FROM jobs j WHERE j.state = %s AND EXISTS ("
+        rows = self.db.query(
+            f"SELECT j.job_id, j.command, {_NOOP}, j.job_type, j.reservation, j.info_type "
+            "FROM jobs j WHERE j.state = %s AND EXISTS ("
             "SELECT 1 FROM job_state_logs l WHERE l.job_id = j.job_id "
             "AND l.job_state = %s AND l.date_stop = 0) ORDER BY j.job_id",
-            ("toLaunch", "toLaunch"))]
+            ("toLaunch", "toLaunch"))
+        return [ToLaunch(int(j), c or "", bool(noop),
+                         info if kind == "INTERACTIVE" and resa == "None" and info else None)
+                for j, c, noop, kind, resa, info in rows]
 
     def running_jobs(self) -> list[tuple[int, str, str, int]]:
-        """(job_id, command, state, start epoch) of jobs Launching or Running, oldest first.
+        """(job_id, command, state, start epoch) of jobs Launching or Running, oldest first,
+        but noop jobs (nothing runs them).
 
         The start is when the job entered Running in job_state_logs (the job's start_time
         for a job still Launching).
@@ -82,7 +91,7 @@ class OarBackend:
             "COALESCE(MAX(l.date_start), j.start_time) "
             "FROM jobs j LEFT JOIN job_state_logs l "
             "ON l.job_id = j.job_id AND l.job_state = %s "
-            "WHERE j.state IN (%s, %s) "
+            f"WHERE j.state IN (%s, %s) AND NOT {_NOOP} "
             "GROUP BY j.job_id, j.command, j.state, j.start_time",
             ("Running", "Launching", "Running"))
         out = [(int(j), c or "", s, int(t)) for j, c, s, t in rows]
@@ -162,13 +171,11 @@ class OarBackend:
                 done.append(end.job_id)
         return done
 
-    def state_of(self, job_ids: Iterable[int]) -> dict[int, str]:
-        ids = list(job_ids)
-        if not ids:
-            return {}
-        marks = ",".join(["%s"] * len(ids))
-        return {int(j): s for j, s in self.db.query(
-            f"SELECT job_id, state FROM jobs WHERE job_id IN ({marks})", ids)}
+    def live_jobs(self) -> set[int]:
+        """Jobs OAR has not ended yet among those it started (Launching to Finishing)."""
+        marks = ",".join(["%s"] * len(LIVE_STATES))
+        return {int(j) for (j,) in self.db.query(
+            f"SELECT job_id FROM jobs WHERE state IN ({marks})", LIVE_STATES)}
 
 
 def oarexec_message(end: JobEnd) -> str:

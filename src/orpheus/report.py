@@ -76,6 +76,7 @@ def fetch_jobs(db: Db, job_ids: Sequence[int]) -> dict[int, metrics.OarJob]:
     groups: dict[int, dict[int, list[tuple[int, str, int]]]] = {}  # mold -> group -> levels
     resources: dict[int, list[int]] = {}
     events: dict[int, list[str]] = {}
+    running: dict[int, int] = {}  # job -> when it first entered Running
     for chunk in _chunks(list(job_ids)):
         for r in db.query(
                 "SELECT job_id, state, submission_time, start_time, stop_time, exit_code, "
@@ -104,6 +105,10 @@ def fetch_jobs(db: Db, job_ids: Sequence[int]) -> dict[int, metrics.OarJob]:
         for job, kind in db.query(
                 f"SELECT job_id, type FROM event_logs WHERE job_id IN ({_in(chunk)})", chunk):
             events.setdefault(int(job), []).append(str(kind))
+        for job, since in db.query(
+                "SELECT job_id, MIN(date_start) FROM job_state_logs WHERE job_state = %s "
+                f"AND job_id IN ({_in(chunk)}) GROUP BY job_id", ["Running", *chunk]):
+            running[int(job)] = int(since)
     units = per_unit(db, {t for g in groups.values() for lv in g.values() for _, t, _ in lv})
     out = {}
     for job_id, (_, state, sub, start, stop, code, assigned, queue, user, cmd) in rows.items():
@@ -113,7 +118,8 @@ def fetch_jobs(db: Db, job_ids: Sequence[int]) -> dict[int, metrics.OarJob]:
         levels = [[(t, v) for _, t, v in sorted(lv)]
                   for _, lv in sorted(groups.get(mold[0], {}).items())] if mold else []
         out[job_id] = metrics.OarJob(
-            job_id=job_id, state=str(state), submission_time=int(sub), start_time=int(start),
+            job_id=job_id, state=str(state), submission_time=int(sub),
+            start_time=running.get(job_id, int(start)),
             stop_time=int(stop), exit_code=None if code is None else int(code),
             walltime=mold[1] if mold else None,
             requested=metrics.requested_resources(levels, units),

@@ -123,12 +123,16 @@ def test_oardel_of_a_waiting_job_errors_without_running(daemon_factory) -> None:
 
 
 def test_oardel_of_a_tolaunch_job_never_runs(daemon_factory) -> None:
+    """The kept TERM is applied when the job is launched; another job launched in the same
+    pass starts after it (the kill advanced the daemon's clock: a crash once)."""
     first = daemon_factory("--mode", "event")
     first.stop()
-    with bed_held():  # no daemon: the job stays toLaunch
+    with bed_held():  # no daemon: the jobs stay toLaunch
         job = submit(["-l", "core=1", "sim {exec_time=300}"])
+        other = submit(["-l", "core=1", "sim {exec_time=3}"])
         try:
             wait_state(job, "toLaunch", 30)
+            wait_state(other, "toLaunch", 30)
             oarcli.oardel([job], user=SUBMITTER)
             deadline = time.time() + 15
             while "SEND_KILL_JOB" not in events(job):  # Leon signalled "oarexec"
@@ -136,7 +140,7 @@ def test_oardel_of_a_tolaunch_job_never_runs(daemon_factory) -> None:
                 time.sleep(0.2)
             assert states([job])[job] == "toLaunch"
         except BaseException:
-            cancel([job])
+            cancel([job, other])
             raise
     try:
         restart = time.time()
@@ -146,6 +150,49 @@ def test_oardel_of_a_tolaunch_job_never_runs(daemon_factory) -> None:
         assert span is None or span[1] - span[0] <= 1, (
             f"job {job} ran {span} after its oardel; daemon log:\n{second.log.read_text()}")
         assert ended - restart <= 5
+        wait_state(other, "Terminated", 20)
+        span = running_span(other)
+        assert span is not None and 3 <= span[1] - span[0] <= 4, span
+        assert second.proc.poll() is None, second.log.read_text()
+    finally:
+        cancel([job, other])
+
+
+def test_a_noop_job_runs_until_oar_ends_it(daemon_factory) -> None:
+    """bipbip sets a noop job Running and runs nothing: it holds its resources until oardel
+    (or its walltime), when Leon ends it itself; Orpheus must not end it at its exec_time."""
+    daemon = daemon_factory()
+    job = submit(["-t", "noop", "-l", "core=1,walltime=0:05:00", "sim {exec_time=2}"])
+    try:
+        wait_state(job, "Running", 30)
+        time.sleep(5)
+        assert states([job])[job] == "Running"
+        oarcli.oardel([job], user=SUBMITTER)
+        deadline = time.time() + 30
+        while states([job])[job] not in ("Terminated", "Error"):
+            assert time.time() < deadline, f"noop job {job} still {states([job])[job]}"
+            time.sleep(0.5)
+    finally:
+        cancel([job])
+    log = daemon.stop()
+    assert f"job {job}: noop" in log
+    assert not [r for r in daemon.records() if r["job_id"] == str(job)]
+
+
+def test_an_interactive_oarsub_is_told_and_its_job_runs(daemon_factory) -> None:
+    """``oarsub -I`` waits for its job to connect to: the fake nodes have none, so Orpheus
+    tells it (it prints the message and exits 11) and simulates the job as any other."""
+    daemon_factory("--default-exec-time", "3")
+    done = subprocess.run(["runuser", "-u", SUBMITTER, "--", "oarsub", "-I", "-l", "core=1"],
+                          capture_output=True, text=True, timeout=90, cwd="/tmp")
+    out = done.stdout + done.stderr
+    assert done.returncode == 11, out
+    assert "is simulated by Orpheus for 3 s: there is no node to connect to" in out, out
+    job = int(next(line for line in out.splitlines() if "OAR_JOB_ID=" in line).split("=")[1])
+    try:
+        wait_state(job, "Terminated", 20)
+        span = running_span(job)
+        assert span is not None and 3 <= span[1] - span[0] <= 4, span
     finally:
         cancel([job])
 

@@ -41,7 +41,8 @@ def interval_count(text: str) -> int:
 
 
 def oar_rows(job_ids: list[int]) -> dict[int, dict[str, int | str]]:
-    """Straight from OAR: times, state and the number of assigned resources of each job."""
+    """Straight from OAR: times, state and the number of assigned resources of each job; a
+    job's start is when it first entered Running in job_state_logs."""
     marks = ",".join(["%s"] * len(job_ids))
     with db() as conn:
         out = {int(j): {"sub": int(s), "start": int(a), "stop": int(b), "state": st, "nres": 0}
@@ -53,6 +54,10 @@ def oar_rows(job_ids: list[int]) -> dict[int, dict[str, int | str]]:
                 "ON a.moldable_job_id = j.assigned_moldable_job "
                 f"WHERE j.job_id IN ({marks}) GROUP BY j.job_id", job_ids):
             out[int(j)]["nres"] = int(n)
+        for j, since in conn.query(
+                "SELECT job_id, MIN(date_start) FROM job_state_logs WHERE job_state = 'Running' "
+                f"AND job_id IN ({marks}) GROUP BY job_id", job_ids):
+            out[int(j)]["start"] = int(since)
     return out
 
 
