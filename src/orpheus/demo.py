@@ -22,7 +22,7 @@ from oarlib import conf as oarconf
 from oarlib import oarcli
 from oarlib.db import Db
 from orpheus.daemon import running_daemon
-from orpheus.spec import SpecError, parse_command
+from orpheus.spec import SpecError, parse_command, seconds
 
 WORKLOAD = [
     *(f"{{exec_time={t}}}" for t in (2, 3, 5, 8, 13)),
@@ -117,6 +117,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="--io-capacity of the daemon if the demo starts it (default 10)")
     p.add_argument("--log-file", type=Path, default=Path("/var/log/orpheus.log"),
                    help="--log-file of the daemon if the demo starts it (default %(default)s)")
-    p.add_argument("--timeout", type=float, default=180,
+    p.add_argument("--timeout", type=seconds, default=180,
                    help="seconds to wait for every job to end (default 180; exit 1 after it)")
     p.set_defaults(func=run)

@@ -375,7 +375,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="one oarsub per job, even for jobs due together with the same request")
     p.add_argument("--no-wait", action="store_true",
                    help="return after the last submission instead of waiting for the ends")
-    p.add_argument("--timeout", type=float, default=3600,
+    p.add_argument("--timeout", type=seconds, default=3600,
                    help="give up waiting for the ends this long after the last submission")
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan (first jobs, rejections) and submit nothing")
