@@ -275,13 +275,16 @@ def state_main(cmd: str, argv: list[str]) -> int:
             if not errors:
                 err.print(f"deployment {dep.id} cleaned")
             return 1 if errors else 0
-        status = statedir.refresh_status(dep)
+        status, unreachable = statedir.refresh_status(dep)
     except ERRORS as e:
         err.print(f"adage {cmd}: error: {e}", markup=False)
         return 1
+    for node in unreachable:
+        err.print(f"adage status: node {node} is unreachable: its processes show their last "
+                  "known state", markup=False)
     if args.dump:
         sys.stdout.write(documents.dump("status", status))
-        return 0
+        return 1 if unreachable else 0
     t = Table("proc_group", "index", "node", "process", "state", "pid", "exit code",
               title=f"deployment {dep.id}", title_justify="left")
     for inst in status.instances:
@@ -290,7 +293,7 @@ def state_main(cmd: str, argv: list[str]) -> int:
                       p.state, str(p.pid or "-"),
                       "-" if p.exit_code is None else str(p.exit_code))
     Console(highlight=False).print(t)
-    return 0
+    return 1 if unreachable else 0
 
 
 if __name__ == "__main__":

@@ -293,6 +293,57 @@ def test_a_node_refusing_connections_is_named_within_the_timeout(nodes: list[str
     assert processes_of(deployment(work)) == {}
 
 
+def test_a_satellite_that_never_calls_back_is_named_and_killed_with_its_launcher(
+        nodes: list[str], work: Path) -> None:
+    """node6's Python takes 60 s to start: the error names it after --timeout, and its
+    launcher (found by ADAGE_DEPLOYMENT in its environment: no pid was ever reported) is
+    killed with everything else."""
+    slow = work / "slowpy"
+    slow.write_text('#!/bin/sh\nsleep 60\nexec python3 "$@"\n')
+    slow.chmod(0o755)
+    res = work / "res.xml"
+    res.write_text("<resources>" + "".join(
+        f'<node name="{n}"><property name="python" value="{slow if n == nodes[5] else "python3"}"/>'
+        '<submission method="ssh"/><transfer method="scp"/></node>' for n in nodes[4:6])
+        + "</resources>")
+    appl = work / "a.xml"
+    appl.write_text('<generic_appl_descr><proc_groups><proc_group id="A" type="generic" '
+                    'cardinality="2"><process id="p"><executable>sleep</executable><arguments>'
+                    "<arg>600</arg></arguments></process></proc_group></proc_groups>"
+                    "</generic_appl_descr>")
+    for f in (slow, res, appl):
+        f.chmod(0o755)
+    t0 = time.time()
+    r = adage(work, "-a", str(appl), "-r", str(res), "-x", "-l", "1", "--timeout", "4")
+    assert r.returncode == 1, r.stderr
+    assert f"node {nodes[5]}: no callback from its satellite within 4 s" in r.stderr, r.stderr
+    assert time.time() - t0 < 20
+    assert processes_of(deployment(work)) == {}
+
+
+def test_status_names_a_node_it_cannot_reach(nodes: list[str], work: Path) -> None:
+    hosts = nodes[6:8]
+    (work / "nf").write_text("".join(f"{h}\n" for h in hosts))
+    appl = work / "a.xml"
+    appl.write_text('<generic_appl_descr><proc_groups><proc_group id="A" type="generic" '
+                    'cardinality="2"><process id="p"><executable>sleep</executable><arguments>'
+                    "<arg>600</arg></arguments></process></proc_group></proc_groups>"
+                    "</generic_appl_descr>")
+    appl.chmod(0o644)
+    assert adage(work, "-a", str(appl), "-o", str(work / "nf"), "-x", "-l", "1").returncode == 0
+    dep = deployment(work)
+    sshnodes.stop(hosts[1])
+    try:
+        r = adage(work, "status", dep)
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert f"node {hosts[1]} is unreachable" in r.stderr, r.stderr
+    finally:
+        sshnodes.start(hosts[1])
+    assert adage(work, "status", dep).returncode == 0
+    assert adage(work, "clean", dep).returncode == 0
+    assert processes_of(dep) == {}
+
+
 # ------------------------------------------------------------------ transfers and oarsh
 @pytest.mark.parametrize("method", ["tar", "scp", "rsync"])
 def test_each_transfer_method_puts_a_tree_on_a_node(nodes: list[str], tmp_path: Path,
@@ -302,10 +353,13 @@ def test_each_transfer_method_puts_a_tree_on_a_node(nodes: list[str], tmp_path: 
     (src / "a" / "b" / "f").write_text("payload\n")
     (src / "top").write_text("top\n")
     dest = tmp_path / f"dest-{method}"
+    dest.mkdir()
+    dest.chmod(0o1777)  # like /tmp, the default scratch directory: it must stay so
     t = SshTransport(method, SshOptions(connect_timeout=5))
     node = Node(name=nodes[0])
     try:
         t.put_tree(node, src, str(dest), timeout=30)
+        assert dest.stat().st_mode & 0o7777 == 0o1777
         assert (dest / "a" / "b" / "f").read_text() == "payload\n"
         assert (dest / "top").read_text() == "top\n"
         said = t.run(node, t.shell(node), 10, stdin="echo $SSH_CONNECTION $TMPDIR\n").split()

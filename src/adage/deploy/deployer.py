@@ -39,7 +39,7 @@ from typing import Any, Protocol
 from adage.deploy import archive, statedir, taktuk
 from adage.deploy.context import DeployContext, needs
 from adage.deploy.layout import Layout, ProcSpec, Stage, stages
-from adage.deploy.ssh import SshOptions, SshTransport
+from adage.deploy.ssh import SshOptions, SshTransport, one_line
 from adage.deploy.state import (
     Acked,
     Deployed,
@@ -233,10 +233,10 @@ class PipeLink:
 
     def log_tail(self) -> str:
         try:
-            text = self.log.read_text(errors="replace").strip()
+            text = self.log.read_text(errors="replace")
         except OSError:
             return ""
-        return text[-400:]
+        return one_line(text)[-400:]
 
 
 @dataclass
@@ -733,8 +733,9 @@ class Deployer:
                                           stdin=statedir.node_cleanup_script(
                                               replace(self.dep, roots={}), node))
 
-        with ThreadPoolExecutor(min(self.fanout, len(self.dep.watched) or 1)) as pool:
-            list(pool.map(kill_on, list(self.dep.watched)))
+        nodes = [n.name for n in self.dep.nodes]  # a satellite that never called back too
+        with ThreadPoolExecutor(min(self.fanout, len(nodes) or 1)) as pool:
+            list(pool.map(kill_on, nodes))
         self._write_state(message)
 
     # ---------------------------------------------------------------- state

@@ -63,8 +63,7 @@ class SshTransport:
         self.transfer = transfer
         self.options = options or SshOptions()
         self.oarsh = oarsh
-        self.control_dir = (tempfile.mkdtemp(prefix="adage-ssh-")
-                            if self.options.multiplex and not oarsh else "")
+        self.control_dir = ""  # made on first use: a dry run writes nothing
         self.used: set[str] = set()
         self.inflight: set[subprocess.Popen[bytes]] = set()
         self.lock = threading.Lock()
@@ -75,7 +74,9 @@ class SshTransport:
         opts = ["-o", "BatchMode=yes",
                 "-o", f"ConnectTimeout={max(1, math.ceil(self.options.connect_timeout))}",
                 "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]
-        if self.control_dir:
+        if self.options.multiplex and not self.oarsh:
+            with self.lock:
+                self.control_dir = self.control_dir or tempfile.mkdtemp(prefix="adage-ssh-")
             opts += ["-o", "ControlMaster=auto", "-o", f"ControlPath={self.control_dir}/%C",
                      "-o", "ControlPersist=yes"]
         return opts
@@ -114,7 +115,8 @@ class SshTransport:
                                         '--no-overwrite-dir -xf -', "sh", dest])]
         if self.transfer == "rsync":
             rsh = shlex.join([*self.program(), *self.ssh_options()])
-            return [mkdir, ["rsync", "-a", "-e", rsh, f"{src}/", f"{host}:{dest}/"]]
+            # the entries, not "src/": -a would give dest itself src's mode, group and times
+            return [mkdir, ["rsync", "-a", "-e", rsh, *entries, f"{host}:{dest}/"]]
         if self.transfer == "scp":
             return [mkdir, ["scp", "-q", "-r", "-p", *self.ssh_options(), *entries,
                             f"{host}:{dest}/"]]
@@ -152,7 +154,7 @@ class SshTransport:
                 self._finish(p)
         bad = next((p for p in procs if p.returncode != 0), None)
         if bad is not None:
-            msg = (err or b"").decode(errors="replace").strip()[-500:]
+            msg = one_line((err or b"").decode(errors="replace"))[-500:]
             code = bad.returncode
             why = "ssh could not connect" if code == 255 else f"exited with code {code}"
             raise TransportError(f"node {node.name}: {what}: {why}" + (f": {msg}" if msg else ""))
@@ -205,7 +207,7 @@ class SshTransport:
             p.stdin.flush()
         except OSError:
             _kill(p)
-            tail = log.read_text(errors="replace").strip()[-400:] if log.exists() else ""
+            tail = one_line(log.read_text(errors="replace"))[-400:] if log.exists() else ""
             raise TransportError(f"node {node.name}: transfer to {dest}: "
                                  + ("ssh could not connect" if p.returncode == 255 else
                                     f"exited with code {p.returncode}")
@@ -233,6 +235,11 @@ class SshTransport:
         with ThreadPoolExecutor(max(1, self.options.fanout)) as pool:
             list(pool.map(end, sorted(self.used)))
         shutil.rmtree(self.control_dir, ignore_errors=True)
+
+
+def one_line(text: str) -> str:
+    """A command's stderr as one line of an error message: its lines joined by " | "."""
+    return " | ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def _kill(p: subprocess.Popen[bytes]) -> None:

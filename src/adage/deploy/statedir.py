@@ -124,8 +124,9 @@ def node_status_script(dep: Deployment, node: str) -> str:
 
 
 def node_cleanup_script(dep: Deployment, node: str) -> str:
-    """sh killing the satellite and the process groups of this deployment on ``node``, then
-    removing its run directories."""
+    """sh killing the satellite and the process groups of this deployment on ``node`` (TERM,
+    then KILL), then any other process of the deployment (a satellite that never called back
+    and its launcher: found by their environment), then removing its run directories."""
     pids = [str(dep.satellites[node])] if node in dep.satellites else []
     pids += [str(w.pid) for w in dep.watched.get(node, [])]
     body = _owned(dep.id)
@@ -137,6 +138,9 @@ def node_cleanup_script(dep: Deployment, node: str) -> str:
                  "[ -z \"$alive\" ] && break; sleep 0.1; n=$((n+1)); done\n"
                  f"for p in {' '.join(pids)}; do owned $p && {{ kill -KILL -$p 2>/dev/null || "
                  "kill -KILL $p 2>/dev/null; }; done\n")
+    mark = shlex.quote(f"ADAGE_DEPLOYMENT={dep.id}")
+    body += (f"for f in $(grep -lsxz {mark} /proc/[0-9]*/environ); do p=${{f#/proc/}}; "
+             'p=${p%/environ}; [ "$p" != $$ ] && kill -KILL "$p" 2>/dev/null; done\n')
     if node in dep.roots:
         body += f"rm -rf {shlex.quote(dep.roots[node])}\n"
     return body
@@ -221,18 +225,22 @@ def clean(dep: Deployment, timeout: float = 30.0) -> list[str]:
     return errors
 
 
-def refresh_status(dep: Deployment) -> Status:
-    """The recorded status updated with what each node says now (written back)."""
+def refresh_status(dep: Deployment) -> tuple[Status, list[str]]:
+    """The recorded status updated with what each node says now (written back), and the nodes
+    that could not be asked (their processes keep their last known state)."""
     status = read_status(dep)
     if status is None:
         raise StateError(f"deployment {dep.id} has no status.xml yet")
     now = live(dep)
     insts = []
+    unreachable: set[str] = set()
     for inst in status.instances:
         procs = []
         for p in inst.processes:
             state, code = now.get((inst.proc_group, inst.index, f"{p.id}/{p.index}"), ("", "-"))
-            if state == "exited" and p.state not in ("failed", "killed"):
+            if state == "unreachable":
+                unreachable.add(inst.node)
+            elif state == "exited" and p.state not in ("failed", "killed"):
                 c = int(code)
                 p = replace(p, state="exited" if c == 0 else "failed", exit_code=c)
             elif state == "gone" and p.state not in FINAL_STATES:
@@ -243,4 +251,4 @@ def refresh_status(dep: Deployment) -> Status:
             (q.state for q in procs), key=order.index, default=inst.state)))
     status = replace(status, instances=tuple(insts), updated=time.time())
     write_status(dep, status)
-    return status
+    return status, sorted(unreachable)

@@ -45,7 +45,7 @@ from typing import Any
 
 from adage.deploy import archive
 from adage.deploy.layout import Stage
-from adage.deploy.ssh import SshOptions
+from adage.deploy.ssh import SshOptions, one_line
 from adage.deploy.transport import TransportError
 
 SAFE = frozenset(string.ascii_letters + string.digits + "_-./:=@+%")
@@ -531,7 +531,7 @@ class TaktukLink:
 
     def log_tail(self) -> str:
         try:
-            return self.log.read_text(errors="replace").strip()[-400:]
+            return one_line(self.log.read_text(errors="replace"))[-400:]
         except OSError:
             return ""
 
