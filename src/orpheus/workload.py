@@ -310,12 +310,6 @@ def _vector(profile: Mapping[str, Any], key: str, where: str) -> list[float]:
     return [_amount({key: v}, key, where) for v in value]
 
 
-def profile_run(name: str, profiles: Mapping[str, Any], res: int, rates: Rates,
-                where: str = "") -> ProfileRun:
-    """The run of profile ``name`` for a job on ``res`` resources (module docstring rules)."""
-    return ProfileRuns(profiles, rates).run(name, res, where)
-
-
 class ProfileRuns:
     """The runs of a workload's profiles, each computed once per resource count (a sequence
     nested d deep, w wide costs one computation per profile, not w ** d)."""

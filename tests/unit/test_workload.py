@@ -31,7 +31,6 @@ from orpheus.workload import (
     WorkloadError,
     parse_batsim,
     parse_swf,
-    profile_run,
     read_workload,
 )
 
@@ -209,7 +208,7 @@ PROFILES = {
     ("seq", 4, 2 * (3.0 + 5.0), False),
 ])
 def test_profile_rules(name: str, res: int, exec_time: float, io: bool) -> None:
-    run = profile_run(name, PROFILES, res, Rates(1e9, 1e9))
+    run = ProfileRuns(PROFILES, Rates(1e9, 1e9)).run(name, res)
     assert run.exec_time == pytest.approx(exec_time)
     assert run.io is io
     if name == "pfs":
@@ -223,7 +222,7 @@ def test_profile_rules(name: str, res: int, exec_time: float, io: bool) -> None:
 ])
 def test_bad_profiles(name: str, message: str) -> None:
     with pytest.raises(WorkloadError, match=message):
-        profile_run(name, PROFILES, 1, Rates())
+        ProfileRuns(PROFILES, Rates()).run(name, 1)
 
 
 def _batsim(jobs: object, profiles: object = None) -> str:
@@ -312,8 +311,8 @@ def test_batsim_non_finite_and_missing_values_are_errors(job: dict[str, object],
 ])
 def test_older_batsim_profile_names(old: dict[str, object], new: str) -> None:
     res = 2 if new == "p" else 4
-    assert profile_run("old", PROFILES | {"old": old}, res, Rates()) == profile_run(
-        new, PROFILES, res, Rates())
+    runs = ProfileRuns(PROFILES | {"old": old}, Rates())
+    assert runs.run("old", res) == runs.run(new, res)
 
 
 def test_parallel_profile_for_another_host_count_rejects_its_jobs() -> None:
