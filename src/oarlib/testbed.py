@@ -27,11 +27,12 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from oarlib import conf as oarconf
+from oarlib import faults, stacklimit
 from oarlib.almighty import notify
 from oarlib.conf import DbParams, ServerAddress
 from oarlib.db import Db
@@ -763,6 +764,7 @@ def up(cfg: Config, install: Callable[[], None] | None = None,
     with connect() as db:
         register(cfg, db)
     ensure_user(cfg.user)
+    stacklimit.wrap()
     if install:
         install()
     if not almighty_is_current():
@@ -778,6 +780,7 @@ def down(all_servers: bool = False, before: Callable[[], None] | None = None) ->
     if before:
         before()
     stop_almighty()
+    stacklimit.restore()
     if all_servers:
         stop_db_servers()
 
@@ -794,6 +797,7 @@ def status() -> dict[str, Any]:
     out["almighty"] = {"pid": pid, "port": server.port,
                        "listening": port_open(server.port) if pid else False,
                        "conf_current": almighty_is_current()}
+    out["stack_limit"] = stacklimit.state()
     out["db"] = {"type": params.type, "host": params.host, "port": params.port,
                  "name": params.name, "reachable": False}
     try:
@@ -807,6 +811,7 @@ def status() -> dict[str, Any]:
             out["cores_per_node"] = sorted({n for _, n in nodes})
             out["jobs"] = dict(db.query(
                 "SELECT state, COUNT(*) FROM jobs GROUP BY state ORDER BY state"))
+            out["faults"] = [asdict(f) for f in faults.check(db, pid is not None)]
     except Exception as exc:  # any driver error: reported, not raised
         out["db"]["error"] = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
     return out

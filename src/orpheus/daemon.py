@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from oarlib import conf as oarconf
+from oarlib import faults, testbed
 from oarlib.almighty import notify
 from oarlib.db import Db, connection_errors
 from orpheus import iomodels
@@ -51,6 +52,7 @@ SPOOL = Path("/var/lib/oar/orpheus")
 EARLY_KILL_TTL = 600.0  # seconds a signal for a job not launched yet is kept
 ALMIGHTY_READ_TIMEOUT = 10.0  # seconds Almighty waits for a command before it looks at its timers
 CHECK_INTERVAL = 10.0  # seconds between two looks for jobs OAR ended without Orpheus
+FAULT_CHECK_INTERVAL = 30.0  # seconds between two looks for OAR faults (oarlib.faults)
 RECORD_FIELDS = ("job_id", "start", "intended_end", "notified", "lateness", "outcome",
                  "exit_code", "oarexec_exit")
 
@@ -135,6 +137,8 @@ class Daemon:
         self._rekick_until = 0.0  # ... and until when to repeat it
         self.early_kills: dict[int, tuple[float, list[str]]] = {}  # job -> (since, signals)
         self._next_check = 0.0  # when to look for jobs OAR ended without Orpheus
+        self._next_fault_check = 0.0
+        self.faults: set[str] = set()  # what keeps OAR from running jobs, as last told
 
     def _now(self) -> float:
         self._clock = max(self._clock, time.time())
@@ -165,8 +169,12 @@ class Daemon:
                     backoff = min(backoff * 2, 5.0)
                     continue
                 now = time.time()
+                if now >= self._next_fault_check:
+                    self._check_faults()
+                    self._next_fault_check = now + FAULT_CHECK_INTERVAL
                 if self.opts.stats_interval and now >= next_stats:
-                    log.info("stats: %s", self.counters.line(len(self.jobs)))
+                    log.info("stats: %s faults=%d", self.counters.line(len(self.jobs)),
+                             len(self.faults))
                     next_stats = now + self.opts.stats_interval
                 self._sleep(self._timeout())
         except Exception:
@@ -248,6 +256,17 @@ class Daemon:
             nxt = now + self.opts.rekick
             self._rekick_at = nxt if nxt <= self._rekick_until else None
             self._notify("Scheduling")
+
+    def _check_faults(self) -> None:
+        """Tell each new fault of the OAR server once (and when it is gone)."""
+        if self.db is None:
+            return
+        found = {str(f) for f in faults.check(self.db, testbed.almighty_pid() is not None)}
+        for f in sorted(found - self.faults):
+            log.warning("OAR fault: %s", f)
+        for f in sorted(self.faults - found):
+            log.info("OAR fault gone: %s", f)
+        self.faults = found
 
     def _notify(self, message: str) -> bool:
         """A notification that may be lost (the next event or poll makes up for it)."""

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from oarlib import conf as oarconf
-from oarlib import testbed
+from oarlib import stacklimit, testbed
 from oarlib.testbed import TestbedError, run
 
 log = logging.getLogger("orpheus.install")
@@ -208,6 +208,7 @@ def uninstall(restart: bool = True) -> None:
         log.info("Orpheus is not installed")
         return
     stop_daemon()
+    stacklimit.restore()
     if diverted():
         BIPBIP.unlink(missing_ok=True)
         run(["dpkg-divert", "--rename", "--remove", str(BIPBIP)])

@@ -38,7 +38,7 @@ from rich.progress import (
 )
 
 from oarlib import conf as oarconf
-from oarlib import oarcli
+from oarlib import faults, oarcli, testbed
 from oarlib.db import Db
 from orpheus.metrics import percentiles
 from orpheus.replayplan import (
@@ -65,6 +65,7 @@ MAPPING_FIELDS = (
     "walltime", "exec_time", "exit_code", "arguments", "profile", "trace_submit", "trace_wait",
     "scheduled", "called", "returned", "lateness",
 )
+FAULT_CHECK_INTERVAL = 5.0  # seconds between two looks for OAR faults (oarlib.faults)
 ENDED = ("Terminated", "Error")
 ACTIVE = ("toLaunch", "Launching", "Running", "Finishing", "Suspended", "Resuming")
 ADMIN_QUEUE, ADMIN_GROUP = "admin", "admin"  # OAR's default admission rule: group admin only
@@ -214,6 +215,7 @@ class Replay:
         self.lateness: list[float] = []
         self.durations: list[float] = []
         self.states: dict[int, str] = {}
+        self.told: set[str] = set()  # faults already logged
 
     def counts(self) -> dict[str, int]:
         c = Counter("done" if s in ENDED else "running" if s in ACTIVE else "waiting"
@@ -259,6 +261,7 @@ class Replay:
         counts = self.counts()
         task = progress.add_task("replay", total=counts["jobs"], **counts)
         last_poll, last_log, code = 0.0, time.monotonic(), 0
+        next_fault_check = time.monotonic()
         deadline = None
         try:
             with progress, Db(self.db_params) as db:
@@ -273,6 +276,13 @@ class Replay:
                     if time.monotonic() - last_poll >= 2 or (not pending and not futures):
                         self.states = job_states(db, list(self.submitted))
                         last_poll = time.monotonic()
+                    if time.monotonic() >= next_fault_check:
+                        next_fault_check = time.monotonic() + FAULT_CHECK_INTERVAL
+                        if blocking := self.blocking_faults(db):
+                            log.error("replay: its jobs can no longer be scheduled: %s",
+                                      "; ".join(map(str, blocking)))
+                            code = 1
+                            break
                     counts = self.counts()
                     progress.update(task, completed=counts["done"] + counts["rejected"], **counts)
                     if not self.show_progress and time.monotonic() - last_log >= 10:
@@ -304,6 +314,18 @@ class Replay:
         self.write_meta(meta, finished=code == 0)
         self.print_summary()
         return code
+
+    def blocking_faults(self, db: Db) -> list[faults.Fault]:
+        """The faults that keep this replay's jobs from ever running (other faults are
+        logged once as warnings)."""
+        queues = {f"queue {s.queue or 'default'}" for s in self.plan.submissions}
+        found = faults.check(db, testbed.almighty_pid() is not None)
+        for f in found:
+            if str(f) not in self.told:
+                self.told.add(str(f))
+                log.warning("OAR fault: %s", f)
+        return [f for f in found if f.blocking and (f.subject == "Almighty"
+                                                    or f.subject in queues)]
 
     def summary(self) -> dict[str, Any]:
         reasons = Counter(r.reason for r in self.plan.rejections)

@@ -95,6 +95,14 @@ def show(st: dict[str, Any], as_json: bool) -> None:
         table.add_row("nodes x cores", f"{st['nodes']} x {cores}")
         table.add_row("resources", _counts(st["resources"]))
         table.add_row("jobs", _counts(st["jobs"]))
+    if "stack_limit" in st:
+        low = [name for name, raised in st["stack_limit"].items() if not raised]
+        table.add_row("stack limit", "raised for OAR's schedulers and oarsub" if not low
+                      else f"[yellow]8 MiB for {len(low)} of OAR's programs[/] (they crash "
+                           "above ~30,000 resources: orpheus testbed up)")
+    for f in st.get("faults", []):
+        table.add_row("[red]fault[/]", f"{f['subject']} {f['problem']}\n  cause: {f['cause']}"
+                                       f"\n  fix: {f['fix']}")
     table.add_row("Orpheus", ("installed" if orph["installed"] else "[yellow]not installed[/]")
                   + (f", daemon pid {orph['daemon_pid']}" if orph["daemon_running"]
                      else ", daemon not running"))

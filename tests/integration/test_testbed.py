@@ -204,9 +204,18 @@ def test_down_stops_almighty_and_daemon_but_not_the_db(daemon: None) -> None:
     st = json.loads(status.stdout)
     assert st["almighty"]["pid"] is None and st["db"]["reachable"]
     assert not st["orpheus"]["daemon_running"]
+    assert [f["subject"] for f in st["faults"] if f["blocking"]] == ["Almighty"]
+    # down gives back the package's schedulers and oarsub (no stack-limit wrapper left)
+    assert st["stack_limit"] and not any(st["stack_limit"].values())
+    diversions = subprocess.run(["dpkg-divert", "--list"], capture_output=True, text=True,
+                                check=True).stdout
+    assert "schedulers/" not in diversions and "/usr/lib/oar/oarsub" not in diversions
+    assert not [p for p in Path("/usr/lib/oar").rglob("*") if p.is_file()
+                and b"raised stack limit" in p.read_bytes()]
     assert orpheus_cli("testbed", "up").returncode == 0
     st = json.loads(orpheus_cli("testbed", "status", "--json").stdout)
     assert st["almighty"]["listening"] and st["resources"] == {"Alive": 64}
+    assert all(st["stack_limit"].values()) and st["faults"] == []
     assert set(st) == documented_status_keys()
 
 
