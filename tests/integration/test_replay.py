@@ -18,8 +18,9 @@ from orpheus import cli, metrics
 
 pytestmark = pytest.mark.oar
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"  # shared/ beside the clone
-DOC = Path(__file__).resolve().parents[2] / "docs" / "replay-report.md"
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "data"
+DOC = ROOT / "docs" / "replay-report.md"
 
 
 @pytest.fixture
@@ -146,20 +147,22 @@ def test_batsim_walltime_workload(orpheus_daemon, tmp_path: Path) -> None:
 
 
 def worked_example(out: Path) -> list[list[str]]:
-    """The commands of the docs' worked example, writing under ``out``."""
+    """The commands of the docs' worked example, writing under ``out`` (their workload paths
+    are relative to the clone's root: the test runs them from there)."""
     text = DOC.read_text()
     block = re.search(r"<!-- worked-example -->\s*```sh\n(.*?)```", text, re.S)
     assert block, "docs/replay-report.md has no worked-example block"
     lines = block.group(1).replace("\\\n", " ").splitlines()
-    commands = [shlex.split(ln.replace("/tmp/gofree-slice", str(out))
-                            .replace("/work/shared/data", str(DATA)))
+    commands = [shlex.split(ln.replace("/tmp/gofree-slice", str(out)))
                 for ln in lines if ln.startswith("orpheus ")]
     assert [c[1] for c in commands] == ["replay", "report"]
     return [c[1:] for c in commands]
 
 
-def test_docs_worked_example_gofree_slice(orpheus_daemon, tmp_path: Path) -> None:
+def test_docs_worked_example_gofree_slice(orpheus_daemon, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """A 32-job slice of gofree_sample.swf (default, best-effort, 336-core jobs, cancellations)."""
+    monkeypatch.chdir(ROOT)  # as a user runs the docs' commands
     out = tmp_path / "slice"
     replay, report = worked_example(out)
     assert cli.main([*replay, "--no-progress", "--timeout", "400"]) == 0
