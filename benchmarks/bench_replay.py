@@ -26,7 +26,7 @@ from orpheus import cli
 from orpheus.daemon import running_daemon
 from orpheus.testbed_cli import bring_up
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def main() -> int:

@@ -337,12 +337,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="power per state, e.g. idle=95,busy=190,off=8,booting=120 (defaults)")
     p.add_argument("-o", "--output", type=Path,
                    help="write the intervals as CSV here ('-': stdout)")
+    p.add_argument("--machine-states", type=Path, metavar="FILE",
+                   help="write Batsim's machine_states.csv (nodes per machine state over time)")
     p.add_argument("--json", action="store_true", help="print the per-node figures as JSON")
     p.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
     import json
+
+    from orpheus import machine_states
 
     try:
         watts = parse_watts(args.watts)
@@ -358,6 +362,9 @@ def _main(args: argparse.Namespace) -> int:
             raise EnergyError("no job in OAR's database: give the window start with --since")
         intervals = all_intervals(inputs.nodes, inputs.state_changes, events, inputs.busy,
                                   since, until)
+        if args.machine_states:
+            machine_states.write(args.machine_states, machine_states.machine_states(
+                intervals, inputs.state_changes, since, until))
     except (EnergyError, OSError) as exc:
         raise SystemExit(f"orpheus energy: {exc}") from None
     rows = energy(intervals, watts)

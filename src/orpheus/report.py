@@ -237,15 +237,20 @@ def parse_range(text: str) -> list[int]:
 
 # ------------------------------------------------------------------------------ outputs
 
+def write_jobs_csv(records: Iterable[metrics.JobRecord], path: Path) -> None:
+    """Batsim's jobs.csv: a header, then one row per record."""
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, metrics.JOBS_CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(metrics.jobs_csv_row(r) for r in records)
+
+
 def write_outputs(records: list[metrics.JobRecord], nb_res: int, out: Path, *, tau: float,
                   title: str, plot: bool, now: float | None,
                   nodes: Sequence[tuple[str, int, int]] = ()) -> dict[str, Any]:
     """jobs.csv, schedule.json, gantt/utilisation figures, waits.csv (+ figure) when known."""
     out.mkdir(parents=True, exist_ok=True)
-    with (out / "jobs.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, metrics.JOBS_CSV_COLUMNS)
-        writer.writeheader()
-        writer.writerows(metrics.jobs_csv_row(r) for r in records)
+    write_jobs_csv(records, out / "jobs.csv")
     schedule = metrics.summary(records, nb_res, tau)
     boxes = metrics.gantt_boxes(records, now)
     clashes = metrics.overlaps(boxes)

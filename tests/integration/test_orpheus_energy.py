@@ -12,12 +12,16 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+import pandas as pd
 import pytest
 from conftest import ORPHEUS, SUBMITTER, current_config, db, state_durations, wait_final
+from evalys.visu.legacy import plot_mstates
 
 from oarlib import conf as oarconf
 from oarlib import oarcli
 from oarlib.almighty import notify
+from orpheus import machine_states
 from orpheus.testbed_cli import bring_up
 
 pytestmark = pytest.mark.oar
@@ -103,15 +107,19 @@ def test_hulot_halts_idle_nodes_wakes_them_for_a_job_and_the_report_adds_up(
     assert "ENERGY_SAVING_INTERNAL=\"no\"" in Path("/etc/oar/oar.conf").read_text()
 
     out_csv = Path(f"/tmp/orpheus-energy-{job}.csv")
+    states_csv = Path(f"/tmp/orpheus-machine-states-{job}.csv")
     watts = ",".join(f"{k}={v:g}" for k, v in WATTS.items())
     res = subprocess.run([*ORPHEUS, "energy", "--since", str(t0), "--until", str(until),
-                          "--watts", watts, "-o", str(out_csv), "--json"],
+                          "--watts", watts, "-o", str(out_csv),
+                          "--machine-states", str(states_csv), "--json"],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout)
     with out_csv.open() as f:
         rows = list(csv.DictReader(f))
     out_csv.unlink()
+    machine = pd.read_csv(states_csv)  # as evalys's machine-state plot takes it
+    states_csv.unlink()
     per_node: dict[str, list[dict[str, str]]] = defaultdict(list)
     for r in rows:
         per_node[r["node"]].append(r)
@@ -138,3 +146,34 @@ def test_hulot_halts_idle_nodes_wakes_them_for_a_job_and_the_report_adds_up(
             assert busy == [("busy", start, stop)], (node, states)
         else:
             assert states[-1] == ("off", halted[node], until), (node, states)
+    check_machine_states(machine, report, len(every), len(used), until - t0)
+
+
+def check_machine_states(states: pd.DataFrame, report: dict, nodes: int, used: int,
+                         length: float) -> None:
+    """Batsim's machine_states.csv of the run: every row counts every node; all were
+    sleeping at once; the job's nodes switched on and computed; each state's node-seconds
+    are the report's; and evalys's machine-state plot stacks it."""
+    assert tuple(states.columns) == machine_states.COLUMNS
+    assert states.time.iloc[0] == 0 and states.time.iloc[-1] == pytest.approx(length, abs=0.001)
+    assert (states[list(machine_states.COUNTS)].sum(axis=1) == nodes).all()
+    assert states.nb_sleeping.max() == nodes
+    assert states.nb_switching_on.max() == used and states.nb_computing.max() == used
+    assert (states.nb_switching_off == 0).all()
+    spans = states.time.diff().shift(-1).fillna(0)
+    seconds = {s: sum(f["seconds"][s] for f in report["nodes"].values()) for s in WATTS}
+    for column, state in (("nb_sleeping", "off"), ("nb_switching_on", "booting"),
+                          ("nb_computing", "busy")):
+        assert (states[column] * spans).sum() == pytest.approx(seconds[state], abs=0.5)
+    idle = ((states.nb_idle + states.nb_unavailable) * spans).sum()
+    assert idle == pytest.approx(seconds["idle"], abs=0.5)
+    fig, ax = plt.subplots()
+    try:
+        plot_mstates(states, ax=ax, title="orpheus energy --machine-states")
+        labels = [c.get_label() for c in ax.collections]
+        top = ax.dataLim.y1
+    finally:
+        plt.close(fig)
+    assert labels == ["nb_computing", "nb_idle", "nb_switching_off", "nb_switching_on",
+                      "nb_sleeping"]
+    assert top == (nodes - states.nb_unavailable).max()

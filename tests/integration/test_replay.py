@@ -9,17 +9,23 @@ import csv
 import json
 import re
 import shlex
+import warnings
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+import pandas as pd
 import pytest
 from conftest import db
+from evalys.jobset import JobSet
+from matplotlib.patches import Rectangle
 
 from orpheus import cli, metrics
 
 pytestmark = pytest.mark.oar
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"  # shared/ beside the clone
-DOC = Path(__file__).resolve().parents[2] / "docs" / "replay-report.md"
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "data"
+DOC = ROOT / "docs" / "replay-report.md"
 
 
 @pytest.fixture
@@ -106,7 +112,38 @@ def check_report_against_oar(out: Path, report: Path) -> list[dict[str, str]]:
     for name in ("gantt", "utilisation"):
         assert (report / f"{name}.png").read_bytes().startswith(b"\x89PNG")
         assert b"<svg" in (report / f"{name}.svg").read_bytes()[:2000]
+    check_evalys_reads(report, jobs)
     return jobs
+
+
+def check_evalys_reads(report: Path, jobs: list[dict[str, str]]) -> None:
+    """evalys loads the run's jobs.csv (every job, its times and resources) and its Gantt
+    chart draws one box per started job and run of consecutive resources."""
+    js = JobSet.from_csv(str(report / "jobs.csv"))
+    df = js.df.set_index("jobID")
+    assert list(df.index) == [j["job_id"] for j in jobs]
+    for j in jobs:
+        row = df.loc[j["job_id"]]
+        assert row.submission_time == pytest.approx(float(j["submission_time"]))
+        assert row.proc_alloc == (interval_count(j["allocated_resources"])
+                                  if j["allocated_resources"] else 0)
+        if j["starting_time"]:
+            assert (row.starting_time, row.finish_time) == (float(j["starting_time"]),
+                                                            float(j["finish_time"]))
+        else:
+            assert pd.isna(row.starting_time)
+    with warnings.catch_warnings():  # gantt() shows its figure: a no-op without a display
+        warnings.filterwarnings("ignore", "FigureCanvasAgg is non-interactive")
+        js.gantt(title=f"evalys: {report / 'jobs.csv'}")
+    fig = plt.gcf()
+    try:
+        boxes = [p for p in fig.axes[0].patches if isinstance(p, Rectangle)]
+        fig.savefig(report / "evalys-gantt.png")
+    finally:
+        plt.close(fig)
+    assert len(boxes) == sum(len(j["allocated_resources"].split()) for j in jobs
+                             if j["starting_time"])
+    assert (report / "evalys-gantt.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_batsim_walltime_workload(orpheus_daemon, tmp_path: Path) -> None:
@@ -146,20 +183,22 @@ def test_batsim_walltime_workload(orpheus_daemon, tmp_path: Path) -> None:
 
 
 def worked_example(out: Path) -> list[list[str]]:
-    """The commands of the docs' worked example, writing under ``out``."""
+    """The commands of the docs' worked example, writing under ``out`` (their workload paths
+    are relative to the clone's root: the test runs them from there)."""
     text = DOC.read_text()
     block = re.search(r"<!-- worked-example -->\s*```sh\n(.*?)```", text, re.S)
     assert block, "docs/replay-report.md has no worked-example block"
     lines = block.group(1).replace("\\\n", " ").splitlines()
-    commands = [shlex.split(ln.replace("/tmp/gofree-slice", str(out))
-                            .replace("/work/shared/data", str(DATA)))
+    commands = [shlex.split(ln.replace("/tmp/gofree-slice", str(out)))
                 for ln in lines if ln.startswith("orpheus ")]
     assert [c[1] for c in commands] == ["replay", "report"]
     return [c[1:] for c in commands]
 
 
-def test_docs_worked_example_gofree_slice(orpheus_daemon, tmp_path: Path) -> None:
+def test_docs_worked_example_gofree_slice(orpheus_daemon, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """A 32-job slice of gofree_sample.swf (default, best-effort, 336-core jobs, cancellations)."""
+    monkeypatch.chdir(ROOT)  # as a user runs the docs' commands
     out = tmp_path / "slice"
     replay, report = worked_example(out)
     assert cli.main([*replay, "--no-progress", "--timeout", "400"]) == 0

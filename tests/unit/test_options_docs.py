@@ -1,7 +1,7 @@
 """docs/orpheus.md, docs/replay-report.md and docs/orpheus-lifecycle.md: the options tables of
-`orpheus run`, `orpheus replay`, `orpheus report`, `orpheus demo` and `orpheus fail-node` list
-exactly the flags their parsers have (every spelling of each), as tests/unit/test_testbed_docs.py
-does for `orpheus testbed up`."""
+`orpheus run`, `orpheus replay`, `orpheus report`, `orpheus demo`, `orpheus fail-node` and
+`orpheus energy` list exactly the flags their parsers have (every spelling of each), as
+tests/unit/test_testbed_docs.py does for `orpheus testbed up`."""
 
 import argparse
 import re
@@ -51,6 +51,7 @@ def test_orpheus_run_options_table_matches_the_parser() -> None:
     ("report", "replay-report.md", "## `orpheus report ("),
     ("demo", "orpheus.md", "## `orpheus demo`"),
     ("fail-node", "orpheus-lifecycle.md", "## `orpheus fail-node`"),
+    ("energy", "orpheus-lifecycle.md", "## `orpheus energy`"),
 ])
 def test_other_options_tables_match_their_parsers(command: str, doc: str, heading: str) -> None:
     assert table_flags(doc, heading) == parser_flags(subcommand(command))

@@ -34,7 +34,7 @@ from orpheus.workload import (
     read_workload,
 )
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"  # shared/ beside the clone
+DATA = Path(__file__).resolve().parents[2] / "data"
 GOFREE = DATA / "gofree_sample.swf"
 BATSIM = DATA / "batsim"
 
