@@ -25,6 +25,7 @@ from conftest import SUBMITTER, db, submit_array, wait_final, wait_state
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from adage.resources.oar import job_resources
@@ -45,6 +46,9 @@ const d = o && o.contentDocument;
 return d && d.documentElement && d.documentElement.nodeName === 'svg'
        && d.querySelectorAll('text').length > 0
        ? new XMLSerializer().serializeToString(d.documentElement) : null;"""
+
+# Monika: the table cell right after the one holding a node's name (and no table itself)
+NODE_CELLS = "//td[.//a[normalize-space()='{}'] and not(.//table)]/following-sibling::td[1]"
 
 
 @pytest.fixture(scope="module")
@@ -95,12 +99,24 @@ def api(method: str, url: str, body: dict[str, Any] | None = None,
         return e.code, json.loads(e.read().decode() or "{}")
 
 
+NODES_OF = ("SELECT DISTINCT r.network_address FROM jobs j JOIN assigned_resources a "
+            "ON a.moldable_job_id = j.assigned_moldable_job JOIN resources r "
+            "ON r.resource_id = a.resource_id WHERE ")
+
+
 def job_nodes(job: int) -> list[str]:
     with db() as conn:
-        return [r[0] for r in conn.query(
-            "SELECT DISTINCT r.network_address FROM jobs j JOIN assigned_resources a "
-            "ON a.moldable_job_id = j.assigned_moldable_job JOIN resources r "
-            "ON r.resource_id = a.resource_id WHERE j.job_id = %s", [job])]
+        return [r[0] for r in conn.query(NODES_OF + "j.job_id = %s", [job])]
+
+
+def idle_node() -> str:
+    """The last node no active job holds (OAR fills the first resources first)."""
+    with db() as conn:
+        busy = {r[0] for r in conn.query(NODES_OF + "j.state IN ('toLaunch', 'Launching', "
+                                         "'Running', 'Finishing')")}
+        names = [r[0] for r in conn.query("SELECT network_address FROM resources "
+                                          "ORDER BY resource_id DESC")]
+    return next(n for n in names if n not in busy)
 
 
 def test_drawgantt_and_monika_show_a_simulated_job(daemon_factory: Any, urls: dict[str, str],
@@ -124,11 +140,11 @@ def test_drawgantt_and_monika_show_a_simulated_job(daemon_factory: Any, urls: di
         browser.get(urls["monika"])
         text = browser.find_element("tag name", "body").text
         assert "Orpheus test bed" in text
-        rows = {line.split()[0]: line.split()[1:] for line in text.splitlines()
-                if line.split() and line.split()[0].startswith("node")}
-        for node in nodes:
-            assert str(job) in rows[node], rows[node]  # its cores show the job
-        assert "Free" in text  # the other nodes' cores
+        for node in nodes:  # the cell after the node's name: a cell per core, the job's id
+            cores = browser.find_element(By.XPATH, NODE_CELLS.format(node)).text.split()
+            assert str(job) in cores, (node, cores)
+        idle = browser.find_element(By.XPATH, NODE_CELLS.format(idle_node())).text.split()
+        assert set(idle) == {"Free"}, idle  # every core of a node no job holds
         screenshot(browser, tmp_path, "monika.png")
     finally:
         oarcli.oardel([job], user=SUBMITTER)
