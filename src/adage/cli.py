@@ -31,6 +31,7 @@ from adage.model import Resources
 from adage.placeholders import PlaceholderError
 from adage.planners import PlanningError, get_planner
 from adage.resources.oar import job_resources, oar_nodefile
+from adage.resources.oarapi import api_job_resources
 
 
 class OutputError(ValueError):
@@ -66,6 +67,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-j", "--jobid", type=int, metavar="ID", help="resources of an OAR job")
     p.add_argument("-J", "--addjobid", type=int, action="append", default=[], metavar="ID",
                    help="add the resources of an OAR job (repeatable)")
+    p.add_argument("--oar-api", metavar="URL",
+                   help="read -j/-J jobs from OAR's REST API at URL instead of oarstat "
+                        "(e.g. http://server:6668/oarapi/)")
     p.add_argument("-D", "--dump", action="append", default=[], choices=documents.DUMP_KINDS,
                    help="dump a document once validated or made (repeatable)")
     p.add_argument("-F", "--dump-file", action="append", default=[], metavar="FILE",
@@ -158,7 +162,8 @@ def resources_of(args: argparse.Namespace) -> Resources:
     parts = [documents.read_resources(docs)] if docs else []
     jobs = [j for j in [args.jobid, *args.addjobid] if j is not None]
     if jobs:
-        parts.append(job_resources(jobs))
+        parts.append(api_job_resources(jobs, args.oar_api) if args.oar_api
+                     else job_resources(jobs))
     if args.oarnodefile:
         parts.append(oar_nodefile(args.oarnodefile))
     if not parts:

@@ -10,7 +10,7 @@ from typing import Any
 from rich.table import Table
 
 import orpheus
-from oarlib import testbed
+from oarlib import testbed, web
 from oarlib.testbed import Config, TestbedError
 from orpheus import install
 
@@ -27,7 +27,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 def full_status() -> dict[str, Any]:
     """The test bed's status plus whether Orpheus is installed and its daemon runs."""
-    return testbed.status() | {"orpheus": install.status()}
+    return testbed.status() | {"orpheus": install.status(), "web": web.status()}
 
 
 def _switch_hook() -> None:
@@ -37,22 +37,31 @@ def _switch_hook() -> None:
     install.clear_spool_state()
 
 
-def bring_up(cfg: Config, orpheus: bool = True) -> dict[str, Any]:
-    """What ``orpheus testbed up`` does: ``testbed.up`` with the Orpheus install step."""
+def bring_up(cfg: Config, orpheus: bool = True, with_web: bool | None = None) -> dict[str, Any]:
+    """What ``orpheus testbed up`` does: ``testbed.up`` with the Orpheus install step, then
+    OAR's web tools up (``with_web``), stopped (False) or, if None, kept as they are (and
+    reconfigured when they run: the database may have changed)."""
     if cfg.energy and not orpheus:
         raise TestbedError("--energy needs the fake halt/wake-up commands: drop --no-orpheus")
     hook = (lambda: install.install(restart=False)) if orpheus else None
+    keep_web = with_web if with_web is not None else web.apache_pid() is not None
     testbed.up(cfg, install=hook, before_switch=_switch_hook)
+    if keep_web:
+        web.up(cfg.user)
+    else:
+        web.down()
     return full_status()
 
 
 def up(args: argparse.Namespace) -> int:
-    show(bring_up(config_from_args(args), orpheus=not args.no_orpheus), args.json)
+    show(bring_up(config_from_args(args), orpheus=not args.no_orpheus, with_web=args.web),
+         args.json)
     return 0
 
 
 def down(args: argparse.Namespace) -> int:
     testbed.down(all_servers=args.all, before=install.stop_daemon)
+    web.down()
     if not args.json:
         print("test bed stopped" + (" (database servers too)" if args.all else ""))
     else:
@@ -106,6 +115,9 @@ def show(st: dict[str, Any], as_json: bool) -> None:
     table.add_row("Orpheus", ("installed" if orph["installed"] else "[yellow]not installed[/]")
                   + (f", daemon pid {orph['daemon_pid']}" if orph["daemon_running"]
                      else ", daemon not running"))
+    urls = st.get("web", {}).get("urls")
+    table.add_row("web", "\n".join(f"{k}: {u}" for k, u in urls.items()) if urls
+                  else "not running (testbed up --web)")
     orpheus.console().print(table)
 
 
@@ -147,6 +159,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     u.add_argument("--boot-time", type=int, default=d.boot_time,
                    help="seconds a woken-up fake node takes to boot (%(default)s)")
     u.add_argument("--no-orpheus", action="store_true", help="skip `orpheus install`")
+    u.add_argument("--web", action="store_true",
+                   help="OAR's Drawgantt, Monika and REST API behind Apache (stopped without)")
     u.add_argument("--json", action="store_true", help="print the status as JSON")
     u.set_defaults(func=_guarded(up))
 
