@@ -22,6 +22,7 @@ from pathlib import Path
 from lxml import etree
 
 from adage import plugin
+from adage.errors import AdageError
 from adage.model import (
     RESERVED,
     Constraint,
@@ -52,7 +53,7 @@ SCHEMAS = {  # root element -> schema, for the documents that are not applicatio
 DUMP_KINDS = ("generic", "res", "plan", "ctrl", "status")
 
 
-class DocumentError(ValueError):
+class DocumentError(AdageError, ValueError):
     """A document that cannot be read, is not well-formed, breaks its schema or a rule of
     ADAGE; ``line`` is 0 when the error concerns the whole file."""
 
