@@ -30,23 +30,23 @@ from typing import Any
 from adage.deploy import protocol, statedir
 from adage.deploy.context import DeployContext, needs
 from adage.deploy.dryrun import dry_run
-from adage.deploy.layout import Layout, ProcSpec, Stage, stages
-from adage.deploy.links import Link, Source, log_tail
-from adage.deploy.propagation import Setup, check_methods, choose, propagation
-from adage.deploy.snapshot import snapshot
-from adage.deploy.ssh import SshOptions
-from adage.deploy.state import (
+from adage.deploy.events import (
     Deployed,
     Event,
     Fail,
     Finished,
     Launch,
-    Machine,
     NodeStarting,
     NodeUp,
     PluginReady,
     Tick,
 )
+from adage.deploy.layout import Layout, ProcSpec, Stage, stages
+from adage.deploy.links import Link, Source, log_tail
+from adage.deploy.propagation import Setup, check_methods, choose, propagation
+from adage.deploy.snapshot import snapshot
+from adage.deploy.ssh import SshOptions
+from adage.deploy.state import Machine
 from adage.deploy.transport import TransportError, get_transport
 from adage.errors import AdageError
 from adage.model import CtrlParams, GenericAppl, PgInstance, Plan, Resources

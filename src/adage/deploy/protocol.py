@@ -14,8 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from adage.deploy.layout import ProcSpec
-from adage.deploy.state import (
+from adage.deploy.events import (
     Acked,
     Event,
     Exited,
@@ -23,6 +22,7 @@ from adage.deploy.state import (
     ProcKey,
     Value,
 )
+from adage.deploy.layout import ProcSpec
 
 KILL: dict[str, Any] = {"op": "kill"}
 DETACH: dict[str, Any] = {"op": "detach"}

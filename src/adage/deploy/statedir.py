@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from adage import documents
-from adage.deploy.state import ProcKey, proc_name
+from adage.deploy.events import ProcKey, proc_name
 from adage.deploy.transport import TransportError, get_transport
 from adage.errors import AdageError
 from adage.model import Node
