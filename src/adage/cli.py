@@ -8,11 +8,12 @@ with --wait), 2 bad usage.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import resource
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -20,26 +21,20 @@ from rich.table import Table
 
 from adage import documents
 from adage.deploy import statedir
-from adage.deploy.deployer import Deployer, DeployError, Options
-from adage.deploy.layout import LayoutError
+from adage.deploy.deployer import Deployer, Options
 from adage.deploy.progress import Progress
 from adage.deploy.sources import SourceError, local_nodes
 from adage.deploy.ssh import SshOptions
-from adage.deploy.state import PState
-from adage.deploy.transport import TransportError
+from adage.errors import AdageError
 from adage.model import Resources
-from adage.placeholders import PlaceholderError
-from adage.planners import PlanningError, get_planner
+from adage.planners import get_planner
 from adage.resources.oar import job_resources, oar_nodefile
 from adage.resources.oarapi import api_job_resources
+from adage.status import PState, Status
 
 
-class OutputError(ValueError):
+class OutputError(AdageError, ValueError):
     """A dump that cannot be written (``-F``)."""
-
-
-ERRORS = (OutputError, documents.DocumentError, PlanningError, DeployError, SourceError,
-          LayoutError, PlaceholderError, TransportError, statedir.StateError)
 
 
 def seconds(text: str) -> float:
@@ -117,8 +112,11 @@ def state_parser(cmd: str) -> argparse.ArgumentParser:
                  "state (default: the latest)."}[cmd])
     p.add_argument("id", nargs="?", help="deployment id (see ~/.adage/deployments)")
     if cmd == "status":
-        p.add_argument("-D", "--dump", action="append", default=[], choices=["status"],
-                       help="print the status document instead of the table")
+        shown = p.add_mutually_exclusive_group()
+        shown.add_argument("-D", "--dump", action="append", default=[], choices=["status"],
+                           help="print the status document instead of the table")
+        shown.add_argument("--json", action="store_true",
+                           help="print the status as JSON (with the failure's fields)")
     return p
 
 
@@ -188,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Output(args.loglevel, args.dump, args.dump_file)
     try:
         return run(args, out)
-    except ERRORS as e:
+    except AdageError as e:
         out.err.print(f"adage: error: {e}", markup=False)
         return 1
 
@@ -239,7 +237,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
         with progress:
             result = deployer.run()
     finally:
-        out.dump("status", deployer.status(deployer.machine.failure or ""))
+        out.dump("status", deployer.status())
     m = result.machine
     out.say(1, f"deployment {deployer.dep_id}: {len(m.instances)} instance(s) acknowledged in "
                f"{result.acked_after or result.elapsed:.2f} s; ./get_status.sh, ./cleanup.sh "
@@ -248,7 +246,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
         return 0
     failed = [p for p in m.processes() if p.state != PState.EXITED or p.code != 0]
     if args.loglevel >= 1:
-        out.err.print(process_table(m))
+        out.err.print(status_table(deployer.status()))
     return 1 if failed else 0
 
 
@@ -260,11 +258,15 @@ def raise_fd_limit() -> None:
                                                     else max(soft, 65536), hard))
 
 
-def process_table(machine: object) -> Table:
-    t = Table("proc_group", "index", "process", "node", "pid", "state", "exit code")
-    for p in machine.processes():  # type: ignore[attr-defined]
-        t.add_row(p.group, str(p.index), p.process, p.node, str(p.pid or "-"), p.state.value,
-                  "-" if p.code is None else str(p.code))
+def status_table(status: Status, title: str | None = None) -> Table:
+    """One row per process instance: where it ran, its state, pid and exit code."""
+    t = Table("proc_group", "index", "node", "process", "state", "pid", "exit code",
+              title=title, title_justify="left")
+    for inst in status.instances:
+        for p in inst.processes:
+            t.add_row(inst.proc_group, str(inst.index), inst.node, f"{p.id}/{p.index}",
+                      p.state, str(p.pid or "-"),
+                      "-" if p.exit_code is None else str(p.exit_code))
     return t
 
 
@@ -281,7 +283,7 @@ def state_main(cmd: str, argv: list[str]) -> int:
                 err.print(f"deployment {dep.id} cleaned")
             return 1 if errors else 0
         status, unreachable = statedir.refresh_status(dep)
-    except ERRORS as e:
+    except AdageError as e:
         err.print(f"adage {cmd}: error: {e}", markup=False)
         return 1
     for node in unreachable:
@@ -289,15 +291,11 @@ def state_main(cmd: str, argv: list[str]) -> int:
                   "known state", markup=False)
     if args.dump:
         sys.stdout.write(documents.dump("status", status))
-        return 1 if unreachable else 0
-    t = Table("proc_group", "index", "node", "process", "state", "pid", "exit code",
-              title=f"deployment {dep.id}", title_justify="left")
-    for inst in status.instances:
-        for p in inst.processes:
-            t.add_row(inst.proc_group, str(inst.index), inst.node, f"{p.id}/{p.index}",
-                      p.state, str(p.pid or "-"),
-                      "-" if p.exit_code is None else str(p.exit_code))
-    Console(highlight=False).print(t)
+    elif args.json:
+        print(json.dumps({"id": dep.id, "unreachable": unreachable, **asdict(status)},
+                         indent=1))
+    else:
+        Console(highlight=False).print(status_table(status, f"deployment {dep.id}"))
     return 1 if unreachable else 0
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from lxml import etree
 
 from adage import plugin
+from adage.errors import AdageError
 from adage.model import (
     RESERVED,
     Constraint,
@@ -40,7 +41,7 @@ from adage.model import (
 )
 from adage.placeholders import PlaceholderError, refs
 from adage.plugins import resolve_src
-from adage.status import InstanceStatus, ProcessStatus, Status
+from adage.status import Failure, InstanceStatus, ProcessStatus, Status
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 SCHEMAS = {  # root element -> schema, for the documents that are not application descriptions
@@ -52,7 +53,7 @@ SCHEMAS = {  # root element -> schema, for the documents that are not applicatio
 DUMP_KINDS = ("generic", "res", "plan", "ctrl", "status")
 
 
-class DocumentError(ValueError):
+class DocumentError(AdageError, ValueError):
     """A document that cannot be read, is not well-formed, breaks its schema or a rule of
     ADAGE; ``line`` is 0 when the error concerns the whole file."""
 
@@ -523,7 +524,16 @@ def read_status(path: str | Path) -> Status:
         ),
         deployment=root.get("deployment", ""), planner=root.get("planner", ""),
         started=_float(root.get("started")), updated=_float(root.get("updated")),
+        failure=_failure(root.find("failure")),
     )
+
+
+def _failure(f: etree._Element | None) -> Failure | None:
+    if f is None:
+        return None
+    return Failure(f.get("message"), f.get("node", ""), f.get("proc_group", ""),
+                   _int(f.get("index")), f.get("process", ""), _int(f.get("process_index")),
+                   _int(f.get("exit_code")), f.get("stderr", ""))
 
 
 def _process_status(p: etree._Element) -> ProcessStatus:
@@ -670,6 +680,10 @@ def _status_xml(status: Status) -> etree._Element:
                      stderr=p.stderr or None, started=_time(p.started), ended=_time(p.ended),
                      message=p.message or None)
             _pairs(pe, "value", p.values)
+    if (f := status.failure) is not None:
+        _el(root, "failure", message=f.message, node=f.node or None,
+            proc_group=f.proc_group or None, index=f.index, process=f.process or None,
+            process_index=f.process_index, exit_code=f.exit_code, stderr=f.stderr or None)
     return root
 
 

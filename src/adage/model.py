@@ -11,7 +11,7 @@ from pathlib import PurePosixPath
 
 FILE_TYPES = ("cfg", "lib", "data", "exe", "so")
 SUBMISSION_METHODS = ("local", "ssh", "oarsh")
-TRANSFER_METHODS = ("local", "scp", "rsync", "oarcp")
+TRANSFER_METHODS = ("tar", "local", "scp", "rsync", "oarcp")  # local: an alias of tar
 RESERVED = ("_common", "_adage")  # not group ids: directories of the run directory layout
 
 

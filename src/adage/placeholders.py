@@ -13,6 +13,8 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from adage.errors import AdageError
+
 _TOKEN = re.compile(r"@@|@\{([^}]*)(\}?)")
 _SELF = re.compile(r"self\.(index|host|group)")
 _GROUP = re.compile(
@@ -21,7 +23,7 @@ _GROUP = re.compile(
 )
 
 
-class PlaceholderError(ValueError):
+class PlaceholderError(AdageError, ValueError):
     """A ``@{...}`` that does not follow the placeholder syntax."""
 
 

@@ -1,6 +1,6 @@
 """The plugin contract, after ADAGE's: convert a specific description to a generic fragment,
-configure after planning, launch a process group (synchronously or not), take
-acknowledgements, configure after launch.
+configure after planning, launch a process group (synchronously or not), say when a
+non-asynchronous group is ready, configure after launch.
 
 Plugins are found through the ``adage.plugins`` entry point group and chosen by the root
 element of a specific document (``Plugin.root``).
@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from adage.model import GenericAppl, PgInstance, ProcGroup
 
 if TYPE_CHECKING:
     from lxml import etree
+
+    from adage.deploy.context import DeployContext
 
 
 class Plugin:
@@ -30,11 +32,12 @@ class Plugin:
         """The generic fragment of one validated specific document."""
         raise NotImplementedError
 
-    # ---- deployment hooks (``ctx`` is the deployer's context: plan, resources, run dirs)
-    def pre_configure(self, ctx: Any) -> None:
+    # ---- deployment hooks (``ctx``: the deployment as plugins see it)
+    def pre_configure(self, ctx: DeployContext) -> None:
         """After planning, before any launch (e.g. write an MPI machinefile)."""
 
-    def launch_group(self, group: ProcGroup, instances: list[PgInstance], ctx: Any) -> bool:
+    def launch_group(self, group: ProcGroup, instances: list[PgInstance],
+                     ctx: DeployContext) -> bool:
         """Launch ``group`` itself and return True, or return False to let the satellites
         start every instance's processes (the default)."""
         return False
@@ -44,15 +47,11 @@ class Plugin:
         the deployer must also wait for ``is_ready``."""
         return True
 
-    def on_ack(self, group: ProcGroup, instance: PgInstance, report: dict[str, Any],
-               ctx: Any) -> None:
-        """A satellite acknowledged ``instance`` (``report``: pids and reported values)."""
-
-    def is_ready(self, group: ProcGroup, ctx: Any) -> bool:
+    def is_ready(self, group: ProcGroup, ctx: DeployContext) -> bool:
         """For non-asynchronous groups: whether dependants may be launched now."""
         return True
 
-    def post_configure(self, ctx: Any) -> None:
+    def post_configure(self, ctx: DeployContext) -> None:
         """After every group is launched."""
 
 

@@ -13,6 +13,17 @@ from typing import Any
 from oarlib.conf import DbParams
 
 
+def marks(items: Sequence[Any]) -> str:
+    """The ``%s`` placeholders of an SQL IN-list of ``items``: ``%s,%s,...``."""
+    return ",".join(["%s"] * len(items))
+
+
+def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    """``items`` in slices of ``size`` (one IN-list or multi-row statement each)."""
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
 def connection_errors() -> tuple[type[Exception], ...]:
     """Errors that mean "the database is unreachable or the connection broke"."""
     import psycopg

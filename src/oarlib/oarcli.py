@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import tempfile
 from collections.abc import Sequence
+
+from oarlib.run import run_checked
 
 
 class OarCommandError(RuntimeError):
@@ -21,12 +22,12 @@ def _as(user: str | None, argv: Sequence[str]) -> list[str]:
 
 def oarsub(args: Sequence[str], user: str | None = None, timeout: float = 120) -> list[int]:
     """Run ``oarsub ARGS`` as ``user``; the job ids it printed (several for an array)."""
-    out = subprocess.run(_as(user, ["oarsub", *args]), cwd="/tmp", capture_output=True,
-                         text=True, timeout=timeout)
+    what = f"oarsub {' '.join(args)}"
+    out = run_checked(_as(user, ["oarsub", *args]), OarCommandError, what=what, cwd="/tmp",
+                      timeout=timeout)
     ids = [int(m) for m in re.findall(r"^OAR_JOB_ID=(\d+)", out.stdout, re.M)]
-    if out.returncode != 0 or not ids:
-        raise OarCommandError(f"oarsub {' '.join(args)}: {out.stdout.strip()} "
-                              f"{out.stderr.strip()}".strip())
+    if not ids:
+        raise OarCommandError(f"{what}: no job id in {out.stdout.strip()!r}")
     return ids
 
 
@@ -43,7 +44,5 @@ def oarsub_array(params: Sequence[str], command: str = "sim", resources: str = "
 
 
 def oardel(job_ids: Sequence[int], user: str | None = None, *flags: str) -> None:
-    out = subprocess.run(_as(user, ["oardel", *flags, *map(str, job_ids)]), cwd="/tmp",
-                         capture_output=True, text=True, timeout=60)
-    if out.returncode != 0:
-        raise OarCommandError(f"oardel {job_ids}: {out.stdout.strip()} {out.stderr.strip()}")
+    run_checked(_as(user, ["oardel", *flags, *map(str, job_ids)]), OarCommandError,
+                what=f"oardel {job_ids}", cwd="/tmp", timeout=60)

@@ -20,11 +20,12 @@ import pwd
 import re
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from oarlib.run import run_checked
 
 BASE = Path("/var/lib/orpheus-sshnodes")
 HOSTS = Path("/etc/hosts")
@@ -105,13 +106,6 @@ def ssh_config_text(current: str) -> str:
 
 
 # ------------------------------------------------------------------ shell
-def _run(argv: Sequence[str], **kw: object) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(list(argv), capture_output=True, text=True, check=False, **kw)  # type: ignore[call-overload]
-    if done.returncode != 0:
-        raise SshNodesError(f"{' '.join(argv)}: exit {done.returncode}: {done.stderr.strip()}")
-    return done
-
-
 def _write_if_changed(path: Path, text: str, mode: int = 0o644) -> None:
     if not path.exists() or path.read_text() != text:
         path.write_text(text)  # in place: /etc/hosts may be a bind mount
@@ -157,7 +151,7 @@ def start(node: str, timeout: float = 10.0) -> int:
         stop(node)  # written by an older version: restart with the current configuration
     _write_if_changed(conf, sshd_config(node))
     PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
-    _run([SSHD, "-f", str(conf), "-E", str(d / "sshd.log")])
+    run_checked([SSHD, "-f", str(conf), "-E", str(d / "sshd.log")], SshNodesError)
     deadline = time.monotonic() + timeout
     while not (listening(node) and (pid := pid_of(node))):
         if time.monotonic() > deadline:
@@ -220,8 +214,8 @@ def ensure_host_key() -> None:
     BASE.mkdir(parents=True, exist_ok=True)
     BASE.chmod(0o755)
     if not HOST_KEY.exists():
-        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "orpheus-sshnodes",
-              "-f", str(HOST_KEY)])
+        run_checked(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "orpheus-sshnodes",
+                     "-f", str(HOST_KEY)], SshNodesError)
 
 
 def write_known_hosts(nodes: Iterable[str]) -> None:
@@ -240,8 +234,8 @@ def ensure_user_keys(user: str) -> None:
     ssh.mkdir(mode=0o700, exist_ok=True)
     key = ssh / "id_ed25519"
     if not key.exists():
-        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{user}@sshnodes",
-              "-f", str(key)])
+        run_checked(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{user}@sshnodes",
+                     "-f", str(key)], SshNodesError)
     pub = Path(f"{key}.pub").read_text().strip()
     auth = ssh / "authorized_keys"
     lines = auth.read_text().splitlines() if auth.exists() else []
@@ -260,7 +254,7 @@ def _unlock(user: str) -> None:
     for line in Path("/etc/shadow").read_text().splitlines():
         fields = line.split(":")
         if fields[0] == user and fields[1].startswith("!"):
-            _run(["usermod", "-p", "*", user])
+            run_checked(["usermod", "-p", "*", user], SshNodesError)
 
 
 # ------------------------------------------------------------------ up / down / status

@@ -39,7 +39,7 @@ from rich.progress import (
 
 from oarlib import conf as oarconf
 from oarlib import faults, oarcli, testbed
-from oarlib.db import Db
+from oarlib.db import Db, chunks, marks
 from orpheus.metrics import percentiles
 from orpheus.replayplan import (
     UNITS,
@@ -82,11 +82,9 @@ def testbed_capacity(db: Db) -> Capacity:
 
 def job_states(db: Db, job_ids: list[int]) -> dict[int, str]:
     out: dict[int, str] = {}
-    for i in range(0, len(job_ids), 500):
-        chunk = job_ids[i:i + 500]
+    for chunk in chunks(job_ids, 500):
         out.update({int(j): s for j, s in db.query(
-            f"SELECT job_id, state FROM jobs WHERE job_id IN ({','.join(['%s'] * len(chunk))})",
-            chunk)})
+            f"SELECT job_id, state FROM jobs WHERE job_id IN ({marks(chunk)})", chunk)})
     return out
 
 

@@ -25,7 +25,7 @@ from typing import Any
 from ClusterShell.RangeSet import RangeSet, RangeSetParseError
 
 from oarlib import conf as oarconf
-from oarlib.db import Db
+from oarlib.db import Db, chunks, marks
 from orpheus import metrics, plots
 from orpheus.replay import MAPPING, META
 
@@ -37,15 +37,6 @@ class ReportError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- OAR side
-
-def _in(ids: Sequence[int]) -> str:
-    return ",".join(["%s"] * len(ids))
-
-
-def _chunks(ids: Sequence[int]) -> Iterable[Sequence[int]]:
-    for i in range(0, len(ids), CHUNK):
-        yield ids[i:i + CHUNK]
-
 
 def resource_columns(db: Db) -> set[str]:
     if db.kind == "Pg":
@@ -77,22 +68,22 @@ def fetch_jobs(db: Db, job_ids: Sequence[int]) -> dict[int, metrics.OarJob]:
     resources: dict[int, list[int]] = {}
     events: dict[int, list[str]] = {}
     running: dict[int, int] = {}  # job -> when it first entered Running
-    for chunk in _chunks(list(job_ids)):
+    for chunk in chunks(list(job_ids), CHUNK):
         for r in db.query(
                 "SELECT job_id, state, submission_time, start_time, stop_time, exit_code, "
                 "assigned_moldable_job, queue_name, job_user, command FROM jobs "
-                f"WHERE job_id IN ({_in(chunk)})", chunk):
+                f"WHERE job_id IN ({marks(chunk)})", chunk):
             rows[int(r[0])] = r
         for job, mold, wall in db.query(
                 "SELECT moldable_job_id, moldable_id, moldable_walltime FROM "
-                f"moldable_job_descriptions WHERE moldable_job_id IN ({_in(chunk)})", chunk):
+                f"moldable_job_descriptions WHERE moldable_job_id IN ({marks(chunk)})", chunk):
             molds.setdefault(int(job), []).append((int(mold), int(wall)))
         for mold, group, rtype, value, order in db.query(
                 "SELECT g.res_group_moldable_id, g.res_group_id, d.res_job_resource_type, "
                 "d.res_job_value, d.res_job_order FROM moldable_job_descriptions m "
                 "JOIN job_resource_groups g ON g.res_group_moldable_id = m.moldable_id "
                 "JOIN job_resource_descriptions d ON d.res_job_group_id = g.res_group_id "
-                f"WHERE m.moldable_job_id IN ({_in(chunk)})", chunk):
+                f"WHERE m.moldable_job_id IN ({marks(chunk)})", chunk):
             groups.setdefault(int(mold), {}).setdefault(int(group), []).append(
                 (int(order), str(rtype), int(value)))
         for job, res in db.query(
@@ -100,14 +91,14 @@ def fetch_jobs(db: Db, job_ids: Sequence[int]) -> dict[int, metrics.OarJob]:
                 "JOIN moldable_job_descriptions m ON m.moldable_id = a.moldable_job_id "
                 "JOIN jobs j ON j.job_id = m.moldable_job_id "
                 "AND j.assigned_moldable_job = m.moldable_id "
-                f"WHERE m.moldable_job_id IN ({_in(chunk)})", chunk):
+                f"WHERE m.moldable_job_id IN ({marks(chunk)})", chunk):
             resources.setdefault(int(job), []).append(int(res))
         for job, kind in db.query(
-                f"SELECT job_id, type FROM event_logs WHERE job_id IN ({_in(chunk)})", chunk):
+                f"SELECT job_id, type FROM event_logs WHERE job_id IN ({marks(chunk)})", chunk):
             events.setdefault(int(job), []).append(str(kind))
         for job, since in db.query(
                 "SELECT job_id, MIN(date_start) FROM job_state_logs WHERE job_state = %s "
-                f"AND job_id IN ({_in(chunk)}) GROUP BY job_id", ["Running", *chunk]):
+                f"AND job_id IN ({marks(chunk)}) GROUP BY job_id", ["Running", *chunk]):
             running[int(job)] = int(since)
     units = per_unit(db, {t for g in groups.values() for lv in g.values() for _, t, _ in lv})
     out = {}
@@ -154,9 +145,9 @@ def ids_since(db: Db, since: int) -> list[int]:
 
 def existing_ids(db: Db, ids: Sequence[int]) -> list[int]:
     found: list[int] = []
-    for chunk in _chunks(list(ids)):
+    for chunk in chunks(list(ids), CHUNK):
         found += [int(j) for (j,) in db.query(
-            f"SELECT job_id FROM jobs WHERE job_id IN ({_in(chunk)})", chunk)]
+            f"SELECT job_id FROM jobs WHERE job_id IN ({marks(chunk)})", chunk)]
     return sorted(found)
 
 

@@ -3,6 +3,7 @@ Open MPI; failures, timeouts, Ctrl-C, status and clean."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -232,6 +233,24 @@ def test_ctrl_c_kills_every_launched_process(adage: Adage) -> None:
 
 
 # ------------------------------------------------------------------ state, scripts, CLI
+def test_a_failure_keeps_its_fields_in_the_status_and_status_json(adage: Adage) -> None:
+    appl = generic(adage.cwd / "a.xml", sh_group("bad", "echo oops &gt;&amp;2; exit 5"))
+    r = adage("-a", str(appl), "-x", "--wait", "-l", "1")
+    assert r.returncode == 1 and "process p/0 exited with code 5" in r.stderr, r.stderr
+    shown = adage("status", "--json")
+    assert shown.returncode == 0, shown.stderr
+    data = json.loads(shown.stdout)
+    assert data["id"] == adage.deployment() and data["unreachable"] == []
+    f = data["failure"]
+    assert (f["node"], f["proc_group"], f["index"], f["process"], f["process_index"],
+            f["exit_code"], f["stderr"]) == ("local1", "bad", 0, "p", 0, 5, "oops")
+    assert f["message"] in r.stderr
+    [inst] = data["instances"]
+    assert inst["processes"][0]["state"] == "failed" and inst["processes"][0]["exit_code"] == 5
+    assert adage("status", "--json", "-D", "status").returncode == 2  # one or the other
+    assert adage("clean").returncode == 0
+
+
 def test_status_scripts_and_clean(adage: Adage) -> None:
     appl = generic(adage.cwd / "a.xml", sh_group("long", "sleep 300", card=2) +
                    sh_group("short", "sleep 1; exit 3"))

@@ -31,6 +31,7 @@ from test_adage_cluster import (
 
 from adage.deploy import taktuk
 from adage.deploy.ssh import SshOptions
+from adage.deploy.taktuk_session import TaktukSession
 from oarlib import sshnodes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -209,7 +210,7 @@ def test_a_50_mb_file_reaches_every_node_intact_and_leaves_the_front_end_once_pe
 
 def test_the_tree_seen_by_taktuk_network_state(nodes: list[str]) -> None:
     """What --fanout 4 means: the front end is connected to 4 nodes, each to at most 4."""
-    s = taktuk.TaktukSession({n: n for n in nodes}, SshOptions(fanout=4))
+    s = TaktukSession({n: n for n in nodes}, SshOptions(fanout=4))
     s.start(Path(tempfile.mktemp(prefix="taktuk-", suffix=".log")))
     try:
         s.wait_numbered(60)

@@ -132,8 +132,8 @@ def test_placeholders_resolve_to_addresses_counts_values_and_self() -> None:
     ctx = context()
     for n in ("n1", "n2", "n3"):
         ctx.machine.feed(NodeUp(n), 0.0)
-    ctx.machine.feed(Acked("S", 0, {"srv/0": 7}), 0.0)
-    ctx.machine.feed(Value("S", 0, "srv/0", "token", "s3cr=t"), 0.0)
+    ctx.machine.feed(Acked("S", 0, {("srv", 0): 7}), 0.0)
+    ctx.machine.feed(Value("S", 0, ("srv", 0), "token", "s3cr=t"), 0.0)
     spec = ctx.spec("C", 0, "cli", 1)
     assert spec.argv[1:] == ("10.0.0.1:9000", "s3cr=t", "@home", "n2,10.0.0.3", "2",
                              "10.0.0.3")

@@ -94,8 +94,8 @@ def test_a_group_waits_for_the_values_its_placeholders_use() -> None:
     m = machine(appl, needs={"W": {("S", 0, "address")}})
     up(m)
     assert ack(m, "S") == []
-    assert m.feed(Value("S", 0, "p0/0", "other", "x"), 0.0) == []
-    assert m.feed(Value("S", 0, "p0/0", "address", "tcp://h:1"), 0.0) == [Launch("W")]
+    assert m.feed(Value("S", 0, ("p0", 0), "other", "x"), 0.0) == []
+    assert m.feed(Value("S", 0, ("p0", 0), "address", "tcp://h:1"), 0.0) == [Launch("W")]
     assert m.instances[("S", 0)].values["address"] == "tcp://h:1"
 
 
@@ -105,17 +105,17 @@ def test_the_exit_condition_waits_for_every_process_to_exit_zero() -> None:
     m = machine(appl)
     up(m)
     assert ack(m, "setup") == []
-    assert m.feed(Exited("setup", 0, "p0/0", 0), 0.0) == []
-    assert m.feed(Exited("setup", 1, "p0/0", 0), 0.0) == [Launch("run")]
+    assert m.feed(Exited("setup", 0, ("p0", 0), 0), 0.0) == []
+    assert m.feed(Exited("setup", 1, ("p0", 0), 0), 0.0) == [Launch("run")]
     assert ack(m, "run") == [Deployed()]
-    assert m.feed(Exited("run", 0, "p0/0", 0), 0.0) == [Finished()]
+    assert m.feed(Exited("run", 0, ("p0", 0), 0), 0.0) == [Finished()]
 
 
 def test_a_failed_process_fails_the_deployment_naming_node_group_and_process() -> None:
     m = machine(CHAIN)
     up(m)
     ack(m, "A")
-    [fail] = m.feed(Exited("A", 0, "p0/0", 3), 1.0)
+    [fail] = m.feed(Exited("A", 0, ("p0", 0), 3), 1.0)
     assert isinstance(fail, Fail)
     assert "node n0" in fail.message and "group A" in fail.message
     assert "p0/0" in fail.message and "code 3" in fail.message
@@ -128,7 +128,7 @@ def test_a_failed_process_fails_the_deployment_naming_node_group_and_process() -
 def test_a_process_that_cannot_start_is_named() -> None:
     m = machine(CHAIN)
     up(m)
-    [fail] = m.feed(LaunchError("A", 0, "p0/0", "nope: No such file"), 0.0)
+    [fail] = m.feed(LaunchError("A", 0, ("p0", 0), "nope: No such file"), 0.0)
     assert fail == Fail("node n0: group A instance 0 process p0/0 failed to start: "
                         "nope: No such file")
 
@@ -216,8 +216,8 @@ def test_no_group_launches_before_its_dependencies_met_their_condition(
         for action in m.feed(event, 0.0):  # type: ignore[arg-type]
             assert not isinstance(action, Fail), action
             if isinstance(action, Launch):
-                assert all(met(d) for d in appl.dependencies if d.group == action.group)
-                launched.append(action.group)
+                assert all(met(d) for d in appl.dependencies if d.group == action.proc_group)
+                launched.append(action.proc_group)
 
     pending_nodes = [f"n{k}" for k in range(nodes)]
     while True:
@@ -261,8 +261,8 @@ def test_progress_lines_at_most_once_a_second_then_the_final_counts() -> None:
     out = io.StringIO()
     with Progress(Console(file=out, width=200), live=False) as progress:
         for ev in [*(NodeUp(f"n{k}") for k in range(5)),
-                   *(Acked("A", i, {"p0/0": i}) for i in range(50)),
-                   *(Exited("A", i, "p0/0", 0) for i in range(50))]:
+                   *(Acked("A", i, {("p0", 0): i}) for i in range(50)),
+                   *(Exited("A", i, ("p0", 0), 0) for i in range(50))]:
             m.feed(ev, 0.0)
             progress(m)
     lines = out.getvalue().splitlines()

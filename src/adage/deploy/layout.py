@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from adage.errors import AdageError
 from adage.model import (
     RESERVED,
     CtrlParams,
@@ -30,7 +31,7 @@ REPORT_FILE = "adage.report"
 EXIT_FILE = "adage.exit"
 
 
-class LayoutError(ValueError):
+class LayoutError(AdageError, ValueError):
     """The plan cannot be laid out on the nodes (e.g. no shared directory)."""
 
 
@@ -161,7 +162,7 @@ class ProcSpec:
     """How the satellite starts one process (arguments and env values not yet resolved).
     ``env`` is applied in order on the node: action set, add (append with ':') or prepend."""
 
-    group: str
+    proc_group: str
     index: int
     process: str
     pi: int

@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from adage.deploy.state import FINAL, Machine, PState
+from adage.deploy.state import Machine
+from adage.status import FINAL, PState
 
 COLUMNS = (PState.LAUNCHED, PState.ACKED, PState.READY, PState.EXITED, PState.FAILED,
            PState.KILLED)

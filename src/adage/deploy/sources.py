@@ -7,10 +7,11 @@ import getpass
 import sys
 from pathlib import Path
 
+from adage.errors import AdageError
 from adage.model import Node, Resources
 
 
-class SourceError(ValueError):
+class SourceError(AdageError, ValueError):
     """An unreadable or empty node file (the message names it)."""
 
 

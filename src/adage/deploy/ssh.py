@@ -19,7 +19,6 @@ failing deployment can kill them at once (``cancel``).
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import shlex
 import shutil
@@ -35,6 +34,7 @@ from pathlib import Path
 
 from adage.deploy.transport import TransportError
 from adage.model import Node
+from oarlib.sshopts import base_options
 
 SSH_TRANSFERS = ("tar", "scp", "rsync")
 OARSH_TRANSFERS = ("tar", "oarcp")
@@ -71,9 +71,7 @@ class SshTransport:
     # ---------------------------------------------------------------- command lines
     def ssh_options(self) -> list[str]:
         """The ``-o`` options of every connection."""
-        opts = ["-o", "BatchMode=yes",
-                "-o", f"ConnectTimeout={max(1, math.ceil(self.options.connect_timeout))}",
-                "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]
+        opts = base_options(self.options.connect_timeout)
         if self.options.multiplex and not self.oarsh:
             with self.lock:
                 self.control_dir = self.control_dir or tempfile.mkdtemp(prefix="adage-ssh-")

@@ -14,130 +14,53 @@ import heapq
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 
+from adage.deploy.events import (
+    Acked,
+    Action,
+    Deployed,
+    Event,
+    Exited,
+    Fail,
+    Finished,
+    Key,
+    Launch,
+    LaunchError,
+    NodeStarting,
+    NodeUp,
+    PluginReady,
+    ProcKey,
+    Tick,
+    Value,
+    proc_name,
+)
 from adage.model import GenericAppl, Plan
-
-
-class PState(StrEnum):
-    PLANNED = "planned"
-    STAGED = "staged"
-    LAUNCHED = "launched"
-    ACKED = "acked"
-    READY = "ready"
-    EXITED = "exited"
-    FAILED = "failed"
-    KILLED = "killed"
-
-
-FINAL = (PState.EXITED, PState.FAILED, PState.KILLED)
-Key = tuple[str, int]  # (proc_group, instance index)
-
-
-# ------------------------------------------------------------------ events
-@dataclass(frozen=True)
-class NodeStarting:
-    """The satellite of ``node`` was started: its callback is due within the timeout."""
-
-    node: str
-
-
-@dataclass(frozen=True)
-class NodeUp:
-    """The satellite of ``node`` called back: the node is staged and can launch."""
-
-    node: str
-
-
-@dataclass(frozen=True)
-class Acked:
-    """Every process of an instance started; ``pids`` by process name (``proc/pi``)."""
-
-    group: str
-    index: int
-    pids: dict[str, int]
-
-
-@dataclass(frozen=True)
-class LaunchError:
-    group: str
-    index: int
-    process: str
-    message: str
-
-
-@dataclass(frozen=True)
-class Value:
-    group: str
-    index: int
-    process: str
-    key: str
-    value: str
-
-
-@dataclass(frozen=True)
-class PluginReady:
-    """The plugin of a non-asynchronous group says it is ready."""
-
-    group: str
-
-
-@dataclass(frozen=True)
-class Exited:
-    group: str
-    index: int
-    process: str
-    code: int  # negative: killed by that signal
-    stderr: str = ""  # the last lines the process wrote on stderr
-
-
-@dataclass(frozen=True)
-class Tick:
-    """Time passes (deadlines are checked against ``now``)."""
-
-
-Event = NodeStarting | NodeUp | Acked | LaunchError | Value | PluginReady | Exited | Tick
-
-
-# ------------------------------------------------------------------ actions
-@dataclass(frozen=True)
-class Launch:
-    group: str
-
-
-@dataclass(frozen=True)
-class Fail:
-    message: str
-
-
-@dataclass(frozen=True)
-class Deployed:
-    """Every group launched, every instance acknowledged (and ready where it must be)."""
-
-
-@dataclass(frozen=True)
-class Finished:
-    """Every process has exited."""
-
-
-Action = Launch | Fail | Deployed | Finished
+from adage.status import FINAL, Failure, PState
 
 
 # ------------------------------------------------------------------ records
 @dataclass
 class ProcRecord:
-    group: str
+    """One process instance; times are those of the events (seconds since the epoch)."""
+
+    proc_group: str
     index: int
-    process: str  # proc/pi
+    process: ProcKey
     node: str
     state: PState = PState.PLANNED
     pid: int | None = None
     code: int | None = None
+    started: float | None = None
+    ended: float | None = None
+
+    @property
+    def name(self) -> str:
+        return proc_name(self.process)
 
 
 @dataclass
 class InstanceRecord:
-    group: str
+    proc_group: str
     index: int
     node: str
     processes: list[ProcRecord]
@@ -145,9 +68,14 @@ class InstanceRecord:
     ready: bool = False
     values: dict[str, str] = field(default_factory=dict)
     deadline: float | None = None
+    launched_at: float | None = None
+    acked_at: float | None = None
 
     def names(self) -> str:
-        return ", ".join(p.process for p in self.processes)
+        return ", ".join(p.name for p in self.processes)
+
+    def process(self, key: ProcKey) -> ProcRecord:
+        return next(p for p in self.processes if p.process == key)
 
 
 class Machine:
@@ -170,7 +98,7 @@ class Machine:
         self._by_node: dict[str, list[InstanceRecord]] = {}
         for inst in plan.instances:
             group = appl.group(inst.proc_group)
-            procs = [ProcRecord(group.id, inst.index, f"{p.id}/{pi}", inst.node)
+            procs = [ProcRecord(group.id, inst.index, (p.id, pi), inst.node)
                      for p in group.processes for pi in range(p.cardinality)]
             r = InstanceRecord(group.id, inst.index, inst.node, procs)
             self.instances[(group.id, inst.index)] = r
@@ -187,7 +115,7 @@ class Machine:
         self._final_with_pid = Counter[str]()  # per group: final processes that had started
         self._acked = Counter[str]()  # per group: instances acknowledged
         self._ready = Counter[str]()  # per group: instances ready
-        self._down = Counter(r.group for r in self.instances.values())  # on nodes not up
+        self._down = Counter(r.proc_group for r in self.instances.values())  # on nodes not up
         self._final = 0  # processes in a final state
         self._total = sum(len(r.processes) for r in self.instances.values())
         self._node_deadlines: list[tuple[float, str]] = []
@@ -196,7 +124,7 @@ class Machine:
         self.plugin_ready: set[str] = set()
         self.nodes_up: set[str] = set()
         self.node_deadline: dict[str, float] = {}
-        self.failure: str | None = None
+        self.failure: Failure | None = None
         self.deployed = False
         self.finished = False
 
@@ -240,7 +168,7 @@ class Machine:
         """Apply ``event`` at time ``now``; the actions the deployer must carry out."""
         if self.failure is not None:
             if isinstance(event, Exited):
-                self._record_exit(event, killed=True)
+                self._record_exit(event, now, killed=True)
             return []
         actions: list[Action] = []
         touched: Iterable[InstanceRecord] = ()
@@ -253,29 +181,30 @@ class Machine:
                 if node not in self.nodes_up:
                     self.nodes_up.add(node)
                     for r in self._by_node.get(node, ()):
-                        self._down[r.group] -= 1
+                        self._down[r.proc_group] -= 1
                         for p in r.processes:
                             self._set(p, PState.STAGED)
             case Acked(group, index, pids):
                 r = self.instances[(group, index)]
                 if not r.acked:
-                    r.acked = True
+                    r.acked, r.acked_at = True, now
                     self._acked[group] += 1
                 self._deadline(r, now)
                 for p in r.processes:
                     if p.state in FINAL and p.pid is None and p.process in pids:
                         self._final_with_pid[group] += 1
                     p.pid = pids.get(p.process, p.pid)
+                    p.started = p.started or now
                     if p.state not in FINAL:
                         self._set(p, PState.ACKED)
                 touched = (r,)
             case LaunchError(group, index, process, message):
                 r = self.instances[(group, index)]
-                for p in r.processes:
-                    if p.process == process:
-                        self._set(p, PState.FAILED)
-                return self._fail(f"node {r.node}: group {group} instance {index} process "
-                                  f"{process} failed to start: {message}")
+                self._set(r.process(process), PState.FAILED)
+                return self._fail(Failure(
+                    f"node {r.node}: group {group} instance {index} process "
+                    f"{proc_name(process)} failed to start: {message}", r.node, group, index,
+                    *process, stderr=message))
             case Value(group, index, _process, key, value):
                 r = self.instances[(group, index)]
                 r.values[key] = value
@@ -284,13 +213,15 @@ class Machine:
                 self.plugin_ready.add(group)
                 touched = self.of(group)
             case Exited():
-                p = self._record_exit(event, killed=False)
+                p = self._record_exit(event, now, killed=False)
                 if p.code != 0:
                     how = (f"was killed by signal {-p.code}" if p.code is not None and p.code < 0
                            else f"exited with code {p.code}")
                     said = f" (stderr: {event.stderr})" if event.stderr else ""
-                    return self._fail(f"node {p.node}: group {p.group} instance {p.index} "
-                                      f"process {p.process} {how}{said}")
+                    return self._fail(Failure(
+                        f"node {p.node}: group {p.proc_group} instance {p.index} process "
+                        f"{p.name} {how}{said}", p.node, p.proc_group, p.index, *p.process,
+                        p.code, event.stderr))
             case Tick():
                 pass
         for r in touched:
@@ -302,6 +233,7 @@ class Machine:
             if self.can_launch(g.id):
                 self.launched.add(g.id)
                 for r in self.of(g.id):
+                    r.launched_at = now
                     self._deadline(r, now)
                     for p in r.processes:
                         self._set(p, PState.LAUNCHED)
@@ -318,23 +250,22 @@ class Machine:
 
     def _set(self, p: ProcRecord, state: PState) -> None:
         """Move ``p`` to ``state``, keeping the counts."""
-        counts = self._states[p.group]
+        counts = self._states[p.proc_group]
         counts[p.state] -= 1
         counts[state] += 1
         if state in FINAL and p.state not in FINAL:
             self._final += 1
-            self._final_with_pid[p.group] += p.pid is not None
+            self._final_with_pid[p.proc_group] += p.pid is not None
         p.state = state
 
     def _deadline(self, r: InstanceRecord, now: float) -> None:
         r.deadline = now + self.timeout
-        heapq.heappush(self._deadlines, (r.deadline, (r.group, r.index)))
+        heapq.heappush(self._deadlines, (r.deadline, (r.proc_group, r.index)))
 
-    def _record_exit(self, ev: Exited, killed: bool) -> ProcRecord:
-        r = self.instances[(ev.group, ev.index)]
-        p = next(p for p in r.processes if p.process == ev.process)
+    def _record_exit(self, ev: Exited, now: float, killed: bool) -> ProcRecord:
+        p = self.instances[(ev.proc_group, ev.index)].process(ev.process)
         if p.state not in FINAL:
-            p.code = ev.code
+            p.code, p.ended = ev.code, now
             self._set(p, PState.KILLED if killed else (
                 PState.EXITED if ev.code == 0 else PState.FAILED))
         return p
@@ -342,27 +273,28 @@ class Machine:
     def _update_ready(self, r: InstanceRecord) -> None:
         if r.ready or not r.acked:
             return
-        if not self.asynchronous.get(r.group, True) and r.group not in self.plugin_ready:
+        if (not self.asynchronous.get(r.proc_group, True)
+                and r.proc_group not in self.plugin_ready):
             return
-        if self.required.get((r.group, r.index), set()) - r.values.keys():
+        if self.required.get((r.proc_group, r.index), set()) - r.values.keys():
             return
         r.ready = True
         r.deadline = None
-        self._ready[r.group] += 1
+        self._ready[r.proc_group] += 1
         for p in r.processes:
             if p.state == PState.ACKED:
                 self._set(p, PState.READY)
 
-    def _expired(self, now: float) -> str | None:
+    def _expired(self, now: float) -> Failure | None:
         heap = self._node_deadlines
         while heap and self.node_deadline.get(heap[0][1]) != heap[0][0]:
             heapq.heappop(heap)  # the node called back, or has a later deadline
         if heap and now >= heap[0][0]:
             node = heap[0][1]
-            waiting = [f"{r.group}[{r.index}] {p.process}" for r in self._by_node.get(node, ())
+            waiting = [f"{r.proc_group}[{r.index}] {p.name}" for r in self._by_node.get(node, ())
                        for p in r.processes]
-            return (f"node {node}: no callback from its satellite within "
-                    f"{self.timeout:g} s (processes waiting: {', '.join(waiting)})")
+            return Failure(f"node {node}: no callback from its satellite within "
+                           f"{self.timeout:g} s (processes waiting: {', '.join(waiting)})", node)
         heap = self._deadlines
         while heap and self.instances[heap[0][1]].deadline != heap[0][0]:
             heapq.heappop(heap)  # the instance became ready, or has a later deadline
@@ -370,18 +302,25 @@ class Machine:
             return None
         r = self.instances[heap[0][1]]
         if not r.acked:
-            return (f"node {r.node}: no callback within {self.timeout:g} s for group "
-                    f"{r.group} instance {r.index} (processes {r.names()})")
-        missing = sorted(self.required.get((r.group, r.index), set()) - r.values.keys())
-        what = ", ".join([*(["plugin readiness"] if r.group not in self.plugin_ready
-                            and not self.asynchronous.get(r.group, True) else []),
+            return Failure(f"node {r.node}: no callback within {self.timeout:g} s for group "
+                           f"{r.proc_group} instance {r.index} (processes {r.names()})",
+                           r.node, r.proc_group, r.index)
+        missing = sorted(self.required.get((r.proc_group, r.index), set()) - r.values.keys())
+        what = ", ".join([*(["plugin readiness"] if r.proc_group not in self.plugin_ready
+                            and not self.asynchronous.get(r.proc_group, True) else []),
                           *(f"value {k}" for k in missing)])
-        return (f"node {r.node}: group {r.group} instance {r.index} (processes "
-                f"{r.names()}) not ready within {self.timeout:g} s (waiting for {what})")
+        return Failure(f"node {r.node}: group {r.proc_group} instance {r.index} (processes "
+                       f"{r.names()}) not ready within {self.timeout:g} s (waiting for {what})",
+                       r.node, r.proc_group, r.index)
 
-    def _fail(self, message: str) -> list[Action]:
-        self.failure = message
-        return [Fail(message)]
+    def _fail(self, failure: Failure) -> list[Action]:
+        self.failure = failure
+        return [Fail(failure.message, failure)]
+
+    def fail(self, failure: Failure) -> None:
+        """Record a failure met outside the events (a lost satellite, an interruption)."""
+        if self.failure is None:
+            self.failure = failure
 
     def kill_all(self) -> None:
         """Mark every process not yet final as killed (the deployer killed them)."""

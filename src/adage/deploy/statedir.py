@@ -20,15 +20,16 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from adage import documents
+from adage.deploy.events import ProcKey, proc_name
 from adage.deploy.transport import TransportError, get_transport
+from adage.errors import AdageError
 from adage.model import Node
-from adage.status import STATES, Status
+from adage.status import FINAL, PState, Status, instance_state
 
-FINAL_STATES = ("exited", "failed", "killed")
 FANOUT = 32  # nodes asked or cleaned at the same time
 
 
-class StateError(RuntimeError):
+class StateError(AdageError, RuntimeError):
     """No such deployment, or its state directory is unreadable."""
 
 
@@ -38,13 +39,19 @@ def home() -> Path:
 
 @dataclass
 class Watched:
-    """A process started on ``node`` (pid on that node), its exit code file in ``cwd``."""
+    """Process instance ``pi`` of ``process`` in instance ``index`` of ``proc_group``, started
+    on its node (``pid`` there), its exit code file in ``cwd``."""
 
-    group: str
+    proc_group: str
     index: int
     process: str
+    pi: int
     pid: int
     cwd: str
+
+    @property
+    def key(self) -> tuple[str, int, ProcKey]:
+        return self.proc_group, self.index, (self.process, self.pi)
 
 
 @dataclass
@@ -118,8 +125,8 @@ def node_status_script(dep: Deployment, node: str) -> str:
              'elif [ -f "$2/adage.exit" ]; then echo "$3 $4 $5 exited $1 $(cat "$2/adage.exit")"; '
              'else echo "$3 $4 $5 gone $1 -"; fi; }\n']
     for w in dep.watched.get(node, []):
-        lines.append(f"st {w.pid} {shlex.quote(w.cwd)} {shlex.quote(w.group)} {w.index} "
-                     f"{shlex.quote(w.process)}\n")
+        lines.append(f"st {w.pid} {shlex.quote(w.cwd)} {shlex.quote(w.proc_group)} {w.index} "
+                     f"{shlex.quote(proc_name((w.process, w.pi)))}\n")
     return "".join(lines)
 
 
@@ -179,23 +186,26 @@ def write_scripts(dep: Deployment, link_dir: Path | None) -> None:
 
 
 # ------------------------------------------------------------------ status and clean
-def live(dep: Deployment, timeout: float = 30.0) -> dict[tuple[str, int, str], tuple[str, str]]:
-    """(group, index, process) -> (running|exited|gone|unreachable, exit code or "-"), asking
-    each node once (FANOUT nodes at a time)."""
+Live = dict[tuple[str, int, ProcKey], tuple[str, str]]
 
-    def ask(node: str) -> list[tuple[tuple[str, int, str], tuple[str, str]]]:
+
+def live(dep: Deployment, timeout: float = 30.0) -> Live:
+    """(proc_group, index, (process, pi)) -> (running|exited|gone|unreachable, exit code or
+    "-"), asking each node once (FANOUT nodes at a time)."""
+
+    def ask(node: str) -> list[tuple[tuple[str, int, ProcKey], tuple[str, str]]]:
         n = dep.node(node)
         transport = get_transport(n.submission[0], n.transfer[0])
         try:
             text = transport.run(n, transport.shell(n), timeout,
                                  stdin=node_status_script(dep, node))
         except TransportError:
-            return [((w.group, w.index, w.process), ("unreachable", "-"))
-                    for w in dep.watched[node]]
+            return [(w.key, ("unreachable", "-")) for w in dep.watched[node]]
         out = []
         for line in text.splitlines():
             g, i, p, state, _pid, code = line.split()
-            out.append(((g, int(i), p), (state, code)))
+            proc, _, pi = p.rpartition("/")
+            out.append(((g, int(i), (proc, int(pi))), (state, code)))
         return out
 
     with ThreadPoolExecutor(FANOUT) as pool:
@@ -237,18 +247,18 @@ def refresh_status(dep: Deployment) -> tuple[Status, list[str]]:
     for inst in status.instances:
         procs = []
         for p in inst.processes:
-            state, code = now.get((inst.proc_group, inst.index, f"{p.id}/{p.index}"), ("", "-"))
+            state, code = now.get((inst.proc_group, inst.index, (p.id, p.index)), ("", "-"))
             if state == "unreachable":
                 unreachable.add(inst.node)
-            elif state == "exited" and p.state not in ("failed", "killed"):
+            elif state == "exited" and p.state not in (PState.FAILED, PState.KILLED):
                 c = int(code)
-                p = replace(p, state="exited" if c == 0 else "failed", exit_code=c)
-            elif state == "gone" and p.state not in FINAL_STATES:
-                p = replace(p, state="killed", message="gone without an exit code")
+                p = replace(p, state=(PState.EXITED if c == 0 else PState.FAILED).value,
+                              exit_code=c)
+            elif state == "gone" and p.state not in FINAL:
+                p = replace(p, state=PState.KILLED.value, message="gone without an exit code")
             procs.append(p)
-        order = list(STATES)
-        insts.append(replace(inst, processes=tuple(procs), state=min(
-            (q.state for q in procs), key=order.index, default=inst.state)))
+        insts.append(replace(inst, processes=tuple(procs), state=instance_state(
+            (q.state for q in procs), default=inst.state)))
     status = replace(status, instances=tuple(insts), updated=time.time())
     write_status(dep, status)
     return status, sorted(unreachable)

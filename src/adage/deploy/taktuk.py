@@ -23,30 +23,24 @@ Every failure raises ``TransportError`` naming the node.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import math
-import os
-import queue
 import re
-import select
 import shlex
-import signal
 import string
-import subprocess
 import tarfile
-import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from adage.deploy import archive
 from adage.deploy.layout import Stage
-from adage.deploy.ssh import SshOptions, one_line
+from adage.deploy.ssh import SshOptions
 from adage.deploy.transport import TransportError
+from oarlib.sshopts import base_options
 
 SAFE = frozenset(string.ascii_letters + string.digits + "_-./:=@+%")
 BARRIER = "true"  # the command whose exit statuses confirm earlier messages were handled
@@ -106,9 +100,7 @@ def connector(options: SshOptions) -> str:
     """The ssh command line TakTuk runs to reach a node: SshTransport's options (batch mode,
     connect timeout, keep-alives, the user's ssh config) without multiplexing (the connector
     also runs on the nodes of the tree, where the front end's control sockets do not exist)."""
-    return shlex.join(["ssh", "-o", "BatchMode=yes",
-                       "-o", f"ConnectTimeout={max(1, math.ceil(options.connect_timeout))}",
-                       "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"])
+    return shlex.join(["ssh", *base_options(options.connect_timeout)])
 
 
 def command(hosts: Sequence[str], options: SshOptions) -> list[str]:
@@ -277,303 +269,3 @@ def stage_and_start(base: str, common_dir: str, argv: Sequence[str]) -> str:
     ``base`` (its hard links point into ``common_dir``), drop ``common_dir`` and exec
     ``argv`` (the satellite) on the rest of stdin."""
     return shlex.join(["sh", "-c", STAGE_SCRIPT, "sh", base, common_dir, *argv])
-
-
-# ------------------------------------------------------------------ the session (shell)
-@dataclass
-class Peer:
-    """What the session knows of one node: its rank, its satellite command, its fate."""
-
-    node: str
-    host: str
-    rank: int = -1
-    started: bool = False
-    code: int | None = None  # exit code of its command
-    lost: str = ""  # why it is gone without an exit code
-    partial: str = ""
-    lines: list[str] = field(default_factory=list)
-    log: Path | None = None
-
-
-class TaktukSession:
-    """One interactive front-end ``taktuk`` for ``nodes`` (node name -> address)."""
-
-    def __init__(self, nodes: dict[str, str], options: SshOptions) -> None:
-        self.options = options
-        self.peers = {n: Peer(n, h) for n, h in nodes.items()}
-        self.by_host = {p.host: p for p in self.peers.values()}
-        self.by_rank: dict[int, Peer] = {}
-        self.argv = command(list(nodes.values()), options)
-        self.popen: subprocess.Popen[bytes] | None = None
-        self.buf = b""
-        self.ended = False
-        self.info: list[str] = []
-        self.connector: dict[str, list[str]] = {}
-        self.failed: list[tuple[str, str]] = []  # (node, why) in order
-        self.barriers: set[int] = set()
-        self.outq: queue.Queue[str | None] = queue.Queue()
-        self.writer: threading.Thread | None = None
-
-    # ---------------------------------------------------------------- process
-    def start(self, log: Path) -> None:
-        with open(log, "ab") as err:
-            try:
-                self.popen = subprocess.Popen(self.argv, stdin=subprocess.PIPE,
-                                              stdout=subprocess.PIPE, stderr=err,
-                                              start_new_session=True)
-            except OSError as e:
-                raise TransportError(f"cannot run taktuk: {e}") from e
-        assert self.popen.stdout is not None
-        os.set_blocking(self.popen.stdout.fileno(), False)
-        self.writer = threading.Thread(target=self._write, daemon=True)
-        self.writer.start()
-
-    def fileno(self) -> int:
-        assert self.popen is not None and self.popen.stdout is not None
-        return self.popen.stdout.fileno()
-
-    def _write(self) -> None:
-        assert self.popen is not None and self.popen.stdin is not None
-        while (line := self.outq.get()) is not None:
-            try:
-                self.popen.stdin.write(line.encode() + b"\n")
-                self.popen.stdin.flush()
-            except OSError:
-                return
-
-    def send(self, line: str) -> None:
-        """Queue one TakTuk command (written in order by a thread: never blocks)."""
-        self.outq.put(line)
-
-    def close(self) -> None:
-        """Stop taktuk and its connectors (killing its process group): the node engines
-        lose their parent and exit; a detached satellite goes on (it ignores SIGHUP)."""
-        self.outq.put(None)
-        if self.popen is not None and self.popen.poll() is None:
-            with contextlib.suppress(OSError):
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait()
-        if self.writer is not None:
-            self.writer.join(timeout=5)
-
-    # ---------------------------------------------------------------- reading
-    def pump(self, timeout: float = 0.0) -> list[Event]:
-        """The events readable within ``timeout`` seconds, applied to the peers."""
-        if self.ended or self.popen is None:
-            return []
-        ready, _, _ = select.select([self.fileno()], [], [], timeout)
-        if not ready:
-            return []
-        try:
-            data = os.read(self.fileno(), 1 << 16)
-        except BlockingIOError:
-            return []
-        if not data:
-            self.ended = True
-            for p in self.peers.values():
-                if p.started and p.code is None and not p.lost:
-                    p.lost = "taktuk exited"
-            return []
-        self.buf += data
-        *lines, self.buf = self.buf.split(b"\n")
-        events = [parse_line(raw.decode(errors="replace")) for raw in lines]
-        for ev in events:
-            self._apply(ev)
-        return events
-
-    def _apply(self, ev: Event) -> None:
-        match ev:
-            case State(code=c, rank=r, host=h) if c == NUMBERED and h in self.by_host:
-                self.by_host[h].rank = r
-                self.by_rank[r] = self.by_host[h]
-            case State(code=c, peer=peer) if c in (CONNECTION_FAILED, CONNECTION_LOST):
-                p = self.by_host.get(peer)
-                if p is not None:
-                    why = ("TakTuk could not connect" if c == CONNECTION_FAILED
-                           else "TakTuk lost its connection to the node")
-                    said = "; ".join(self.connector.get(peer, []))[-400:]
-                    p.lost = p.lost or (why + (f": {said}" if said else ""))
-                    self.failed.append((p.node, p.lost))
-            case State(code=c, rank=r) if c == COMMAND_FAILED and r in self.by_rank:
-                self.by_rank[r].lost = self.by_rank[r].lost or "TakTuk could not run the satellite"
-            case ConnectorLine(peer=peer, text=text):
-                self.connector.setdefault(peer, []).append(text)
-            case Info(text=text):
-                self.info.append(text)
-            case Output(rank=r, eol=eol, text=text) if r in self.by_rank:
-                p = self.by_rank[r]
-                if eol:
-                    p.lines.append(p.partial + text)
-                    p.partial = ""
-                else:
-                    p.partial += text
-            case ErrorLine(rank=r, text=text) if r in self.by_rank:
-                log = self.by_rank[r].log
-                if log is not None:
-                    with open(log, "a") as f:
-                        f.write(text + "\n")
-            case Status(rank=r, code=code, command=cmd) if r in self.by_rank:
-                if cmd.strip() == BARRIER:
-                    self.barriers.discard(r)
-                elif self.by_rank[r].started:
-                    self.by_rank[r].code = code
-
-    # ---------------------------------------------------------------- steps
-    def wait_numbered(self, timeout: float) -> None:
-        """Until TakTuk reached and numbered every node; TransportError naming the first node
-        it could not reach (or every node not numbered after ``timeout``)."""
-        deadline = time.monotonic() + timeout
-        while any(p.rank < 0 for p in self.peers.values()):
-            if self.failed:
-                node, why = self.failed[0]
-                raise TransportError(f"node {node}: {why}")
-            if self.ended:
-                raise TransportError("taktuk exited before every node was reached")
-            left = deadline - time.monotonic()
-            if left <= 0:
-                missing = sorted(p.node for p in self.peers.values() if p.rank < 0)
-                raise TransportError(f"node {missing[0]}: TakTuk did not reach "
-                                     f"{', '.join(missing[:10])} within {timeout:g} s")
-            self.pump(min(left, 0.2))
-        if self.failed:
-            node, why = self.failed[0]
-            raise TransportError(f"node {node}: {why}")
-
-    def start_command(self, node: str, line: str, log: Path) -> Peer:
-        p = self.peers[node]
-        p.log, p.started = log, True
-        self.send(exec_line(p.rank, line))
-        return p
-
-    def barrier(self, ranks: Iterable[int], timeout: float) -> bool:
-        """Run ``true`` on ``ranks`` and wait for its exit statuses: every message sent to
-        them earlier has then been handled. Whether all answered in time."""
-        self.barriers = set(ranks) - {p.rank for p in self.peers.values() if p.lost}
-        if not self.barriers:
-            return True
-        self.send(exec_line(ranks_set(self.barriers), BARRIER))
-        deadline = time.monotonic() + timeout
-        while self.barriers and not self.ended and time.monotonic() < deadline:
-            self.pump(0.1)
-        return not self.barriers
-
-    def network_state(self, timeout: float = 10.0) -> str:
-        """TakTuk's deployment tree (``network state``) as printed by the root."""
-        self.info.clear()
-        self.send("network state")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not self.ended:
-            self.pump(0.1)
-            if self.info and not self.pump(0.3):
-                break
-        return "\n".join(self.info)
-
-
-def stream_fifo(path: Path, names: dict[str, str], satellite: str) -> threading.Thread:
-    """Make the FIFO ``path`` and a thread writing the common tar stream into it once taktuk
-    opens it (no copy of the common files on the front end's disk)."""
-    os.mkfifo(path, 0o600)
-
-    def write() -> None:
-        with contextlib.suppress(OSError), open(path, "wb") as f:
-            write_common(f, names, satellite)
-
-    t = threading.Thread(target=write, daemon=True)
-    t.start()
-    return t
-
-
-def release_fifo(path: Path, writer: threading.Thread) -> None:
-    """Unblock a writer that no reader ever opened, then remove the FIFO."""
-    if writer.is_alive():
-        with contextlib.suppress(OSError):
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-            os.close(fd)
-        writer.join(timeout=2)
-    with contextlib.suppress(OSError):
-        path.unlink()
-
-
-# ------------------------------------------------------------------ links
-class TaktukLink:
-    """The front end's end of a satellite reached through TakTuk (see deployer.Link)."""
-
-    def __init__(self, session: TaktukSession, peer: Peer, log: Path) -> None:
-        self.session = session
-        self.peer = peer
-        self.node = peer.node
-        self.log = log
-        self.pid: int | None = None
-        self.closed = False
-        self.killed = False
-
-    def send(self, obj: dict[str, Any]) -> None:
-        if not self.closed and self.running():
-            self.session.send(input_line(self.peer.rank, obj))
-
-    def close_input(self) -> None:
-        if not self.closed and self.running():
-            self.session.send(f"{self.peer.rank} input close")
-        self.closed = True
-
-    def running(self) -> bool:
-        self.session.pump()
-        return self.peer.code is None and not self.peer.lost
-
-    def force_kill(self) -> None:
-        if self.running():
-            self.session.send(f"{self.peer.rank} kill 9")
-
-    def gone_reason(self) -> str:
-        if self.peer.lost:
-            return self.peer.lost
-        return f"satellite exited with code {self.peer.code}"
-
-    def log_tail(self) -> str:
-        try:
-            return one_line(self.log.read_text(errors="replace"))[-400:]
-        except OSError:
-            return ""
-
-    def take(self) -> list[dict[str, Any]] | None:
-        """Callbacks received since last time; None once the satellite is gone (after its
-        last lines)."""
-        lines, self.peer.lines = self.peer.lines, []
-        out = []
-        for line in lines:
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
-        if not out and (self.peer.code is not None or self.peer.lost):
-            return None
-        return out
-
-
-class TaktukSource:
-    """The deployer's selector source for every TakTuk link: one stdout for all nodes."""
-
-    def __init__(self, session: TaktukSession) -> None:
-        self.session = session
-        self.links: dict[str, TaktukLink] = {}
-        self.reported: set[str] = set()
-
-    @property
-    def ended(self) -> bool:
-        return self.session.ended and all(n in self.reported for n in self.links)
-
-    def fileno(self) -> int:
-        return self.session.fileno()
-
-    def poll(self) -> list[tuple[TaktukLink, list[dict[str, Any]] | None]]:
-        self.session.pump()
-        out: list[tuple[TaktukLink, list[dict[str, Any]] | None]] = []
-        for node, link in self.links.items():
-            if node in self.reported:
-                continue
-            msgs = link.take()
-            if msgs is None:
-                self.reported.add(node)
-            if msgs is None or msgs:
-                out.append((link, msgs))
-        return out

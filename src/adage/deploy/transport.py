@@ -17,13 +17,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from adage.errors import AdageError
 from adage.model import Node
+from oarlib.run import run_checked
 
 if TYPE_CHECKING:
     from adage.deploy.ssh import SshOptions
 
 
-class TransportError(RuntimeError):
+class TransportError(AdageError, RuntimeError):
     """A node could not be reached or a transfer failed (the message names the node)."""
 
 
@@ -48,6 +50,14 @@ class Transport(Protocol):
         """The front-end argv that runs, on ``node``, the ``sh`` script given on its stdin."""
         ...
 
+    def cancel(self) -> None:
+        """Kill every command still under way (a deployment is failing)."""
+        ...
+
+    def close(self) -> None:
+        """Release what the transport kept open (connections, directories)."""
+        ...
+
 
 class LocalTransport:
     """Virtual nodes on this machine: commands run here, trees are hard-linked (or copied
@@ -56,15 +66,8 @@ class LocalTransport:
     name = "local"
 
     def run(self, node: Node, argv: Sequence[str], timeout: float, stdin: str = "") -> str:
-        try:
-            done = subprocess.run(list(argv), input=stdin, capture_output=True, text=True,
-                                  timeout=timeout, check=False)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            raise TransportError(f"node {node.name}: {argv[0]}: {e}") from e
-        if done.returncode != 0:
-            raise TransportError(f"node {node.name}: {' '.join(argv)[:200]} exited with code "
-                                 f"{done.returncode}: {done.stderr.strip()[-500:]}")
-        return done.stdout
+        return run_checked(argv, TransportError, what=f"node {node.name}: {' '.join(argv)[:200]}",
+                           input=stdin, timeout=timeout).stdout
 
     def start(self, node: Node, argv: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
         with open(log, "ab") as err:
@@ -92,6 +95,12 @@ class LocalTransport:
     def shell(self, node: Node) -> list[str]:
         return ["sh", "-s"]
 
+    def cancel(self) -> None:
+        """Nothing to kill: transfers are hard links, made in this process."""
+
+    def close(self) -> None:
+        """Nothing is kept open."""
+
 
 def link_or_copy(src: Path, dst: Path) -> None:
     if dst.exists():
@@ -102,18 +111,24 @@ def link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
+def canonical_transfer(method: str) -> str:
+    """A transfer method's name: ``local`` (the documents' historical name) is ``tar``."""
+    return "tar" if method == "local" else method
+
+
 def get_transport(submission: str, transfer: str,
                   options: SshOptions | None = None) -> Transport:
-    """The transport for a submission and a transfer method: ``local``/``local``, or ``ssh``
-    and ``oarsh`` with ``tar`` (also chosen for ``local``, the control parameters' default),
-    ``scp``, ``rsync`` (ssh) or ``oarcp`` (oarsh). ``options`` (ssh/oarsh): connection
+    """The transport for a submission and a transfer method: ``local`` with ``tar`` (its own
+    hard links), or ``ssh`` and ``oarsh`` with ``tar``, ``scp``, ``rsync`` (ssh) or ``oarcp``
+    (oarsh); ``local`` is an alias of ``tar``. ``options`` (ssh/oarsh): connection
     timeout and multiplexing; without them, plain connections (status, clean, scripts)."""
-    if submission == "local" and transfer == "local":
+    transfer = canonical_transfer(transfer)
+    if submission == "local" and transfer == "tar":
         return LocalTransport()
     if submission in ("ssh", "oarsh"):
         from adage.deploy.ssh import SshOptions, SshTransport
 
-        return SshTransport("tar" if transfer == "local" else transfer,
+        return SshTransport(transfer,
                             options or SshOptions(multiplex=False), oarsh=submission == "oarsh")
     raise TransportError(f"submission method {submission!r} with transfer method {transfer!r} "
                          "is not available (local/local, ssh or oarsh)")

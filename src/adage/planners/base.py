@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from heapq import heapify, heappop, heappush, heapreplace
 from typing import Any, Protocol
 
+from adage.errors import AdageError
 from adage.model import (
     Constraint,
     CtrlParams,
@@ -40,7 +41,7 @@ OPS = (*COMPARE, "in")
 NODE_ATTRIBUTES = ("name", "cores", "speed", "memory")  # usable in predicates as properties
 
 
-class PlanningError(ValueError):
+class PlanningError(AdageError, ValueError):
     """A plan cannot be made; the message names the process group and the constraint."""
 
     def __init__(self, message: str, group: str = "", constraint: str = "") -> None:

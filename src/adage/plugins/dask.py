@@ -17,13 +17,16 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from lxml import etree
 
 from adage.model import Dependency, FileSpec, GenericAppl, Process, ProcGroup
 from adage.plugin import Plugin
 from adage.plugins import args_of, env_of, files_of, resolve_src
+
+if TYPE_CHECKING:
+    from adage.deploy.context import DeployContext
 
 DEFAULT_PORT = 8786  # also the schema default of scheduler/@port
 
@@ -86,7 +89,7 @@ class DaskPlugin(Plugin):
         """The scheduler must be ready (serving) before anything uses it."""
         return dict(group.params).get("role") != "scheduler"
 
-    def is_ready(self, group: ProcGroup, ctx: Any) -> bool:
+    def is_ready(self, group: ProcGroup, ctx: DeployContext) -> bool:
         """The scheduler is ready once its port accepts connections (or once it reported
         its ``address``)."""
         params = dict(group.params)

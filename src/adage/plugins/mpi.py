@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from lxml import etree
 
 from adage.model import GenericAppl, PgInstance, Process, ProcGroup
 from adage.plugin import Plugin
 from adage.plugins import args_of, env_of, files_of
+
+if TYPE_CHECKING:
+    from adage.deploy.context import DeployContext
 
 
 class MpiPlugin(Plugin):
@@ -50,7 +53,7 @@ class MpiPlugin(Plugin):
         return GenericAppl((group,))
 
     # ---- deployment hooks (deployment engineer)
-    def pre_configure(self, ctx: Any) -> None:
+    def pre_configure(self, ctx: DeployContext) -> None:
         """Stage one machinefile per MPI group on the node of its instance 0."""
         for group in ctx.appl.groups:
             if group.type == self.name:
@@ -58,7 +61,8 @@ class MpiPlugin(Plugin):
                 ctx.stage_text(node, f"{ctx.group_dir(group.id)}/machinefile",
                                machinefile(group, ctx))
 
-    def launch_group(self, group: ProcGroup, instances: list[PgInstance], ctx: Any) -> bool:
+    def launch_group(self, group: ProcGroup, instances: list[PgInstance],
+                     ctx: DeployContext) -> bool:
         """Run ``mpirun`` once, on the node of instance 0, in that instance's run directory;
         its start acknowledges every rank and its exit is every rank's exit."""
         params = dict(group.params)
@@ -82,7 +86,7 @@ class MpiPlugin(Plugin):
         return True
 
 
-def machinefile(group: ProcGroup, ctx: Any) -> str:
+def machinefile(group: ProcGroup, ctx: DeployContext) -> str:
     """One line per host of the group's ranks, in plan order: ``host slots=n`` (Open MPI) or
     ``host:n`` (MPICH); virtual nodes sharing an address are counted together."""
     per_rank = sum(p.cardinality for p in group.processes)

@@ -1,0 +1,310 @@
+"""How the front end reaches the nodes of a deployment: puts each node's tree on it, starts
+its satellite, and lets go. ``SshPropagation``: from the front end, a transport session per
+node (``fanout`` transfers at a time; over ssh with the tar transfer one session carries the
+tree then the satellite's lines). ``TaktukPropagation``: one ``taktuk`` whose tree stages every
+node and carries every satellite's lines. Both own their ``links`` and start satellites at
+most ``fanout`` not yet up at a time; the deployer only sees ``Propagation``.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from subprocess import Popen
+from threading import Thread
+
+from adage.deploy import archive, taktuk
+from adage.deploy.layout import Layout, Stage
+from adage.deploy.links import Link, PipeLink, Source, TaktukLink, TaktukSource
+from adage.deploy.protocol import DETACH
+from adage.deploy.ssh import SshOptions, SshTransport
+from adage.deploy.taktuk_session import TaktukSession, release_fifo, stream_fifo
+from adage.deploy.transport import Transport, canonical_transfer, link_or_copy
+from adage.errors import AdageError
+
+
+class PropagationError(AdageError, ValueError):
+    """The nodes cannot be reached the way the control parameters or options say."""
+
+
+@dataclass
+class Setup:
+    """What a propagation needs of the deployment; ``watch`` registers a selector source,
+    ``starting`` says a satellite was started (its hello is now due)."""
+
+    layout: Layout
+    stages: dict[str, Stage]
+    nodes: list[str]  # every planned node, sorted
+    satellite: str  # the satellite's source
+    argv: Callable[[str], list[str]]  # a node's satellite command
+    state_dir: Path  # the deployment's state directory (logs)
+    prestage: Path  # /tmp/<user>/prestage-tree-adage-<pid>
+    timeout: float
+    ssh: SshOptions
+    watch: Callable[[Source], None]
+    starting: Callable[[str], None]
+
+    def log(self, node: str) -> Path:
+        """What the satellite of ``node`` writes on stderr (with ssh's own messages)."""
+        return self.state_dir / f"satellite-{node}.log"
+
+
+def check_methods(layout: Layout, nodes: list[str], method: str, transfer: str) -> None:
+    """PropagationError unless every node accepts the submission and transfer methods (a tar
+    stream over ssh/oarsh needs nothing of the node but a shell)."""
+    transfer = canonical_transfer(transfer)
+    over_ssh = method in ("ssh", "oarsh") and transfer == "tar"
+    for node in nodes:
+        n = layout.node(node)
+        accepted = {canonical_transfer(t) for t in n.transfer}
+        if method not in n.submission or (transfer not in accepted and not over_ssh):
+            raise PropagationError(f"node {node} accepts submission {', '.join(n.submission)} "
+                                   f"and transfer {', '.join(n.transfer)}, not "
+                                   f"{method}/{transfer}")
+
+
+def choose(wanted: str, nodes: int, fanout: int, method: str, transfer: str) -> str:
+    """ssh or taktuk: ``auto`` means taktuk when there are more nodes than ``fanout`` (beyond
+    what the front end contacts at once) and the nodes are reached over ssh."""
+    if wanted == "auto":
+        wanted = "taktuk" if nodes > fanout and method == "ssh" else "ssh"
+    if wanted == "taktuk" and (method != "ssh" or canonical_transfer(transfer) != "tar"):
+        raise PropagationError(f"propagation taktuk needs submission ssh and the tar transfer, "
+                               f"not {method}/{transfer}")
+    if wanted not in ("ssh", "taktuk"):
+        raise PropagationError(f"unknown propagation {wanted!r} (ssh, taktuk or auto)")
+    return wanted
+
+
+class Propagation:
+    """Staging and satellites of one deployment (subclasses: how)."""
+
+    def __init__(self, setup: Setup, transport: Transport) -> None:
+        self.setup = setup
+        self.transport = transport
+        self.fanout = max(1, setup.ssh.fanout)
+        self.links: dict[str, Link] = {}
+        self.to_start: list[str] = []  # nodes whose satellite is not started yet, last first
+        self.staged: set[str] = set()  # nodes whose tree is in place
+
+    def header(self) -> list[str]:
+        """Dry run: how the nodes are reached, if worth a line."""
+        return []
+
+    def origin(self, first: str) -> str:
+        """Dry run: where the tree of the stage of ``first`` comes from."""
+        raise NotImplementedError
+
+    def stage(self) -> None:
+        """Put every node's tree on it (and start the satellites that can be)."""
+        raise NotImplementedError
+
+    def start(self, node: str) -> None:
+        """Start the satellite of a staged ``node``."""
+        raise NotImplementedError
+
+    def up(self, node: str) -> None:
+        """The satellite of ``node`` said hello."""
+
+    def start_ready(self) -> None:
+        """Start the satellites of staged nodes, at most ``fanout`` of them not yet up at a
+        time (the others as the first ones say hello)."""
+        ready = [n for n in self.to_start if n in self.staged]
+        while ready and sum(1 for k in self.links.values()
+                            if k.pid is None and not k.closed) < self.fanout:
+            node = ready.pop()
+            self.to_start.remove(node)
+            self.start(node)
+
+    def detach(self) -> None:
+        """Tell every satellite to go on alone, and stop talking to it."""
+        for link in self.links.values():
+            link.send(DETACH)
+            link.close_input()
+
+    def close(self) -> None:
+        """Release everything (the transport's connections too)."""
+        self.transport.close()
+
+
+class SshPropagation(Propagation):
+    """A session per node from the front end, through the deployment's transport."""
+
+    def origin(self, first: str) -> str:
+        return ("one tar stream, then the satellite" if self._streamed(first) else
+                f"from {self.setup.prestage.name}/{first}")
+
+    def _streamed(self, first: str) -> SshTransport | None:
+        """The transport, if it carries the stage of ``first`` and its satellite in one
+        session: ssh or oarsh with the tar transfer and a stage of one node."""
+        t = self.transport
+        one = len(self.setup.stages[first].nodes) == 1
+        return t if isinstance(t, SshTransport) and t.transfer == "tar" and one else None
+
+    def stage(self) -> None:
+        prestage, s = self.setup.prestage, self.setup
+        shutil.rmtree(prestage, ignore_errors=True)
+        try:
+            for first, st in s.stages.items():
+                for dest, src in st.files.items():
+                    if not Path(src).is_file():
+                        raise PropagationError(f"node {first}: file {src} (to {st.base}/{dest}) "
+                                               "does not exist")
+                if self._streamed(first) is None:
+                    self._prestage(prestage / first, st)
+            self._put_trees()
+        except OSError as e:
+            raise PropagationError(f"prestage tree {prestage}: {e}") from None
+        finally:
+            shutil.rmtree(prestage, ignore_errors=True)
+
+    def _prestage(self, root: Path, st: Stage) -> None:
+        """The tree of ``st`` under ``root``: hard links to the files (no copy of big files)."""
+        for d in st.dirs:
+            (root / d).mkdir(parents=True, exist_ok=True)
+        for dest, src in st.files.items():
+            (root / dest).parent.mkdir(parents=True, exist_ok=True)
+            link_or_copy(Path(src), root / dest)
+        for dest, text in st.texts.items():
+            (root / dest).parent.mkdir(parents=True, exist_ok=True)
+            (root / dest).write_text(text)
+        for node in st.nodes:
+            (root / st.rel(self.setup.layout.satellite(node))).write_text(self.setup.satellite)
+
+    def _put(self, first: str) -> tuple[str, Popen[bytes] | None]:
+        s = self.setup
+        st, node = s.stages[first], s.layout.node(first)
+        streamed = self._streamed(first)
+        if streamed is not None:
+            texts = {**st.texts, st.rel(s.layout.satellite(first)): s.satellite}
+            return first, streamed.start_with_tree(
+                node, lambda tf: archive.write_tree(tf, st.dirs, files=st.files, texts=texts),
+                st.base, s.argv(first), s.log(first))
+        self.transport.put_tree(node, s.prestage / first, st.base, s.timeout)
+        return first, None
+
+    def _put_trees(self) -> None:
+        """One transfer per stage, ``fanout`` at a time; a node's satellite is started as soon
+        as its transfer is done. On the first failure the transfers not started are dropped
+        and those under way killed."""
+        stages = self.setup.stages
+        self.to_start = sorted(self.setup.nodes, reverse=True)
+        pool = ThreadPoolExecutor(min(self.fanout, len(stages) or 1))
+        futures = [pool.submit(self._put, first) for first in stages]
+        failed: BaseException | None = None
+        for fut in as_completed(futures):
+            failed = fut.exception()
+            if failed is not None:
+                break
+            first, popen = fut.result()
+            self.staged.update(stages[first].nodes)
+            if popen is not None:
+                self.to_start.remove(first)
+                self._follow(first, popen)
+            self.start_ready()
+        if failed is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+            self.transport.cancel()
+            for fut in futures:  # satellites started by transfers that finished meanwhile
+                if fut.done() and not fut.cancelled() and fut.exception() is None:
+                    first, popen = fut.result()
+                    if popen is not None and first not in self.links:
+                        self._follow(first, popen)
+        pool.shutdown(wait=True)
+        if failed is not None:
+            raise failed
+
+    def _follow(self, node: str, popen: Popen[bytes]) -> None:
+        link = PipeLink(node, popen, self.setup.log(node))
+        self.links[node] = link
+        self.setup.watch(link)
+        self.setup.starting(node)
+
+    def start(self, node: str) -> None:
+        s = self.setup
+        self._follow(node, self.transport.start(s.layout.node(node), s.argv(node), s.log(node)))
+
+
+class TaktukPropagation(Propagation):
+    """One front-end ``taktuk`` for every node: the common tar stream once through its tree
+    (a FIFO), each stage's own small tar, the satellite exec'd on what follows; the other
+    nodes of a shared stage start once the first one's satellite says hello."""
+
+    def __init__(self, setup: Setup, transport: Transport) -> None:
+        super().__init__(setup, transport)
+        self.session = TaktukSession({n: setup.layout.address(n) for n in setup.nodes},
+                                     setup.ssh)
+        self.source = TaktukSource(self.session)
+        self.fifo: tuple[Path, Thread] | None = None
+
+    def header(self) -> list[str]:
+        return [f"through taktuk: {shlex.join(self.session.argv)}"]
+
+    def origin(self, first: str) -> str:
+        return "the common tar through the tree, its own tar, then the satellite"
+
+    def stage(self) -> None:
+        try:
+            self._stage()
+        except OSError as e:
+            raise PropagationError(f"prestage tree {self.setup.prestage}: {e}") from None
+
+    def _stage(self) -> None:
+        s, session = self.setup, self.session
+        shutil.rmtree(s.prestage, ignore_errors=True)
+        session.start(s.state_dir / "taktuk.log")
+        session.wait_numbered(s.timeout)
+        s.watch(self.source)
+        s.prestage.mkdir(parents=True)
+        names = taktuk.common_names(s.stages.values())
+        for first, st in s.stages.items():
+            common = f"{s.layout.adage_dir(first)}/common-{first}"
+            taktuk.node_archive(s.prestage / f"{first}.tar", st, st.rel(common), names,
+                                [st.rel(s.layout.satellite(n)) for n in st.nodes])
+            self._start(first, taktuk.stage_and_start(st.base, common, s.argv(first)))
+        fifo = s.prestage / "common.fifo"
+        writer = stream_fifo(fifo, names, s.satellite)
+        self.fifo = (fifo, writer)
+        ranks = [session.peers[first].rank for first in s.stages]
+        session.send(taktuk.input_file(taktuk.ranks_set(ranks), str(fifo)))
+        for first in s.stages:
+            session.send(taktuk.input_file(str(session.peers[first].rank),
+                                           str(s.prestage / f"{first}.tar")))
+        self.to_start = sorted({n for st in s.stages.values() for n in st.nodes[1:]},
+                               reverse=True)
+
+    def _start(self, node: str, line: str) -> None:
+        log = self.setup.log(node)
+        link = TaktukLink(self.session, self.session.start_command(node, line, log), log)
+        self.source.links[node] = link
+        self.links[node] = link
+        self.setup.starting(node)
+
+    def start(self, node: str) -> None:
+        self._start(node, shlex.join(self.setup.argv(node)))
+
+    def up(self, node: str) -> None:
+        if node in self.setup.stages:
+            self.staged.update(self.setup.stages[node].nodes)  # its tree is extracted
+
+    def detach(self) -> None:
+        super().detach()  # the satellites read "detach" before taktuk ends
+        self.session.barrier([p.rank for p in self.session.peers.values()],
+                             self.setup.timeout)
+
+    def close(self) -> None:
+        self.session.close()
+        if self.fifo is not None:
+            release_fifo(*self.fifo)
+        shutil.rmtree(self.setup.prestage, ignore_errors=True)
+        super().close()
+
+
+def propagation(kind: str, setup: Setup, transport: Transport) -> Propagation:
+    """The propagation named ``kind`` (from ``choose``)."""
+    return (TaktukPropagation if kind == "taktuk" else SshPropagation)(setup, transport)
+

@@ -1,0 +1,93 @@
+"""Propagations: which one, what each builds to reach the nodes (nothing is run)."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+
+from adage.deploy.layout import Layout, Stage
+from adage.deploy.propagation import (
+    PropagationError,
+    Setup,
+    SshPropagation,
+    TaktukPropagation,
+    check_methods,
+    choose,
+    propagation,
+)
+from adage.deploy.ssh import SshOptions, SshTransport
+from adage.deploy.transport import LocalTransport, get_transport
+from adage.model import CtrlParams, Node, Resources
+
+NODES = Resources((Node("n1", scratch="/tmp", address="10.0.0.1", submission=("ssh",),
+                        transfer=("tar",)),
+                   Node("n2", scratch="/tmp", address="10.0.0.2", submission=("ssh",),
+                        transfer=("local",))))
+LAYOUT = Layout(NODES, CtrlParams(), "alice", 42, "dep-1")
+
+
+def setup(tmp_path: Path, stages: dict[str, Stage]) -> Setup:
+    return Setup(LAYOUT, stages, ["n1", "n2"], "# satellite", lambda n: ["python3", f"sat-{n}"],
+                 tmp_path, tmp_path / "prestage", 5.0, SshOptions(4.5, False, 8),
+                 lambda _s: None, lambda _n: None)
+
+
+def test_choose_auto_takes_taktuk_beyond_the_fanout_over_ssh_only() -> None:
+    assert choose("auto", 9, 8, "ssh", "tar") == "taktuk"
+    assert choose("auto", 8, 8, "ssh", "tar") == "ssh"
+    assert choose("auto", 9, 8, "oarsh", "tar") == "ssh"
+    assert choose("taktuk", 1, 8, "ssh", "local") == "taktuk"  # local: an alias of tar
+    with pytest.raises(PropagationError, match="needs submission ssh and the tar transfer"):
+        choose("taktuk", 1, 8, "ssh", "scp")
+    with pytest.raises(PropagationError, match="unknown propagation 'pigeon'"):
+        choose("pigeon", 1, 8, "ssh", "tar")
+
+
+def test_node_methods_are_checked_with_local_as_tar() -> None:
+    check_methods(LAYOUT, ["n1", "n2"], "ssh", "local")  # over ssh a tar stream needs a shell
+    with pytest.raises(PropagationError, match=r"node n1 .* not ssh/scp"):
+        check_methods(LAYOUT, ["n1"], "ssh", "scp")
+    with pytest.raises(PropagationError, match="node n1 accepts submission ssh and transfer "
+                                               "tar, not local/tar"):
+        check_methods(LAYOUT, ["n1"], "local", "tar")
+
+
+def test_ssh_streams_a_one_node_stage_and_prestages_otherwise(tmp_path: Path) -> None:
+    stages = {"n1": Stage("/tmp", ["n1"]), "n2": Stage("/tmp", ["n2", "n1"])}
+    tar = SshPropagation(setup(tmp_path, stages), get_transport("ssh", "local", SshOptions()))
+    assert isinstance(tar.transport, SshTransport) and tar.transport.transfer == "tar"
+    assert tar.origin("n1") == "one tar stream, then the satellite"
+    assert tar.origin("n2") == "from prestage/n2"
+    scp = SshPropagation(setup(tmp_path, stages), get_transport("ssh", "scp"))
+    assert scp.origin("n1") == "from prestage/n1" and scp.header() == []
+
+
+def test_ssh_starts_the_satellite_through_one_quoted_ssh_command(tmp_path: Path) -> None:
+    prop = propagation("ssh", setup(tmp_path, {}), SshTransport("tar", SshOptions(4.5, False)))
+    assert isinstance(prop, SshPropagation)
+    argv = prop.transport.command(LAYOUT.node("n1"), prop.setup.argv("n1"))
+    assert argv[:3] == ["ssh", "-o", "BatchMode=yes"] and "ConnectTimeout=5" in argv
+    assert argv[-3:] == ["10.0.0.1", "--", "python3 sat-n1"]
+    assert "ControlMaster=auto" not in argv
+
+
+def test_local_nodes_get_a_prestaged_tree_and_a_plain_shell(tmp_path: Path) -> None:
+    prop = propagation("ssh", setup(tmp_path, {"n1": Stage("/tmp", ["n1"])}), LocalTransport())
+    assert prop.transport.shell(LAYOUT.node("n1")) == ["sh", "-s"]
+    assert prop.origin("n1") == "from prestage/n1"
+
+
+def test_taktuk_reaches_every_node_from_one_command(tmp_path: Path) -> None:
+    stages = {"n1": Stage("/tmp", ["n1"]), "n2": Stage("/tmp", ["n2"])}
+    prop = propagation("taktuk", setup(tmp_path, stages), get_transport("ssh", "tar"))
+    assert isinstance(prop, TaktukPropagation)
+    [line] = prop.header()
+    argv = shlex.split(line.removeprefix("through taktuk: "))
+    assert argv[:2] == ["taktuk", "-s"] and argv[-4:] == ["-m", "10.0.0.1", "-m", "10.0.0.2"]
+    connector = shlex.split(argv[argv.index("-c") + 1])
+    assert connector[:3] == ["ssh", "-o", "BatchMode=yes"] and "ConnectTimeout=5" in connector
+    assert argv[argv.index("-d") + 1] == "8"
+    assert prop.origin("n1").startswith("the common tar through the tree")
+    assert prop.to_start == [] and prop.links == {}  # nothing started before stage()
