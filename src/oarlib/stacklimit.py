@@ -29,10 +29,11 @@ CLIENTS = (Path("/usr/lib/oar/oarsub"),)  # what /usr/bin/oarsub (setuid) runs
 MARK = "# orpheus testbed: OAR program with a raised stack limit"
 
 
-def wrapper_text(real: Path) -> str:
-    """The wrapper put in place of a program: raise the stack limit, exec the real one."""
+def wrapper_text(real: Path, limit: str = '"$(ulimit -H -s)"') -> str:
+    """The wrapper put in place of a program: set the stack limit (by default the hard one),
+    exec the real one."""
     return (f"#!/bin/sh\n{MARK} (docs/testbed.md)\n"
-            'ulimit -s "$(ulimit -H -s)"\n'
+            f"ulimit -s {limit}\n"
             f'exec {real} "$@"\n')
 
 
@@ -50,9 +51,9 @@ def programs() -> list[Path]:
 
 
 def wrapped(path: Path) -> bool:
-    """Whether ``path`` is our wrapper (its real program diverted beside it)."""
+    """Whether ``path`` is our wrapper to the hard limit (its real program diverted beside it)."""
     try:
-        return MARK in path.read_text(errors="replace") and _real(path).is_file()
+        return path.read_text(errors="replace") == wrapper_text(_real(path))
     except OSError:
         return False
 
@@ -72,14 +73,15 @@ def _diverted(path: Path) -> bool:
     return _divert("--truename", str(path)) == str(_real(path))
 
 
-def wrap(paths: Iterable[Path] | None = None) -> list[str]:
-    """Divert every program (or ``paths``) and put the wrapper in its place (idempotent)."""
+def wrap(paths: Iterable[Path] | None = None, limit: str | None = None) -> list[str]:
+    """Divert every program (or ``paths``) and put the wrapper in its place (idempotent);
+    ``limit`` (KiB) replaces the hard limit, e.g. to show what a too small stack does."""
     done = []
     for path in programs() if paths is None else paths:
         if not _diverted(path):
             log.info("diverting %s to %s (raised stack limit)", path, _real(path))
             _divert("--local", "--rename", "--divert", str(_real(path)), "--add", str(path))
-        text = wrapper_text(_real(path))
+        text = wrapper_text(_real(path)) if limit is None else wrapper_text(_real(path), limit)
         if not path.exists() or path.read_text(errors="replace") != text:
             tmp = path.with_name(f".{path.name}.tmp")
             real = _real(path).stat()  # the wrapper gets the real program's owner and mode
