@@ -9,7 +9,9 @@ run, and its lateness (end notification minus intended end) p50/p99.
 so each needs a scheduler pass after the previous end, and the figure is OAR's turnaround
 from one end to the next start (with and without ``--rekick``, see docs/orpheus.md).
 
-Run as root on the test bed: ``python benchmarks/bench_orpheus.py [--jobs 500]``.
+The bed is brought to ``--nodes`` x ``--cores`` (16 x 4 by default; the reference figures are
+for that size); a running daemon is refused. Run as root on the test bed:
+``python benchmarks/bench_orpheus.py [--jobs 500] [--nodes 16 --cores 4]``.
 """
 
 from __future__ import annotations
@@ -51,9 +53,6 @@ def run_mode(variant: str, jobs: int, resources: str, user: str,
              workdir: Path) -> dict[str, float]:
     """One run; ``variant`` is a mode, optionally with ``+rekick`` (``--rekick 1.2``)."""
     mode, _, extra = variant.partition("+")
-    while (other := running_daemon()) is not None:  # the test bed serves one daemon at a time
-        print(f"waiting for the running daemon (pid {other}) to stop...", file=sys.stderr)
-        time.sleep(5)
     record = workdir / f"record-{variant}.csv"
     log = workdir / f"orpheus-{variant}.log"
     rekick = ["--rekick", "1.2"] if extra == "rekick" else []
@@ -95,10 +94,16 @@ def main() -> int:
     ap.add_argument("--modes", default="event,event+rekick,oarexec,oarexec+rekick")
     ap.add_argument("--resources", default="core=1", help="oarsub -l of every job")
     ap.add_argument("--user", default="alice")
+    ap.add_argument("--nodes", type=int, default=16, help="fake nodes of the bed (16)")
+    ap.add_argument("--cores", type=int, default=4, help="cores per node (4)")
     args = ap.parse_args()
-    subprocess.run(["orpheus", "testbed", "up", "--nodes", "16", "--cores", "4",
-                    "--sched-interval", "1", "--max-jobs-per-user", "1000"], check=True,
-                   stdout=subprocess.DEVNULL)
+    if (other := running_daemon()) is not None:  # the test bed serves one daemon at a time
+        print(f"an Orpheus daemon (pid {other}) serves the test bed: stop it first "
+              "(kill it, or orpheus testbed down)", file=sys.stderr)
+        return 2
+    subprocess.run(["orpheus", "testbed", "up", "--nodes", str(args.nodes), "--cores",
+                    str(args.cores), "--sched-interval", "1", "--max-jobs-per-user", "100000"],
+                   check=True, stdout=subprocess.DEVNULL)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         os.chmod(workdir, 0o777)

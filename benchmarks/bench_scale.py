@@ -41,6 +41,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from bench_orpheus import cpu_ticks  # run as a script: benchmarks/ is on the path
 
 from oarlib import conf as oarconf
 from oarlib import oarcli, testbed
@@ -53,14 +54,6 @@ LOG = Path("/var/log/oar.log")
 TARGET_CPU_SHARE = 0.05
 STAMP = re.compile(r"^\[\w+\] \[([\d-]+ [\d:.]+)\] \[MetaSched\] (Starting Meta Scheduler|"
                    r"End of Meta Scheduler)")
-
-
-def cpu_ticks(pid: int | None = None) -> int:
-    if pid is None:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-        return sum(int(x) for x in fields[:8])
-    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(stat[11]) + int(stat[12])  # utime + stime
 
 
 def peak_memory_mib(pid: int) -> float:

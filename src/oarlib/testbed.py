@@ -280,7 +280,12 @@ def missing_packages(names: Iterable[str]) -> list[str]:
 
 
 def ensure_packages(db: str) -> None:
-    missing = missing_packages((*BACKEND_PACKAGES[db], *COMMON_PACKAGES))
+    install_packages((*BACKEND_PACKAGES[db], *COMMON_PACKAGES))
+
+
+def install_packages(names: Iterable[str]) -> None:
+    """Install the Debian packages among ``names`` that are missing (without recommends)."""
+    missing = missing_packages(names)
     if not missing:
         return
     log.info("installing Debian packages: %s", " ".join(missing))

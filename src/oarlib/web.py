@@ -29,7 +29,7 @@ from oarlib.testbed import (
     STATE_DIR,
     TestbedError,
     cmdline,
-    missing_packages,
+    install_packages,
     pid_alive,
     port_open,
     read_pid,
@@ -165,13 +165,7 @@ Listen {port}
 # ----------------------------------------------------------------------------- shell
 
 def ensure_packages(db_type: str) -> None:
-    missing = missing_packages((*PACKAGES, *BACKEND_PACKAGES[db_type]))
-    if not missing:
-        return
-    log.info("installing Debian packages: %s", " ".join(missing))
-    env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
-    run(["apt-get", "update", "-qq"], env=env)
-    run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], env=env)
+    install_packages((*PACKAGES, *BACKEND_PACKAGES[db_type]))
 
 
 def _write(path: Path, text: str, mode: int, owner: str, group: str) -> bool:
