@@ -29,6 +29,7 @@ _TIMEOUT = re.compile(r"\[(\S+)\] Warning: some jobs were not scheduled because 
                       r"scheduler's timeout was reached \((\d+) s\)")
 _PASS = re.compile(r"\[(\S+)\] Starting scheduler for queue (\S+)")
 _STAMP = re.compile(r"^\[\w+\] \[([\d-]+ [\d:.]+)\]")
+_START = "[Almighty] Start Almighty"  # a new server: what its predecessor's passes did is past
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,9 @@ def _crash(policy: str, sig: int) -> str:
 
 def log_causes(lines: Iterable[str]) -> tuple[dict[str, str], dict[str, str]]:
     """From oar.log lines, the last cause each queue was disabled for (queue -> cause), and
-    the queues whose scheduler reached its timeout in their last pass (queue -> scheduler and
-    timeout; OAR logs a pass's start and its timeout at LOG_LEVEL 3 only)."""
+    the queues whose scheduler reached its timeout in their last pass since Almighty's last
+    start (queue -> scheduler and timeout; OAR logs a pass's start and its timeout at
+    LOG_LEVEL 3 only)."""
     disabled: dict[str, str] = {}
     timeouts: dict[str, str] = {}
     passes: dict[str, str] = {}  # scheduler -> the queue of its pass under way
@@ -77,6 +79,9 @@ def log_causes(lines: Iterable[str]) -> tuple[dict[str, str], dict[str, str]]:
                 continue
             if s := _STAMP.match(line):
                 disabled[m[3]] += f" at {s[1]}"
+        elif _START in line:
+            timeouts.clear()
+            passes.clear()
         elif "Starting scheduler for queue" in line and (m := _PASS.search(line)):
             passes[m[1]] = m[2]
             timeouts.pop(m[2], None)

@@ -54,6 +54,19 @@ def test_a_timeout_counts_only_until_the_next_pass_of_its_queue() -> None:
     assert timeouts == {}
 
 
+def test_a_restart_of_almighty_forgets_timeouts_but_not_disabled_queues() -> None:
+    # at LOG_LEVEL 2 no pass start is logged: the restart is what closes the old passes
+    timeout = ("[debug] [2026-12-03 22:00:10.000] [{s}] Warning: some jobs were not scheduled "
+               "because the scheduler's timeout was reached (30 s)")
+    lines = [f"[debug] [2026-12-03 22:00:00.000] [{SCHED}] Starting scheduler for queue default",
+             timeout.format(s=SCHED), BAD_VALUE,
+             "[info] [2026-12-04 03:28:34.846] [Almighty] Start Almighty"]
+    disabled, timeouts = log_causes(lines)
+    assert timeouts == {} and set(disabled) == {"default"}
+    _, timeouts = log_causes(lines[:3])
+    assert set(timeouts) == {"default"}
+
+
 def test_unrelated_and_malformed_lines_give_nothing() -> None:
     lines = ["", "Disabling queue", "[error] [x] [MetaSched] Error: Scheduler returned a bad "
              "value: Disabling queue q", "garbage \x00 ÿ", FAILED.replace("signal=6", "signal=x")]
