@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from oarlib import conf as oarconf
-from oarlib import faults, stacklimit
+from oarlib import faults, stacklimit, vclock
 from oarlib.almighty import notify
 from oarlib.conf import DbParams, ServerAddress
 from oarlib.db import Db
@@ -46,7 +46,7 @@ FAKE_COMMANDS_DIR = Path("/usr/local/lib/orpheus")  # where `orpheus install` pu
 ENV_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 DB_PASSWORDS = {"DB_BASE_PASSWD": "oarpass", "DB_BASE_PASSWD_RO": "oarropass"}
 COMMON_PACKAGES = ("oar-server", "oar-user", "libyaml-perl", "libyaml-syck-perl",
-                   "libxml-dumper-perl")
+                   "libxml-dumper-perl", "libfaketime")
 BACKEND_PACKAGES = {
     "pg": ("postgresql", "oar-server-pgsql", "oar-user-pgsql"),
     "mysql": ("mariadb-server", "oar-server-mysql", "oar-user-mysql"),
@@ -83,6 +83,7 @@ class Config:
     energy_idle: int = 600  # seconds idle before Hulot halts a node
     boot_time: int = 5  # seconds a woken-up fake node takes to come back Alive
     prefix: str = "node"
+    clock: str = "real"  # "virtual": OAR and its database on Orpheus's clock (oarlib.vclock)
 
     def check(self) -> None:
         """Raise TestbedError naming the first bad setting."""
@@ -94,6 +95,10 @@ class Config:
         for name in ("sched_interval", "max_jobs_per_user", "security_time", "boot_time"):
             if getattr(self, name) < 0:
                 raise TestbedError(f"--{name.replace('_', '-')} must be >= 0")
+        if self.clock not in vclock.MODES:
+            raise TestbedError(f"--clock must be real or virtual, not {self.clock!r}")
+        if self.clock == "virtual" and self.db != "pg":
+            raise TestbedError("--clock virtual needs --db pg")
         if not 1 <= self.log_level <= 3:
             raise TestbedError("--log-level must be 1, 2 or 3")
         if self.user in ("root", "oar") or not self.user.isidentifier():
@@ -333,8 +338,22 @@ def mariadb_strict() -> bool:
                             "SELECT @@GLOBAL.sql_mode"], quiet=True).stdout
 
 
-def start_db_server(db: str) -> None:
-    """Start PostgreSQL (creating its cluster if needed) or MariaDB; wait for connections."""
+def pg_environment_path(version: str) -> Path:
+    return Path(f"/etc/postgresql/{version}/main/environment")
+
+
+def pg_clock() -> str:
+    """The clock the PostgreSQL cluster is configured with ("real" or "virtual")."""
+    try:
+        path = pg_environment_path(pg_version())
+        return "virtual" if vclock.pg_is_virtual(path.read_text()) else "real"
+    except (OSError, TestbedError):
+        return "real"
+
+
+def start_db_server(db: str, clock: str = "real") -> None:
+    """Start PostgreSQL (creating its cluster if needed) or MariaDB; wait for connections.
+    PostgreSQL is restarted when it must move to another clock."""
     if db == "pg":
         version = pg_version()
         status = pg_cluster_status(version)
@@ -342,6 +361,15 @@ def start_db_server(db: str) -> None:
             log.info("creating PostgreSQL cluster %s/main", version)
             run(["pg_createcluster", version, "main"])
             status = "down"
+        env_path = pg_environment_path(version)
+        env_text = env_path.read_text() if env_path.exists() else ""
+        if (wanted := vclock.pg_environment(env_text, clock == "virtual")) != env_text:
+            env_path.write_text(wanted)
+            if status.startswith("online"):
+                log.info("restarting PostgreSQL %s/main on the %s clock", version, clock)
+                stop_almighty()  # it would lose its connections
+                run(["pg_ctlcluster", version, "main", "stop"])
+                status = "down"
         if not status.startswith("online"):
             log.info("starting PostgreSQL %s/main", version)
             run(["pg_ctlcluster", version, "main", "start"])
@@ -679,28 +707,58 @@ def almighty_started_with() -> dict[str, Any] | None:
         return None
 
 
-def almighty_is_current() -> bool:
-    """Whether a running Almighty was started by us with today's oar.conf."""
+def almighty_is_current(clock: str | None = None) -> bool:
+    """Whether a running Almighty was started by us with today's oar.conf (and ``clock``)."""
     pid, rec = almighty_pid(), almighty_started_with()
     return bool(pid and rec and rec.get("pid") == pid
-                and rec.get("conf_sha256") == sha256(CONF_PATH.read_bytes()))
+                and rec.get("conf_sha256") == sha256(CONF_PATH.read_bytes())
+                and clock in (None, rec.get("clock", "real")))
 
 
-def start_almighty(timeout: float = 60) -> int:
-    """Start Almighty under a clean environment and wait for its TCP port."""
+def almighty_clock() -> str | None:
+    """The clock the running Almighty was started on (None if it does not run)."""
+    rec = almighty_started_with()
+    return rec.get("clock", "real") if rec and almighty_pid() == rec.get("pid") else None
+
+
+# what /usr/sbin/Almighty (setuid, through oardodo) gives /usr/lib/oar/Almighty
+ALMIGHTY_ENV = {"PATH": "/bin:/sbin:/usr/bin:/usr/sbin:/usr/lib/oar/oardodo", "LANG": "C",
+                "OARDO_USER": "root", "OARDO_UID": "0", "OARDIR": "/usr/lib/oar",
+                "PERL5LIB": "/usr/lib/oar", "RUBYLIB": "/usr/lib/oar",
+                "OARCONFFILE": str(CONF_PATH), "OARXAUTHLOCATION": "/usr/bin/xauth",
+                "USER": "oar", "OARUSER": "oar", "LOGNAME": "oar",
+                "SHELL": "/usr/lib/oar/oarsh_shell", "HOME": "/var/lib/oar"}
+
+
+def _spawn_virtual_almighty() -> None:
+    """Almighty as user oar with libfaketime preloaded. The package's setuid wrapper would
+    drop LD_PRELOAD, so its environment is given here and the pid file written as
+    ``oar-server`` writes it."""
+    child = subprocess.Popen(
+        ["/usr/lib/oar/Almighty"], cwd="/", env=ALMIGHTY_ENV | vclock.faketime_env(),
+        user="oar", group="oar", extra_groups=[], umask=0, start_new_session=True,
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    OAR_SERVER_PIDFILE.write_text(f"{child.pid}\n")
+
+
+def start_almighty(timeout: float = 60, clock: str = "real") -> int:
+    """Start Almighty under a clean environment (on ``clock``) and wait for its TCP port."""
     conf_bytes = CONF_PATH.read_bytes()
     port = ServerAddress.from_conf(oarconf.parse(conf_bytes.decode())).port
     if port_open(port):
         raise TestbedError(f"port {port} is already in use by another process")
-    log.info("starting Almighty (port %d)", port)
-    run(["env", "-i", f"PATH={ENV_PATH}", "LANG=C", "/usr/sbin/oar-server"], cwd="/")
+    log.info("starting Almighty (port %d, %s clock)", port, clock)
+    if clock == "virtual":
+        _spawn_virtual_almighty()
+    else:
+        run(["env", "-i", f"PATH={ENV_PATH}", "LANG=C", "/usr/sbin/oar-server"], cwd="/")
     wait_until(lambda: almighty_pid() is not None and port_open(port), timeout,
                f"Almighty to listen on port {port} (see /var/log/oar.log)")
     pid = almighty_pid()
     assert pid is not None
     STATE_DIR.mkdir(mode=0o700, exist_ok=True)
     _record_path().write_text(json.dumps({"pid": pid, "conf_sha256": sha256(conf_bytes),
-                                          "started": time.time()}))
+                                          "started": time.time(), "clock": clock}))
     return pid
 
 
@@ -732,6 +790,7 @@ def stop_almighty(timeout: float = 15) -> bool:
             wait_until(lambda: not leftover_pids(), 5, "leftover OAR processes to exit")
     OAR_SERVER_PIDFILE.unlink(missing_ok=True)
     _record_path().unlink(missing_ok=True)
+    vclock.clean_shm()
     return found
 
 
@@ -739,8 +798,9 @@ def restart_almighty_if_running() -> int | None:
     """Restart Almighty if it runs (it reads oar.conf only at start); return the new pid."""
     if almighty_pid() is None:
         return None
+    clock = almighty_clock() or "real"
     stop_almighty()
-    return start_almighty()
+    return start_almighty(clock=clock)
 
 
 # ----------------------------------------------------------------------------- commands
@@ -756,7 +816,9 @@ def up(cfg: Config, install: Callable[[], None] | None = None,
     cfg.check()
     require_root()
     ensure_packages(cfg.db)
-    start_db_server(cfg.db)
+    if cfg.clock == "virtual":
+        vclock.ensure()
+    start_db_server(cfg.db, cfg.clock)
     current = oarconf.parse(read_conf_text()).get("DB_TYPE", "")
     switching = current.lower() != conf_values(cfg)["DB_TYPE"].lower()  # type: ignore[union-attr]
     if switching and (almighty_pid() or leftover_pids()):
@@ -772,9 +834,9 @@ def up(cfg: Config, install: Callable[[], None] | None = None,
     stacklimit.wrap()
     if install:
         install()
-    if not almighty_is_current():
+    if not almighty_is_current(cfg.clock):
         stop_almighty()
-        start_almighty()
+        start_almighty(clock=cfg.clock)
     set_alive()
     return status()
 
@@ -803,6 +865,9 @@ def status() -> dict[str, Any]:
                        "listening": port_open(server.port) if pid else False,
                        "conf_current": almighty_is_current()}
     out["stack_limit"] = stacklimit.state()
+    clock = almighty_clock() or pg_clock()
+    out["clock"] = {"mode": clock, "offset": vclock.Clock().read() if clock == "virtual"
+                    else 0.0}
     out["db"] = {"type": params.type, "host": params.host, "port": params.port,
                  "name": params.name, "reachable": False}
     try:

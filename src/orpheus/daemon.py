@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from oarlib import conf as oarconf
-from oarlib import faults, testbed
+from oarlib import faults, idle, testbed, vclock
 from oarlib.almighty import notify
 from oarlib.db import Db, connection_errors
 from orpheus import iomodels
@@ -71,6 +71,7 @@ class Options:
     record: Path | None = None
     kick_reservations: bool = False
     rekick: float = 0.0
+    clock: str = "real"  # "virtual": this daemon moves the test bed's clock (oarlib.vclock)
 
 
 @dataclass
@@ -130,6 +131,9 @@ class Daemon:
             if new:
                 self._record_writer.writerow(RECORD_FIELDS)
                 self._record.flush()
+        self.clock = vclock.Clock() if opts.clock == "virtual" else vclock.RealClock()
+        self.sched_interval = int(settings.get("SCHEDULER_MIN_TIME_BETWEEN_2_CALLS", "5"))
+        self._handled = 0.0  # virtual clock: every instant due up to this one was acted on
         self._clock = 0.0  # last time given to the engine: it never goes backwards
         self._next_kick: float | None = None  # next reservation start to kick the scheduler at
         self._kicked: dict[int, float] = {}  # reservation -> when Scheduling was last sent
@@ -141,7 +145,7 @@ class Daemon:
         self.faults: set[str] = set()  # what keeps OAR from running jobs, as last told
 
     def _now(self) -> float:
-        self._clock = max(self._clock, time.time())
+        self._clock = max(self._clock, self.clock.now())
         return self._clock
 
     # ------------------------------------------------------------------ life cycle
@@ -153,7 +157,7 @@ class Daemon:
         log.info("orpheus: mode=%s db=%s@%s:%s almighty=%s:%s io_model=%s", self.opts.mode,
                  self.db_params.type, self.db_params.host, self.db_params.port,
                  self.server.host, self.server.port, self.opts.io_model)
-        next_stats = time.time() + self.opts.stats_interval
+        next_stats = time.monotonic() + self.opts.stats_interval
         backoff = 0.5
         try:
             while not self.stopping:
@@ -168,7 +172,7 @@ class Daemon:
                     self._sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
-                now = time.time()
+                now = time.monotonic()
                 if now >= self._next_fault_check:
                     self._check_faults()
                     self._next_fault_check = now + FAULT_CHECK_INTERVAL
@@ -176,7 +180,8 @@ class Daemon:
                     log.info("stats: %s faults=%d", self.counters.line(len(self.jobs)),
                              len(self.faults))
                     next_stats = now + self.opts.stats_interval
-                self._sleep(self._timeout())
+                self._sleep(self._advance() if self.opts.clock == "virtual"
+                            else self._timeout())
         except Exception:
             log.exception("orpheus: stopped by an unexpected error (a bug: please report it)")
             raise
@@ -220,7 +225,7 @@ class Daemon:
             timeout = min(timeout, 0.2)
         for nxt in (self.engine.next_end(), self._next_kick, self._rekick_at):
             if nxt is not None:
-                timeout = min(timeout, max(0.0, nxt - time.time()))
+                timeout = min(timeout, max(0.0, nxt - self.clock.now()))
         return timeout
 
     def _sleep(self, timeout: float) -> None:
@@ -233,6 +238,56 @@ class Daemon:
             with contextlib.suppress(BlockingIOError):
                 while self._wake_r.recv(4096):
                     pass
+
+    # ------------------------------------------------------------------ virtual clock
+    def _advance(self) -> float:
+        """Under the virtual clock: once OAR and this daemon are idle, jump to the next
+        instant something is due and kick Almighty (see docs/virtual-clock.md). Returns how
+        long to wait before the next step."""
+        if self.db is None or self.pending or self._spool_news():
+            return 0.0
+        backend = OarBackend(self.db)
+        if backend.transient_jobs():
+            return 0.01
+        if idle.wait_idle(testbed.almighty_pid, self.server.port, timeout=0.2) is not None:
+            return 0.0
+        if self._spool_news() or backend.transient_jobs():
+            return 0.0
+        now = self._now()
+        holds = vclock.holds()
+        if any(h <= now for h in holds):
+            return 0.01  # a replay is submitting what is due now
+        due = [(t, c) for t, c in backend.due_instants(self._handled, self.sched_interval)]
+        due += [(h, "") for h in holds]
+        if (end := self.engine.next_end()) is not None:
+            due.append((end, ""))
+        if not due:
+            return self.opts.poll  # nothing is due: only a new command can change that
+        when, command = min(due)
+        if when > now:
+            step = self.clock.advance_to(when)
+            log.debug("virtual clock: +%.3f s to %.3f (%s)", step, when, command or "due")
+        self._handled = max(self._handled, self._now())
+        if command:
+            self._kick(command)
+        return 0.0
+
+    def _spool_news(self) -> bool:
+        """Whether a shim left something for the daemon (a launch, a signal)."""
+        return any(True for p in ("launch.*", "kill.*") for _ in self.opts.spool.glob(p))
+
+    def _kick(self, command: str) -> None:
+        """Send Almighty a command and wait (at most 2 s) until it has taken it."""
+        pid = testbed.almighty_pid()
+        before = idle.read_tree(pid) if pid else None
+        if not self._notify(command) or before is None:
+            return
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            tree = idle.read_tree(before.pid)
+            if tree is None or tree.cpu_ns != before.cpu_ns:
+                return
+            time.sleep(0.001)
 
     # ------------------------------------------------------------------ one wake-up
     def _backend(self) -> OarBackend:
@@ -252,7 +307,7 @@ class Daemon:
         self._forget_ended(backend)
         if self.opts.kick_reservations:
             self._kick_reservations(backend)
-        if self._rekick_at is not None and (now := time.time()) >= self._rekick_at:
+        if self._rekick_at is not None and (now := self.clock.now()) >= self._rekick_at:
             nxt = now + self.opts.rekick
             self._rekick_at = nxt if nxt <= self._rekick_until else None
             self._notify("Scheduling")
@@ -280,7 +335,7 @@ class Daemon:
     def _kick_reservations(self, backend: OarBackend) -> None:
         """Send ``Scheduling`` when a reservation's start comes (and every 2 s until it
         starts): alone, OAR may start it up to a minute late, or let a short one expire."""
-        now = time.time()
+        now = self.clock.now()
         waiting = dict(backend.waiting_reservations())
         self._kicked = {j: t for j, t in self._kicked.items() if j in waiting}
         due = [j for j, start in waiting.items()
@@ -299,7 +354,7 @@ class Daemon:
         if not rows:
             return
         challenges = backend.challenges(r[0] for r in rows)
-        now = time.time()
+        now = self.clock.now()
         for job_id, command, state, start in rows:
             if state == "Launching" and not backend.finish_launching(job_id):
                 continue
@@ -371,7 +426,7 @@ class Daemon:
     def _forget_ended(self, backend: OarBackend) -> None:
         """Jobs that OAR ended without Orpheus (a node set Dead, ...) leave the engine, and
         their I/O share with them. Checked every CHECK_INTERVAL seconds."""
-        now = time.time()
+        now = self.clock.now()
         if not self.jobs or now < self._next_check:
             return
         self._next_check = now + CHECK_INTERVAL
@@ -402,7 +457,7 @@ class Daemon:
                     # Leon writes TERM, oardel and sarko SIGUSR2 / SIGURG
                     self.counters.signals += 1
                     self._signal(job_id, line.split()[0].removeprefix("SIG"))
-        now = time.time()
+        now = self.clock.now()
         self.early_kills = {j: (t, sigs) for j, (t, sigs) in self.early_kills.items()
                             if now - t < EARLY_KILL_TTL}
 
@@ -411,7 +466,7 @@ class Daemon:
         if job is None or job_id not in self.engine:
             # a job deleted while toLaunch: the fake ssh told OAR the signal went through, so
             # it is applied as soon as the job is launched (OAR would re-send it only 20 s later)
-            since, sigs = self.early_kills.get(job_id, (time.time(), []))
+            since, sigs = self.early_kills.get(job_id, (self.clock.now(), []))
             self.early_kills[job_id] = (since, [*sigs, sig])
             log.info("job %d: SIG%s for a job not running here: kept until it launches",
                      job_id, sig)
@@ -487,12 +542,12 @@ class Daemon:
             # SCHEDULER_MIN_TIME_BETWEEN_2_CALLS after the end of its last pass (whole seconds)
             # until its next command or its 10 s read timeout; a pass may still be running
             # now, so kick every S seconds until that timeout would have woken it anyway
-            now = time.time()
+            now = self.clock.now()
             self._rekick_at = now + self.opts.rekick
             self._rekick_until = now + ALMIGHTY_READ_TIMEOUT
 
     def _account(self, batch: list[tuple[JobEnd, float, float, str]]) -> None:
-        now = time.time()
+        now = self.clock.now()
         for end, intended, start, outcome in batch:
             late = now - intended
             self.counters.lateness.append(late)
@@ -528,6 +583,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "faster than OAR alone, which may defer a request for up to 10 s)")
     p.add_argument("--kick-reservations", action="store_true",
                    help="send Scheduling to Almighty when an advance reservation's start comes")
+    p.add_argument("--clock", choices=vclock.MODES,
+                   help="real, or virtual: move the test bed's virtual clock (default: the "
+                        "clock `orpheus testbed up --clock` gave the test bed)")
     p.add_argument("--user", default="oar",
                    help="user to run as when started by root (the shims signal it; default oar)")
     p.add_argument("--log-file", type=Path, help="log here instead of stderr")
@@ -562,12 +620,17 @@ def _main(args: argparse.Namespace) -> int:
                          f"{args.spool}; stop it first (kill {other})")
     if args.bad_args_exit_code not in range(256):
         raise SystemExit("orpheus run: --bad-args-exit-code must be in 0..255")
+    bed_clock = testbed.almighty_clock()
+    clock = args.clock or bed_clock or "real"
+    if clock == "virtual" and bed_clock != "virtual":
+        raise SystemExit("orpheus run: --clock virtual needs Almighty on the virtual clock "
+                         "(orpheus testbed up --clock virtual)")
     opts = Options(conf=args.conf, mode=args.mode, spool=args.spool, poll=args.poll,
                    default_exec_time=args.default_exec_time,
                    bad_args_exit_code=args.bad_args_exit_code,
                    stats_interval=args.stats_interval, io_model=args.io_model,
                    io_capacity=args.io_capacity, record=args.record,
-                   kick_reservations=args.kick_reservations, rekick=args.rekick)
+                   kick_reservations=args.kick_reservations, rekick=args.rekick, clock=clock)
     if args.log_file:  # opened before dropping rights, like oar.conf and the record file
         handler = logging.FileHandler(args.log_file)
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))

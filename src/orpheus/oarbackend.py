@@ -25,6 +25,8 @@ OAREXEC_USER_SIGNAL = 42  # received SIGURG (oardel -s) -> Terminated
 
 
 LIVE_STATES = ("Launching", "Running", "Suspended", "Resuming", "Finishing")
+TRANSIENT_STATES = ("toLaunch", "Launching", "Finishing", "toAckReservation", "toError",
+                    "Resuming")
 _NOOP = "EXISTS (SELECT 1 FROM job_types t WHERE t.job_id = j.job_id AND t.type = 'noop')"
 
 
@@ -176,6 +178,40 @@ class OarBackend:
         marks = ",".join(["%s"] * len(LIVE_STATES))
         return {int(j) for (j,) in self.db.query(
             f"SELECT job_id FROM jobs WHERE state IN ({marks})", LIVE_STATES)}
+
+
+    # ------------------------------------------------------------ the virtual clock's needs
+    def transient_jobs(self) -> int:
+        """Jobs between two states that OAR moves on without waiting for any instant."""
+        marks = ",".join(["%s"] * len(TRANSIENT_STATES))
+        return int(self.db.query(f"SELECT COUNT(*) FROM jobs WHERE state IN ({marks})",
+                                 TRANSIENT_STATES)[0][0])
+
+    def due_instants(self, after: float, sched_interval: int) -> list[tuple[float, str]]:
+        """The next instants after ``after`` at which OAR has something to do, with the
+        Almighty command that makes it do it: a start the Gantt predicts, reservations
+        included (the meta-scheduler launches what starts by now + 1 s); a pass for jobs
+        submitted since the last one (Almighty defers it by up to ``sched_interval`` s); a
+        walltime expiry (sarko kills when now > start + walltime); a checkpoint signal
+        (now >= start + walltime - checkpoint)."""
+        wall = "j.start_time + m.moldable_walltime"
+        running = ("FROM jobs j JOIN moldable_job_descriptions m "
+                   "ON m.moldable_id = j.assigned_moldable_job WHERE j.state = 'Running'")
+        [row] = self.db.query(
+            "SELECT (SELECT MIN(g.start_time) - 1 FROM gantt_jobs_predictions g "
+            "JOIN moldable_job_descriptions m ON m.moldable_id = g.moldable_job_id "
+            "JOIN jobs j ON j.job_id = m.moldable_job_id "
+            "WHERE j.state = 'Waiting' AND g.start_time - 1 > %s), "
+            "(SELECT MAX(j.submission_time) + %s FROM jobs j "
+            "WHERE j.state = 'Waiting' AND j.submission_time + %s > %s AND NOT EXISTS ("
+            "SELECT 1 FROM gantt_jobs_predictions g JOIN moldable_job_descriptions m "
+            "ON m.moldable_id = g.moldable_job_id WHERE m.moldable_job_id = j.job_id)), "
+            f"(SELECT MIN({wall} + 1) {running} AND {wall} + 1 > %s), "
+            f"(SELECT MIN({wall} - j.checkpoint) {running} AND j.checkpoint > 0 "
+            f"AND {wall} - j.checkpoint > %s)",
+            (int(after), sched_interval, sched_interval, int(after), int(after), int(after)))
+        commands = ("Scheduling", "Scheduling", "Villains", "Villains")
+        return [(float(t), c) for t, c in zip(row, commands, strict=True) if t is not None]
 
 
 def oarexec_message(end: JobEnd) -> str:

@@ -38,7 +38,7 @@ from rich.progress import (
 )
 
 from oarlib import conf as oarconf
-from oarlib import faults, oarcli, testbed
+from oarlib import faults, oarcli, testbed, vclock
 from oarlib.db import Db, chunks, marks
 from orpheus.metrics import percentiles
 from orpheus.replayplan import (
@@ -179,9 +179,10 @@ def batches(subs: list[Submission], window: float | None) -> list[list[Submissio
     return out
 
 
-def submit_batch(batch: list[Submission], t0: float) -> Outcome:
+def submit_batch(batch: list[Submission], clock: vclock.RealClock | vclock.Clock,
+                 t0: float) -> Outcome:
     """One oarsub (an array job when the batch has several jobs), timed from ``t0``."""
-    called = time.monotonic() - t0
+    called = clock.now() - t0
     opts = batch[0].oarsub_options()
     try:
         if len(batch) == 1:
@@ -192,7 +193,7 @@ def submit_batch(batch: list[Submission], t0: float) -> Outcome:
         error = None if len(ids) == len(batch) else f"oarsub gave {len(ids)} ids for {len(batch)}"
     except (oarcli.OarCommandError, subprocess.SubprocessError, OSError) as e:
         ids, error = [], " ".join(str(e).split())
-    return Outcome(batch, called, time.monotonic() - t0, ids, error)
+    return Outcome(batch, called, clock.now() - t0, ids, error)
 
 
 class Replay:
@@ -200,8 +201,12 @@ class Replay:
 
     def __init__(self, the_plan: Plan, out: Path, db_params: oarconf.DbParams, *,
                  workers: int, batch_window: float | None, show_progress: bool,
-                 header: dict[str, Any] | None = None) -> None:
+                 header: dict[str, Any] | None = None, clock: str = "real") -> None:
         self.plan = the_plan
+        # under the virtual clock, the daemon jumps it: the replay holds it at its next
+        # submission (oarlib.vclock.hold) and submits when it gets there
+        self.virtual = clock == "virtual"
+        self.clock = vclock.Clock() if self.virtual else vclock.RealClock()
         self.header = header or {}
         self.out = out
         self.db_params = db_params
@@ -214,6 +219,7 @@ class Replay:
         self.durations: list[float] = []
         self.states: dict[int, str] = {}
         self.told: set[str] = set()  # faults already logged
+        self.elapsed = (0.0, 0.0)  # seconds of the clock and of wall time the run took
 
     def counts(self) -> dict[str, int]:
         c = Counter("done" if s in ENDED else "running" if s in ACTIVE else "waiting"
@@ -242,12 +248,12 @@ class Replay:
         mapping = MappingWriter(self.out / MAPPING)
         for r in self.plan.rejections:
             mapping.row(r, status="rejected", reason=r.reason)
-        start_epoch = time.time()
-        t0 = time.monotonic()
-        meta = {**self.header, "start_epoch": start_epoch}
+        t0 = self.clock.now()
+        wall0 = time.monotonic()
+        meta = {**self.header, "start_epoch": t0, "clock": "virtual" if self.virtual else "real"}
         self.write_meta(meta, finished=False)
         pending = list(reversed(self.batches))
-        futures: set[Future[Outcome]] = set()
+        futures: dict[Future[Outcome], float] = {}  # oarsub under way -> its due time
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="oarsub")
         progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -264,13 +270,18 @@ class Replay:
         try:
             with progress, Db(self.db_params) as db:
                 while True:
-                    now = time.monotonic() - t0
+                    now = self.clock.now() - t0
                     while pending and pending[-1][0].at <= now:
-                        futures.add(pool.submit(submit_batch, pending.pop(), t0))
-                    done, futures = (wait(futures, timeout=0, return_when=FIRST_COMPLETED)
-                                     if futures else (set(), futures))
+                        batch = pending.pop()
+                        futures[pool.submit(submit_batch, batch, self.clock, t0)] = batch[0].at
+                    done = (wait(futures, timeout=0, return_when=FIRST_COMPLETED)[0]
+                            if futures else set())
                     for f in done:
+                        del futures[f]
                         self._record(mapping, f.result())
+                    if self.virtual:
+                        dues = [*futures.values()] + ([pending[-1][0].at] if pending else [])
+                        vclock.hold("replay", t0 + min(dues) if dues else None)
                     if time.monotonic() - last_poll >= 2 or (not pending and not futures):
                         self.states = job_states(db, list(self.submitted))
                         last_poll = time.monotonic()
@@ -298,17 +309,24 @@ class Replay:
                                       timeout)
                             code = 1
                             break
-                    next_due = pending[-1][0].at - (time.monotonic() - t0) if pending else 0.5
-                    time.sleep(max(0.0, min(0.05 if futures else 0.5, next_due)))
+                    next_due = pending[-1][0].at - (self.clock.now() - t0) if pending else 0.5
+                    # the virtual clock jumps: look again soon
+                    step = 0.01 if self.virtual else 0.05 if futures else 0.5
+                    time.sleep(max(0.0, min(step, next_due)))
         except KeyboardInterrupt:
             log.warning("replay: interrupted; %d batch(es) not submitted", len(pending))
             code = 130
         finally:
+            if self.virtual:
+                vclock.hold("replay", None)
             pool.shutdown(wait=True, cancel_futures=True)
             for f in futures:
                 if f.done() and not f.cancelled():
                     self._record(mapping, f.result())
             mapping.close()
+        self.elapsed = (self.clock.now() - t0, time.monotonic() - wall0)
+        meta |= {"clock_seconds": self.elapsed[0], "wall_seconds": self.elapsed[1],
+                 "speedup": self.elapsed[0] / max(self.elapsed[1], 1e-9)}
         self.write_meta(meta, finished=code == 0)
         self.print_summary()
         return code
@@ -350,6 +368,9 @@ class Replay:
                          f"p99={late['p99']:.3f} s max={late['max']:.3f} s "
                          f"({s['oarsub_calls']} oarsub calls)")
         lines += [f"  rejected x{n}: {reason}" for reason, n in s["rejected_by_reason"].items()]
+        clock, wall = self.elapsed
+        lines.append(f"{'virtual' if self.virtual else 'real'} clock: {clock:.0f} s in "
+                     f"{wall:.0f} s of wall time (speed-up {clock / max(wall, 1e-9):.1f})")
         lines.append(f"mapping: {self.out / MAPPING}")
         print("\n".join(lines))
 
@@ -400,6 +421,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan (first jobs, rejections) and submit nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--clock", choices=vclock.MODES,
+                   help="real, or virtual: the test bed's virtual clock, which the daemon "
+                        "jumps over idle time (default: the test bed's clock)")
     p.add_argument("--conf", type=Path, default=oarconf.DEFAULT_PATH, help="OAR's oar.conf")
     p.set_defaults(func=main)
 
@@ -442,6 +466,11 @@ def main(args: argparse.Namespace) -> int:
         the_plan = plan(workload, capacity, opts)
         if args.dry_run:
             return dry_run(the_plan)
+        bed_clock = testbed.almighty_clock()
+        clock = args.clock or bed_clock or "real"
+        if clock == "virtual" and bed_clock != "virtual":
+            raise PlanError("--clock virtual needs the test bed on the virtual clock "
+                            "(orpheus testbed up --clock virtual)")
         created = ensure_users(the_plan.submissions, USER_PREFIX)
         if created:
             log.info("created users: %s", " ".join(created))
@@ -460,7 +489,8 @@ def main(args: argparse.Namespace) -> int:
              opts.size_scale)
     replay = Replay(the_plan, args.output, db_params, workers=args.workers,
                     batch_window=None if args.no_batch else args.batch_window,
-                    show_progress=not args.no_progress and sys.stderr.isatty(), header=header)
+                    show_progress=not args.no_progress and sys.stderr.isatty(), header=header,
+                    clock=clock)
     return replay.run(wait_end=not args.no_wait, timeout=args.timeout)
 
 

@@ -30,6 +30,7 @@ DEFAULT_QUEUE = "default"
 UNITS = ("core", "node")
 MAX_SECONDS = 2**31 - 1
 """The largest walltime OAR stores (``moldable_walltime`` is a 32-bit integer): ~68 years."""
+WALLTIME_MARGIN = 60  # s: an SWF job killed at its walltime runs at least this long beyond it
 
 
 class PlanError(ValueError):
@@ -183,6 +184,11 @@ def plan(workload: Workload, capacity: Capacity, opts: PlanOptions) -> Plan:
         walltime = None if job.walltime is None else max(
             opts.min_walltime, math.ceil(job.walltime / opts.time_scale - 1e-9))
         exec_time = job.run_time / opts.time_scale
+        if workload.format == "swf" and walltime is not None and job.walltime is not None \
+                and job.run_time >= job.walltime:
+            # it ran into its walltime (the batch system killed it): it runs beyond its walltime
+            # here too, so that OAR kills it there, whatever the pace of sarko's checks
+            exec_time = walltime + max(WALLTIME_MARGIN, walltime)
         subs.append(Submission(
             job=job, at=at, user=user_name(job, opts),
             queue=queue_name(job, workload, opts.queue_map), res=res, request=request,

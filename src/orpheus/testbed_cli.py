@@ -22,7 +22,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
                   log_level=args.log_level, sched_interval=args.sched_interval,
                   max_jobs_per_user=args.max_jobs_per_user, security_time=args.security_time,
                   user=args.user, energy=args.energy,
-                  energy_idle=args.energy_idle, boot_time=args.boot_time)
+                  energy_idle=args.energy_idle, boot_time=args.boot_time, clock=args.clock)
 
 
 def full_status() -> dict[str, Any]:
@@ -45,6 +45,8 @@ def bring_up(cfg: Config, orpheus: bool = True, with_web: bool | None = None) ->
         raise TestbedError("--energy needs the fake halt/wake-up commands: drop --no-orpheus")
     hook = (lambda: install.install(restart=False)) if orpheus else None
     keep_web = with_web if with_web is not None else web.apache_pid() is not None
+    if testbed.almighty_clock() not in (None, cfg.clock) and install.stop_daemon():
+        log.warning("the Orpheus daemon was stopped (the clock changes): start it again")
     testbed.up(cfg, install=hook, before_switch=_switch_hook)
     if keep_web:
         web.up(cfg.user)
@@ -104,6 +106,9 @@ def show(st: dict[str, Any], as_json: bool) -> None:
         table.add_row("nodes x cores", f"{st['nodes']} x {cores}")
         table.add_row("resources", _counts(st["resources"]))
         table.add_row("jobs", _counts(st["jobs"]))
+    if clock := st.get("clock"):
+        table.add_row("clock", clock["mode"] + (f" (offset +{clock['offset']:.0f} s)"
+                                                if clock["mode"] == "virtual" else ""))
     if "stack_limit" in st:
         low = [name for name, raised in st["stack_limit"].items() if not raised]
         table.add_row("stack limit", "raised for OAR's schedulers and oarsub" if not low
@@ -158,6 +163,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="idle seconds before Hulot halts a node (%(default)s)")
     u.add_argument("--boot-time", type=int, default=d.boot_time,
                    help="seconds a woken-up fake node takes to boot (%(default)s)")
+    u.add_argument("--clock", choices=("real", "virtual"), default=d.clock,
+                   help="real, or virtual: OAR and its database on a clock Orpheus's daemon "
+                        "moves, jumping over idle time (docs/virtual-clock.md; default "
+                        "%(default)s)")
     u.add_argument("--no-orpheus", action="store_true", help="skip `orpheus install`")
     u.add_argument("--web", action="store_true",
                    help="OAR's Drawgantt, Monika and REST API behind Apache (stopped without)")

@@ -419,11 +419,29 @@ def test_scaled_arguments_parse_back_and_walltime_covers(run: float, wall: float
     w = Workload("t", "swf", [TraceJob("1", 0, 1, run, wall, exit_code=code)])
     (sub,) = plan(w, CAP, PlanOptions(time_scale=scale)).submissions
     spec = parse_command(f"sim {sub.arguments}")
-    assert spec.exec_time == pytest.approx(run / scale, abs=5e-4)
-    assert spec.exit_code == code
     assert sub.walltime is not None and sub.walltime >= 1
+    if run >= wall:  # it ran into its walltime: it must outlive it, so that OAR kills it
+        assert spec.exec_time == sub.walltime + max(60, sub.walltime)
+    else:
+        assert spec.exec_time == pytest.approx(run / scale, abs=5e-4)
+    assert spec.exit_code == code
     assert sub.walltime >= wall / scale * (1 - 1e-9)
     assert sub.walltime < max(1, wall / scale) + 1
+
+
+def test_swf_jobs_that_reached_their_walltime_outlive_it_and_batsim_ones_keep_their_time(
+        ) -> None:
+    jobs = [TraceJob("1", 0, 1, 3600, 3600), TraceJob("2", 0, 1, 4000, 3600),
+            TraceJob("3", 0, 1, 3599, 3600), TraceJob("4", 0, 1, 100, None)]
+    subs = plan(Workload("t", "swf", jobs), CAP, PlanOptions()).submissions
+    assert [parse_command(f"sim {s.arguments}").exec_time for s in subs] == [7200, 7200, 3599,
+                                                                             100]
+    subs = plan(Workload("t", "swf", jobs), CAP, PlanOptions(time_scale=3600)).submissions
+    assert [parse_command(f"sim {s.arguments}").exec_time for s in subs] == pytest.approx(
+        [61, 61, 3599 / 3600, 100 / 3600], abs=1e-3)
+    subs = plan(Workload("t", "batsim", jobs), CAP, PlanOptions()).submissions
+    assert [parse_command(f"sim {s.arguments}").exec_time for s in subs] == [3600, 4000, 3599,
+                                                                             100]
 
 
 def test_io_arguments_parse_back() -> None:

@@ -1,0 +1,114 @@
+"""Whether OAR's server is idle: waiting for a command with nothing under way.
+
+OAR has no such query, so the answer is read from the kernel (``/proc``), which is why it is
+written here by hand. Almighty at rest is a fixed tree: the main automaton waits in
+``select`` on its command pipe; its children are the log redirector, ``appendice`` (waiting
+in ``accept`` on the server port, with the bipbip launcher as its only child) and, with
+energy saving, Hulot. Any other process under them (meta-scheduler, sarko, Leon, finaud,
+NodeChangeState, a bipbip) means work; so does a client queued on the port, or a process
+that used CPU between two looks ``settle`` seconds apart (a command being read).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+# x86_64 system call numbers of the calls an idle Almighty sits in
+WAITING_CALLS = {"select": {23, 270}, "accept": {43, 288}}  # select, pselect6; accept, accept4
+RESTING = ("Almighty: appendice", "Almighty: bipbip", "Almighty: hulot")
+
+
+@dataclass(frozen=True)
+class Proc:
+    """What idleness needs of one process."""
+
+    pid: int
+    argv0: str  # the first word of its command line, or its renamed title
+    syscall: int | None  # the call it is blocked in (None: running)
+    cpu_ns: int
+    children: tuple[Proc, ...]
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def read_tree(pid: int) -> Proc | None:
+    """The process ``pid`` and its descendants, as /proc shows them now (None if it is gone)."""
+    stat = _read(f"/proc/{pid}/schedstat").split()
+    if not stat:
+        return None
+    cmdline = _read(f"/proc/{pid}/cmdline").split("\0")
+    argv0 = " ".join(cmdline[:2]) if cmdline[0] == "/usr/bin/perl" else cmdline[0]
+    call = _read(f"/proc/{pid}/syscall").split()
+    syscall = int(call[0]) if call and call[0].lstrip("-").isdigit() else None
+    kids = [int(k) for k in _read(f"/proc/{pid}/task/{pid}/children").split()]
+    children = tuple(c for c in map(read_tree, kids) if c is not None)
+    return Proc(pid, argv0, syscall, int(stat[0]), children)
+
+
+def busy_reason(main: Proc | None) -> str | None:
+    """Why Almighty's tree ``main`` is not at rest (None: it is)."""
+    if main is None:
+        return "Almighty is not running"
+    if main.syscall not in WAITING_CALLS["select"]:
+        return "Almighty's automaton is working"
+    for child in main.children:
+        if child.argv0 == "Almighty: appendice":
+            if child.syscall not in WAITING_CALLS["accept"]:
+                return "appendice is reading a command"
+            for launcher in child.children:
+                if launcher.argv0 != "Almighty: bipbip":
+                    return f"appendice runs {launcher.argv0}"
+                if launcher.children:
+                    return "a bipbip is launching a job"
+        elif child.argv0 in RESTING or child.argv0.endswith("/Almighty"):  # hulot, redirector
+            if child.children:
+                return f"{child.argv0} runs a command"
+        else:
+            return f"Almighty runs {child.argv0}"
+    return None
+
+
+def cpu_times(main: Proc) -> list[int]:
+    out, todo = [], [main]
+    while todo:
+        p = todo.pop()
+        out.append(p.cpu_ns)
+        todo.extend(p.children)
+    return out
+
+
+def listen_backlog(port: int, table: str = "/proc/net/tcp") -> int:
+    """Connections queued on a listening TCP port, not yet accepted."""
+    for line in _read(table).splitlines()[1:]:
+        f = line.split()
+        if len(f) > 4 and f[3] == "0A" and f[1].endswith(f":{port:04X}"):
+            return int(f[4].split(":")[1], 16)
+    return 0
+
+
+def wait_idle(pid: Callable[[], int | None], port: int, timeout: float,
+              settle: float = 0.03, step: float = 0.005) -> str | None:
+    """Wait until Almighty is idle; None when it is, else why not when ``timeout`` ran out."""
+    deadline = time.monotonic() + timeout
+    why: str | None = "not looked at"
+    while time.monotonic() < deadline:
+        tree = read_tree(p) if (p := pid()) else None
+        why = busy_reason(tree) or ("a client waits on the port" if listen_backlog(port)
+                                    else None)
+        if why is None and tree is not None:
+            time.sleep(settle)
+            again = read_tree(tree.pid)
+            if again is not None and busy_reason(again) is None \
+                    and cpu_times(again) == cpu_times(tree) and not listen_backlog(port):
+                return None
+            why = "Almighty used CPU"
+        time.sleep(step)
+    return why
