@@ -21,6 +21,7 @@ COMMANDS = {
     "demo": "orpheus.demo",
     "replay": "orpheus.replay",
     "report": "orpheus.report",
+    "compare": "orpheus.compare_cli",
     "energy": "orpheus.energy",
     "fail-node": "orpheus.failnode",
     "sshnodes": "orpheus.sshnodes_cli",

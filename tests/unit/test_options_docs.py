@@ -1,7 +1,7 @@
-"""docs/orpheus.md, docs/replay-report.md and docs/orpheus-lifecycle.md: the options tables of
-`orpheus run`, `orpheus replay`, `orpheus report`, `orpheus demo`, `orpheus fail-node` and
-`orpheus energy` list exactly the flags their parsers have (every spelling of each), as
-tests/unit/test_testbed_docs.py does for `orpheus testbed up`."""
+"""docs/orpheus.md, docs/replay-report.md, docs/orpheus-lifecycle.md and docs/compare.md: the
+options tables of `orpheus run`, `orpheus replay`, `orpheus report`, `orpheus demo`, `orpheus
+fail-node`, `orpheus energy` and `orpheus compare` list exactly the flags their parsers have
+(every spelling of each), as tests/unit/test_testbed_docs.py does for `orpheus testbed up`."""
 
 import argparse
 import re
@@ -52,6 +52,7 @@ def test_orpheus_run_options_table_matches_the_parser() -> None:
     ("demo", "orpheus.md", "## `orpheus demo`"),
     ("fail-node", "orpheus-lifecycle.md", "## `orpheus fail-node`"),
     ("energy", "orpheus-lifecycle.md", "## `orpheus energy`"),
+    ("compare", "compare.md", "## `orpheus compare RUN"),
 ])
 def test_other_options_tables_match_their_parsers(command: str, doc: str, heading: str) -> None:
     assert table_flags(doc, heading) == parser_flags(subcommand(command))

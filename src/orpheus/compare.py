@@ -1,0 +1,504 @@
+"""Compare schedules: a replay against a reference, and the variability of N replays.
+
+Pure: no database and no drawing here (figures: :func:`orpheus.plots.compare_gantts`,
+:func:`~orpheus.plots.wait_scatter`, :func:`~orpheus.plots.wait_cdfs`; command line:
+:mod:`orpheus.compare_cli`). :func:`read_schedule` reads, told apart by content, a jobs.csv
+(Batsim's or a replay report's), a real OAR's ``oarstat -J`` or ``oarstat -J --gantt``
+export, or a ``.real.csv`` of data/real-oar, into :class:`metrics.JobRecord` values.
+:func:`compare` matches two schedules by job id, with each side's times from its first matched
+submission; :func:`variability` gives each metric's spread over N runs. docs/compare.md
+defines every format, column and metric.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from orpheus import metrics
+
+METRICS = ("makespan", "mean_waiting_time", "max_waiting_time", "mean_turnaround_time",
+           "mean_bounded_slowdown", "nb_walltime_reached")
+JOB_COLUMNS = (
+    "job_id", "matched", "run_state", "ref_state", "run_submission", "ref_submission",
+    "run_wait", "ref_wait", "wait_difference", "wait_ratio", "run_turnaround",
+    "ref_turnaround", "turnaround_difference", "turnaround_ratio",
+)
+SUMMARY_COLUMNS = ("metric", "reference", "runs", "mean", "std", "min", "max", "ratio",
+                   "difference")
+JOBS_CSV_NEEDS = ("job_id", "submission_time", "starting_time", "finish_time")
+REAL_CSV_NEEDS = ("batsim_id", "oar_id", "res", "state", "submission", "start", "stop")
+NOT_STARTED = ("Waiting", "Hold", "toAckReservation", "toLaunch", "Launching")
+MATCH_KEYS = ("id", "oar")
+
+
+class CompareError(ValueError):
+    """An input that cannot be compared; the message names the file (and line or job)."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The jobs of one run, times in seconds from its first submission."""
+
+    path: str
+    format: str  # jobs.csv, real.csv, oarstat, oarstat-gantt
+    records: tuple[metrics.JobRecord, ...]
+    knows_walltime: bool  # whether a walltime kill can be told (COMPLETED_WALLTIME_REACHED)
+    has_resources: bool  # whether jobs name their resources (else the Gantt is first-fit)
+
+
+# ------------------------------------------------------------------------------ readers
+
+def resolve(path: Path) -> Path:
+    """A file as given; a directory's jobs.csv, else its report/jobs.csv (a replay's
+    ``orpheus report --replay DIR -o DIR/report``)."""
+    if not path.is_dir():
+        return path
+    for candidate in (path / "jobs.csv", path / "report" / "jobs.csv"):
+        if candidate.is_file():
+            return candidate
+    raise CompareError(f"{path}: no jobs.csv nor report/jobs.csv in this directory (make it "
+                       f"with `orpheus report --replay {path} -o {path}/report`)")
+
+
+def read_schedule(path: Path) -> Schedule:
+    """Read any accepted format (see the module docstring), told apart by its content."""
+    path = resolve(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise CompareError(f"{path}: not a text file ({e.reason})") from None
+    return parse_schedule(text, str(path))
+
+
+def parse_schedule(text: str, path: str) -> Schedule:
+    """:func:`read_schedule` on a file's text; ``path`` names it in errors."""
+    if text.lstrip().startswith("{"):
+        return _parse_json(text, path)
+    header = next(csv.reader(io.StringIO(text)), [])
+    columns = {c.strip() for c in header}
+    if set(JOBS_CSV_NEEDS) <= columns:
+        return parse_jobs_csv(text, path)
+    if set(REAL_CSV_NEEDS) <= columns:
+        return parse_real_csv(text, path)
+    if not text.strip():
+        raise CompareError(f"{path}: empty file")
+    raise CompareError(
+        f"{path}:1: not a schedule: a jobs.csv needs columns {', '.join(JOBS_CSV_NEEDS)}; a "
+        f".real.csv {', '.join(REAL_CSV_NEEDS)}; an oarstat export is JSON (header: "
+        f"{','.join(header)[:80]!r})")
+
+
+def _rows(text: str, path: str) -> Iterable[tuple[int, dict[str, str]]]:
+    """(line number, row) of a CSV text with a header; short rows are errors."""
+    reader = csv.DictReader(io.StringIO(text), skipinitialspace=True)
+    reader.fieldnames = [c.strip() for c in reader.fieldnames or []]
+    for row in reader:
+        if None in row:
+            raise CompareError(f"{path}:{reader.line_num}: more fields than the header has")
+        if None in row.values():
+            raise CompareError(f"{path}:{reader.line_num}: fewer fields than the header has")
+        yield reader.line_num, row
+
+
+def _number(text: str, where: str) -> float | None:
+    """A finite number; None for an empty field."""
+    if not text.strip():
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise CompareError(f"{where}: not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise CompareError(f"{where}: not a finite number: {text!r}")
+    return value
+
+
+def _integer(value: Any, where: str) -> int:
+    """An integer given as a JSON number or a decimal string (OAR's Perl may quote it)."""
+    if isinstance(value, bool) or value is None:
+        raise CompareError(f"{where}: not an integer: {value!r}")
+    number = _number(value, where) if isinstance(value, str) else value
+    if not isinstance(number, int | float) or not float(number).is_integer():
+        raise CompareError(f"{where}: not an integer: {value!r}")
+    return int(number)
+
+
+def _interval_set(text: str, where: str) -> tuple[int, ...]:
+    """Batsim's interval set (``0-3 8``) as resource numbers."""
+    out: list[int] = []
+    for part in text.split():
+        lo, _, hi = part.partition("-")
+        if not lo.isdigit() or not (hi.isdigit() or not hi):
+            raise CompareError(f"{where}: allocated_resources: not an interval set: {text!r}")
+        out += range(int(lo), int(hi or lo) + 1)
+    return tuple(out)
+
+
+def _unique(records: list[metrics.JobRecord], lines: list[str], path: str) -> None:
+    seen: dict[str, str] = {}
+    for r, line in zip(records, lines, strict=True):
+        if r.job_id in seen:
+            raise CompareError(f"{path}:{line}: job {r.job_id} already appears ({seen[r.job_id]})")
+        seen[r.job_id] = line
+
+
+def rebase(records: Iterable[metrics.JobRecord]) -> tuple[metrics.JobRecord, ...]:
+    """The records with every time shifted so that the first submission is at 0."""
+    records = tuple(records)
+    origin = min((r.submission_time for r in records), default=0.0)
+    return tuple(replace(
+        r, submission_time=r.submission_time - origin,
+        starting_time=None if r.starting_time is None else r.starting_time - origin,
+        finish_time=None if r.finish_time is None else r.finish_time - origin)
+        for r in records)
+
+
+def parse_jobs_csv(text: str, path: str) -> Schedule:
+    """Batsim's jobs.csv or a replay report's: the job_id, times, state and resources.
+
+    A ``w0!3`` id (workload!job) becomes ``3``; a REJECTED job or an empty starting_time
+    has no start; an empty finish_time is a job not over.
+    """
+    records: list[metrics.JobRecord] = []
+    lines: list[str] = []
+    for line, row in _rows(text, path):
+        where = f"{path}:{line}"
+        job_id = row["job_id"].strip().rpartition("!")[2]
+        if not job_id:
+            raise CompareError(f"{where}: empty job_id")
+        state = row.get("final_state", "").strip() or None
+        if state is not None and state not in metrics.FINAL_STATES:
+            raise CompareError(f"{where}: final_state {state!r} is not one of Batsim's "
+                               f"({', '.join(metrics.FINAL_STATES)})")
+        sub = _number(row["submission_time"], f"{where}: submission_time")
+        if sub is None:
+            raise CompareError(f"{where}: empty submission_time")
+        start = _number(row["starting_time"], f"{where}: starting_time")
+        finish = _number(row["finish_time"], f"{where}: finish_time")
+        if state == metrics.REJECTED or start is None or start < 0:
+            start = finish = None
+        res = _number(row.get("requested_number_of_resources", ""),
+                      f"{where}: requested_number_of_resources")
+        records.append(metrics.JobRecord(
+            job_id=job_id, submission_time=sub, final_state=state,
+            requested_number_of_resources=None if res is None else int(res),
+            requested_time=_number(row.get("requested_time", ""), f"{where}: requested_time"),
+            starting_time=start, finish_time=finish,
+            allocated=_interval_set(row.get("allocated_resources", ""), where)
+            if start is not None else (),
+            metadata=_metadata(row.get("metadata", ""))))
+        lines.append(str(line))
+    _unique(records, lines, path)
+    if not records:
+        raise CompareError(f"{path}: no job")
+    return Schedule(path, "jobs.csv", rebase(records), knows_walltime=True,
+                    has_resources=any(r.allocated for r in records))
+
+
+def _metadata(text: str) -> dict[str, Any]:
+    """The replay report's metadata JSON (for ``oar_job_id``); {} for anything else."""
+    try:
+        value = json.loads(text) if text.strip() else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def parse_real_csv(text: str, path: str) -> Schedule:
+    """A data/real-oar ``.real.csv``: OAR's dates (epoch s) of each workload job (batsim_id)."""
+    records: list[metrics.JobRecord] = []
+    lines: list[str] = []
+    for line, row in _rows(text, path):
+        where = f"{path}:{line}"
+        values = {k: _integer(row[k], f"{where}: {k}")
+                  for k in ("oar_id", "res", "submission", "start", "stop")}
+        walltime = row.get("walltime", "").strip()
+        job = metrics.OarJob(
+            job_id=values["oar_id"], state=row["state"].strip(),
+            submission_time=values["submission"], start_time=values["start"],
+            stop_time=values["stop"], walltime=_integer(walltime, f"{where}: walltime")
+            if walltime else None, requested=values["res"])
+        batsim_id = row["batsim_id"].strip()
+        if not batsim_id:
+            raise CompareError(f"{where}: empty batsim_id")
+        records.append(metrics.record_from_oar(job, 0, job_id=batsim_id,
+                                               profile=row.get("profile", "").strip()))
+        lines.append(str(line))
+    _unique(records, lines, path)
+    if not records:
+        raise CompareError(f"{path}: no job")
+    return Schedule(path, "real.csv", rebase(records), knows_walltime=False,
+                    has_resources=False)
+
+
+def _parse_json(text: str, path: str) -> Schedule:
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CompareError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+    if not isinstance(doc, dict):
+        raise CompareError(f"{path}: not an oarstat -J export (the top level is not an object)")
+    if isinstance(doc.get("jobs"), list):
+        raise CompareError(f"{path}: a Batsim workload (the jobs to submit), not a schedule: "
+                           "compare its replay's jobs.csv, or Batsim's jobs.csv")
+    if isinstance(doc.get("jobs"), dict):  # oarstat -J --gantt: {jobs, resources, ...}
+        return parse_oarstat(doc["jobs"], path, "oarstat-gantt", doc.get("resources"))
+    return parse_oarstat(doc, path, "oarstat")
+
+
+# OAR 2.5's names: oarstat -J (get_job_data) first, then --gantt (parse_jobs_from_range)
+OAR_KEYS = {
+    "submission": ("submissionTime", "submission_time"),
+    "start": ("startTime", "start_time"),
+    "stop": ("stopTime", "stop_time"),
+    "resources": ("assigned_resources", "resources", "resource_id"),
+    "queue": ("queue", "queue_name"),
+    "user": ("owner", "user", "job_user"),
+}
+
+
+def _field(job: Mapping[str, Any], name: str) -> Any:
+    return next((job[k] for k in OAR_KEYS[name] if job.get(k) is not None), None)
+
+
+def parse_oarstat(jobs: Mapping[str, Any], path: str, fmt: str,
+                  resources: Any = None) -> Schedule:
+    """``oarstat -J [-f]`` (job id -> job) or the ``jobs`` of ``oarstat -J --gantt``.
+
+    Jobs keep OAR's ids. Resources are numbered as the report does when the export lists the
+    resources (``--gantt``: by node, then id), else by rank of the ids used. A job not yet
+    started (Waiting, ...: --gantt gives its predicted start) has no start.
+    """
+    if not jobs:
+        raise CompareError(f"{path}: no job")
+    parsed: list[metrics.OarJob] = []
+    for key, job in jobs.items():
+        where = f"{path}: job {key}"
+        if not isinstance(job, dict) or "state" not in job:
+            raise CompareError(f"{where}: not an OAR job (an object with a state): neither an "
+                               "oarstat -J export nor one of --gantt")
+        times = {}
+        for name in ("submission", "start", "stop"):
+            value = _field(job, name)
+            if name == "submission" and value is None:
+                raise CompareError(f"{where}: no {' or '.join(OAR_KEYS[name])}")
+            times[name] = 0 if value is None else _integer(value, f"{where}: {name} time")
+        state = str(job["state"])
+        ids = _field(job, "resources") or []
+        if not isinstance(ids, list):
+            raise CompareError(f"{where}: resources must be a list, not {ids!r}")
+        events = job.get("events") or []
+        exit_code = job.get("exit_code")
+        parsed.append(metrics.OarJob(
+            job_id=_integer(job.get("Job_Id", job.get("job_id", key)), f"{where}: id"),
+            state=state, submission_time=times["submission"],
+            start_time=0 if state in NOT_STARTED else times["start"],
+            stop_time=times["stop"],
+            exit_code=None if exit_code in (None, "") else _integer(exit_code,
+                                                                    f"{where}: exit_code"),
+            walltime=None if job.get("walltime") in (None, "") else _integer(
+                job["walltime"], f"{where}: walltime"),
+            resources=tuple(sorted({_integer(r, f"{where}: resource") for r in ids})),
+            events=tuple(str(e.get("type", "")) if isinstance(e, dict) else str(e)
+                         for e in events if e),
+            queue=str(_field(job, "queue") or ""), user=str(_field(job, "user") or "")))
+    index = _oar_index(resources, (r for j in parsed for r in j.resources))
+    records = [metrics.record_from_oar(j, 0, requested=len(j.resources) or None, index=index)
+               for j in sorted(parsed, key=lambda j: j.job_id)]
+    return Schedule(path, fmt, rebase(records),
+                    knows_walltime=any("events" in j for j in jobs.values()),
+                    has_resources=any(j.resources for j in parsed))
+
+
+def _oar_index(resources: Any, used: Iterable[int]) -> dict[int, int]:
+    """Batsim numbers of OAR resource ids (see :func:`metrics.resource_index`)."""
+    known: list[tuple[int, str]] = []
+    if isinstance(resources, list):
+        for r in resources:
+            if isinstance(r, dict) and "resource_id" in r:
+                try:
+                    known.append((int(r["resource_id"]), str(r.get("network_address", ""))))
+                except (TypeError, ValueError):
+                    continue
+    return metrics.resource_index(known, used)
+
+
+# ----------------------------------------------------------------------------- matching
+
+def job_key(record: metrics.JobRecord, match: str) -> str | None:
+    """The id two runs' jobs are matched on: the job id, or OAR's job id (``oar``)."""
+    if match == "id":
+        return record.job_id
+    oar_id = record.metadata.get("oar_job_id")
+    return None if oar_id is None else str(oar_id)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Two schedules' matched jobs (each side rebased to its first matched submission)."""
+
+    run: Schedule
+    reference: Schedule
+    pairs: tuple[tuple[metrics.JobRecord, metrics.JobRecord], ...]  # (run, reference)
+    only_run: tuple[metrics.JobRecord, ...]
+    only_reference: tuple[metrics.JobRecord, ...]
+
+    def side(self, which: str) -> tuple[metrics.JobRecord, ...]:
+        return tuple(p[0 if which == "run" else 1] for p in self.pairs)
+
+
+def compare(run: Schedule, reference: Schedule, match: str = "id") -> Comparison:
+    """Match the jobs of ``run`` and ``reference`` by :func:`job_key`, in reference order."""
+    if match not in MATCH_KEYS:
+        raise CompareError(f"match on {match!r}: give one of {', '.join(MATCH_KEYS)}")
+    ours = {k: r for r in run.records if (k := job_key(r, match)) is not None}
+    theirs = {k: r for r in reference.records if (k := job_key(r, match)) is not None}
+    keys = [k for k in theirs if k in ours]
+    if not keys:
+        raise CompareError(
+            f"no job of {run.path} matches one of {reference.path} by {match} (e.g. "
+            f"{next(iter(ours), '-')!r} vs {next(iter(theirs), '-')!r})")
+    runs, refs = rebase(ours[k] for k in keys), rebase(theirs[k] for k in keys)
+    return Comparison(
+        run, reference, tuple(zip(runs, refs, strict=True)),
+        tuple(r for r in run.records if job_key(r, match) not in theirs),
+        tuple(r for r in reference.records if job_key(r, match) not in ours))
+
+
+def side_metrics(records: Sequence[metrics.JobRecord], knows_walltime: bool,
+                 tau: float = metrics.DEFAULT_TAU) -> dict[str, float | None]:
+    """:data:`METRICS` of some records, as :func:`metrics.summary` defines them; the
+    walltime-reached count is None when the format cannot tell it."""
+    s = metrics.summary(records, 0, tau)
+    out = {k: s[k] for k in METRICS if k in s}
+    out["nb_walltime_reached"] = (s["nb_jobs_per_final_state"][metrics.WALLTIME]
+                                  if knows_walltime else None)
+    return out
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    """a / b; None when either is unknown or b is 0."""
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def difference(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def summary(c: Comparison, tau: float = metrics.DEFAULT_TAU) -> dict[str, Any]:
+    """One run against the reference: job counts and, per metric, run, reference, ratio
+    (run / reference) and difference (run - reference), over the matched jobs."""
+    mine = side_metrics(c.side("run"), c.run.knows_walltime, tau)
+    ref = side_metrics(c.side("reference"), c.reference.knows_walltime, tau)
+    return {
+        "path": c.run.path, "format": c.run.format,
+        "jobs": {"matched": len(c.pairs), "only_in_run": len(c.only_run),
+                 "only_in_reference": len(c.only_reference),
+                 "only_in_run_ids": [r.job_id for r in c.only_run],
+                 "only_in_reference_ids": [r.job_id for r in c.only_reference]},
+        "metrics": {k: {"run": mine[k], "reference": ref[k], "ratio": ratio(mine[k], ref[k]),
+                        "difference": difference(mine[k], ref[k])} for k in METRICS},
+    }
+
+
+def _fmt(x: float | None) -> str:
+    if x is None:
+        return ""
+    return str(int(x)) if float(x).is_integer() else f"{x:.6g}"
+
+
+def job_rows(c: Comparison) -> list[dict[str, str]]:
+    """Per-job CSV rows: matched jobs, then those only in the run, then only in the reference.
+    Differences are run - reference, ratios run / reference (empty when the reference's is 0)."""
+    def side(prefix: str, r: metrics.JobRecord | None) -> dict[str, str]:
+        return {f"{prefix}_state": (r.final_state or "") if r else "",
+                f"{prefix}_submission": _fmt(r.submission_time) if r else "",
+                f"{prefix}_wait": _fmt(r.waiting_time) if r else "",
+                f"{prefix}_turnaround": _fmt(r.turnaround_time) if r else ""}
+
+    rows = []
+    for run, ref in c.pairs:
+        rows.append({"job_id": ref.job_id, "matched": "both", **side("run", run),
+                     **side("ref", ref),
+                     "wait_difference": _fmt(difference(run.waiting_time, ref.waiting_time)),
+                     "wait_ratio": _fmt(ratio(run.waiting_time, ref.waiting_time)),
+                     "turnaround_difference": _fmt(difference(run.turnaround_time,
+                                                              ref.turnaround_time)),
+                     "turnaround_ratio": _fmt(ratio(run.turnaround_time,
+                                                    ref.turnaround_time))})
+    for r in c.only_run:
+        rows.append({"job_id": r.job_id, "matched": "run", **side("run", r), **side("ref", None)})
+    for r in c.only_reference:
+        rows.append({"job_id": r.job_id, "matched": "reference", **side("run", None),
+                     **side("ref", r)})
+    return [{k: row.get(k, "") for k in JOB_COLUMNS} for row in rows]
+
+
+# -------------------------------------------------------------------------- variability
+
+def describe(values: Sequence[float | None]) -> dict[str, float | int | None]:
+    """Count, mean, sample standard deviation (None below 2 values), min and max of the
+    known values."""
+    xs = [v for v in values if v is not None]
+    if not xs:
+        return {"n": 0, "mean": None, "std": None, "min": None, "max": None}
+    return {"n": len(xs), "mean": statistics.fmean(xs),
+            "std": statistics.stdev(xs) if len(xs) > 1 else None, "min": min(xs),
+            "max": max(xs)}
+
+
+def variability(summaries: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per metric over the runs' :func:`summary`: the reference's value, the runs' spread
+    (:func:`describe`), ratio (mean / reference) and difference (mean - reference)."""
+    out = {}
+    for k in METRICS:
+        ref = summaries[0]["metrics"][k]["reference"] if summaries else None
+        d = describe([s["metrics"][k]["run"] for s in summaries])
+        out[k] = {"reference": ref, **d, "ratio": ratio(d["mean"], ref),
+                  "difference": difference(d["mean"], ref)}
+    return out
+
+
+def summary_rows(spread: Mapping[str, Mapping[str, Any]]) -> list[dict[str, str]]:
+    """summary.csv rows from :func:`variability`."""
+    return [{"metric": k, "reference": _fmt(v["reference"]), "runs": str(v["n"]),
+             "mean": _fmt(v["mean"]), "std": _fmt(v["std"]), "min": _fmt(v["min"]),
+             "max": _fmt(v["max"]), "ratio": _fmt(v["ratio"]),
+             "difference": _fmt(v["difference"])} for k, v in spread.items()]
+
+
+# --------------------------------------------------------------------------- Gantt data
+
+def first_fit(records: Iterable[metrics.JobRecord]) -> list[metrics.JobRecord]:
+    """The records with resources made up for drawing: in start order, each started job
+    takes the lowest-numbered resources free at its start (its requested count, at least 1)."""
+    free_at: list[float] = []  # per resource: when it is free again
+    out = []
+    started = sorted((r for r in records if r.starting_time is not None),
+                     key=lambda r: (r.starting_time, r.job_id))
+    for r in started:
+        start = r.starting_time or 0.0
+        end = r.finish_time if r.finish_time is not None else math.inf
+        need = max(1, r.requested_number_of_resources or 1)
+        chosen = [i for i, t in enumerate(free_at) if t <= start][:need]
+        chosen += range(len(free_at), len(free_at) + need - len(chosen))
+        free_at += [0.0] * (max(chosen) + 1 - len(free_at))
+        for i in chosen:
+            free_at[i] = end
+        out.append(replace(r, allocated=tuple(chosen)))
+    return out
+
+
+def gantt_records(schedule: Schedule,
+                  records: Sequence[metrics.JobRecord]) -> list[metrics.JobRecord]:
+    """The records to draw: as they are, or :func:`first_fit` when the format has no
+    resource ids."""
+    return list(records) if schedule.has_resources else first_fit(records)
