@@ -76,6 +76,17 @@ def busy_reason(main: Proc | None) -> str | None:
     return None
 
 
+def runs(main: Proc | None, program: str) -> bool:
+    """Whether a process of ``program`` (a word of its command line) is in the tree."""
+    todo = [main] if main else []
+    while todo:
+        p = todo.pop()
+        if program in p.argv0:
+            return True
+        todo.extend(p.children)
+    return False
+
+
 def cpu_times(main: Proc) -> list[int]:
     out, todo = [], [main]
     while todo:
@@ -95,12 +106,15 @@ def listen_backlog(port: int, table: str = "/proc/net/tcp") -> int:
 
 
 def wait_idle(pid: Callable[[], int | None], port: int, timeout: float,
-              settle: float = 0.03, step: float = 0.005) -> str | None:
-    """Wait until Almighty is idle; None when it is, else why not when ``timeout`` ran out."""
+              settle: float = 0.03, step: float = 0.01,
+              observe: Callable[[Proc | None], None] = lambda _: None) -> str | None:
+    """Wait until Almighty is idle; None when it is, else why not when ``timeout`` ran out.
+    ``observe`` is given each tree read."""
     deadline = time.monotonic() + timeout
     why: str | None = "not looked at"
     while time.monotonic() < deadline:
         tree = read_tree(p) if (p := pid()) else None
+        observe(tree)
         why = busy_reason(tree) or ("a client waits on the port" if listen_backlog(port)
                                     else None)
         if why is None and tree is not None:

@@ -134,6 +134,10 @@ class Daemon:
         self.clock = vclock.Clock() if opts.clock == "virtual" else vclock.RealClock()
         self.sched_interval = int(settings.get("SCHEDULER_MIN_TIME_BETWEEN_2_CALLS", "5"))
         self._handled = 0.0  # virtual clock: every instant due up to this one was acted on
+        # ... and what it saw of OAR's passes: a request (an end handed over, a submission,
+        # a kick) after the start of the last pass it saw may be deferred by Almighty until
+        # SCHEDULER_MIN_TIME_BETWEEN_2_CALLS after that pass's end
+        self._pass_on, self._pass_start, self._pass_end, self._asked = False, 0.0, 0.0, 0.0
         self._clock = 0.0  # last time given to the engine: it never goes backwards
         self._next_kick: float | None = None  # next reservation start to kick the scheduler at
         self._kicked: dict[int, float] = {}  # reservation -> when Scheduling was last sent
@@ -246,18 +250,24 @@ class Daemon:
         long to wait before the next step."""
         if self.db is None or self.pending or self._spool_news():
             return 0.0
+        self._observe(idle.read_tree(pid) if (pid := testbed.almighty_pid()) else None)
         backend = OarBackend(self.db)
         if backend.transient_jobs():
             return 0.01
-        if idle.wait_idle(testbed.almighty_pid, self.server.port, timeout=0.2) is not None:
-            return 0.0
+        if idle.wait_idle(testbed.almighty_pid, self.server.port, timeout=0.2,
+                          observe=self._observe) is not None:
+            return 0.01  # OAR works: let it have the CPU
         if self._spool_news() or backend.transient_jobs():
             return 0.0
         now = self._now()
         holds = vclock.holds()
         if any(h <= now for h in holds):
+            self._asked = now
             return 0.01  # a replay is submitting what is due now
         due = [(t, c) for t, c in backend.due_instants(self._handled, self.sched_interval)]
+        if self._asked > self._pass_start and \
+                (deferred := math.floor(self._pass_end) + self.sched_interval) > self._handled:
+            due.append((float(deferred), "Scheduling"))
         due += [(h, "") for h in holds]
         if (end := self.engine.next_end()) is not None:
             due.append((end, ""))
@@ -269,8 +279,19 @@ class Daemon:
             log.debug("virtual clock: +%.3f s to %.3f (%s)", step, when, command or "due")
         self._handled = max(self._handled, self._now())
         if command:
+            self._asked = self._handled
             self._kick(command)
         return 0.0
+
+    def _observe(self, tree: idle.Proc | None) -> None:
+        """Note when a meta-scheduler pass is seen to start and to end."""
+        on = idle.runs(tree, "oar_meta_sched")
+        if on != self._pass_on:
+            if on:
+                self._pass_start = self._now()
+            else:
+                self._pass_end = self._now()
+            self._pass_on = on
 
     def _spool_news(self) -> bool:
         """Whether a shim left something for the daemon (a launch, a signal)."""
@@ -537,6 +558,8 @@ class Daemon:
         finally:
             self.pending = batch[delivered:] + self.pending
             self._account(batch[:delivered])
+            if delivered:
+                self._asked = self._now()
         if delivered and self.opts.rekick > 0:
             # Almighty defers a Scheduling that comes sooner than
             # SCHEDULER_MIN_TIME_BETWEEN_2_CALLS after the end of its last pass (whole seconds)

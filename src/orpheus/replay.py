@@ -254,6 +254,7 @@ class Replay:
         self.write_meta(meta, finished=False)
         pending = list(reversed(self.batches))
         futures: dict[Future[Outcome], float] = {}  # oarsub under way -> its due time
+        holding: float | None = None  # the instant this replay holds the virtual clock at
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="oarsub")
         progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -281,7 +282,9 @@ class Replay:
                         self._record(mapping, f.result())
                     if self.virtual:
                         dues = [*futures.values()] + ([pending[-1][0].at] if pending else [])
-                        vclock.hold("replay", t0 + min(dues) if dues else None)
+                        if (held := t0 + min(dues) if dues else None) != holding:
+                            vclock.hold("replay", held)
+                            holding = held
                     if time.monotonic() - last_poll >= 2 or (not pending and not futures):
                         self.states = job_states(db, list(self.submitted))
                         last_poll = time.monotonic()

@@ -1,0 +1,132 @@
+"""OAR under Orpheus against a real OAR: the 800-job workloads a real OAR 2.5 ran on 32
+Grid'5000 nodes in 2016 (``data/real-oar/``), replayed on the virtual clock at time scale 1.
+
+For each seed: the test bed becomes 32 nodes with one resource each on the virtual clock
+(Debian's scheduler settings unless told otherwise), the workload is replayed with
+``--unit node`` (jobs ask ``nodes=res,walltime=...`` as the real replay did; oarexec mode),
+reported, and compared with the real run by ``orpheus compare``. Prints, per seed, the
+makespan and the mean wait of both runs with their deviation, against the targets (makespan
+within 0.5 %, mean wait within 10 %), and the wall time and speed-up. ``--runs N`` replays each
+seed N times and gives each metric's mean and spread. The test bed is put back to 16 x 4 on
+the real clock afterwards.
+
+Run as root on the test bed: ``python benchmarks/bench_fidelity.py [--seeds 0 1] [--runs 1]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from oarlib.testbed import Config
+from orpheus.daemon import running_daemon
+from orpheus.testbed_cli import bring_up
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "real-oar"
+ORPHEUS = [sys.executable, "-m", "orpheus.cli"]
+TARGETS = {"makespan": 0.005, "mean_waiting_time": 0.10}
+
+
+def orpheus(*args: str) -> None:
+    subprocess.run([*ORPHEUS, *args], check=True)
+
+
+def stop_daemon() -> None:
+    pid = running_daemon()
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+        while running_daemon() is not None:
+            time.sleep(0.2)
+
+
+def replay_once(workload: Path, out: Path, mode: str) -> float:
+    """Replay, report; return the wall seconds the replay took."""
+    orpheus("run", "--daemon", "--mode", mode, "--log-file", str(out.with_suffix(".log")))
+    try:
+        t0 = time.monotonic()
+        orpheus("replay", str(workload), "-o", str(out), "--unit", "node", "--timeout", "1800",
+                "--no-progress")
+        wall = time.monotonic() - t0
+    finally:
+        stop_daemon()
+    orpheus("report", "--replay", str(out), "-o", str(out / "report"))
+    return wall
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    ap.add_argument("--runs", type=int, default=1, help="replays per seed (default 1)")
+    ap.add_argument("--out", type=Path, default=Path("/tmp/bench-fidelity"))
+    ap.add_argument("--mode", choices=("oarexec", "event"), default="oarexec")
+    ap.add_argument("--sched-interval", type=int, default=Config.sched_interval,
+                    help="SCHEDULER_MIN_TIME_BETWEEN_2_CALLS (default: Debian's)")
+    ap.add_argument("--max-jobs-per-user", type=int, default=Config.max_jobs_per_user,
+                    help="SCHEDULER_FAIRSHARING_MAX_JOB_PER_USER (default: Debian's)")
+    ap.add_argument("--security-time", type=int, default=Config.security_time,
+                    help="SCHEDULER_JOB_SECURITY_TIME (default: Debian's)")
+    args = ap.parse_args()
+    if running_daemon() is not None:
+        raise SystemExit("stop the running Orpheus daemon first: this benchmark starts its own")
+    bring_up(Config(nodes=32, cores=1, clock="virtual", sched_interval=args.sched_interval,
+                    max_jobs_per_user=args.max_jobs_per_user,
+                    security_time=args.security_time))
+    rows = []
+    try:
+        for seed in args.seeds:
+            name = f"g5k_workload_delay_seed{seed}_size32"
+            runs, walls = [], []
+            for n in range(args.runs):
+                out = args.out / f"seed{seed}-run{n}"
+                walls.append(replay_once(DATA / f"{name}.json", out, args.mode))
+                runs.append(str(out))
+            cmp_dir = args.out / f"seed{seed}-compare"
+            orpheus("compare", *runs, str(DATA / f"{name}.real.csv"), "-o", str(cmp_dir))
+            metas = [json.loads((Path(r) / "replay.json").read_text()) for r in runs]
+            rows.append((seed, json.loads((cmp_dir / "compare.json").read_text()), walls,
+                         [m["speedup"] for m in metas]))
+    finally:
+        stop_daemon()
+        bring_up(Config(nodes=16, cores=4, sched_interval=1, max_jobs_per_user=1000))
+    return report(rows)
+
+
+def _metric(cmp: dict, name: str) -> tuple[float, float]:
+    """(ours, real) for a metric of compare.json, ours as the mean over the runs."""
+    m = cmp["summary"][name]
+    return float(m["mean"]), float(m["reference"])
+
+
+def report(rows: list) -> int:
+    table = Table(title="OAR under Orpheus (virtual clock, time scale 1) vs the real OAR run")
+    for col in ("seed", "makespan real", "ours", "dev", "mean wait real", "ours", "dev",
+                "wall s", "speed-up", "targets"):
+        table.add_column(col, justify="right")
+    ok = True
+    for seed, cmp, walls, speedups in rows:
+        cells, met = [str(seed)], []
+        for name, target in TARGETS.items():
+            ours, real = _metric(cmp, name)
+            dev = ours / real - 1
+            met.append(abs(dev) <= target)
+            cells += [f"{real:.1f}", f"{ours:.1f}", f"{dev:+.1%}"]
+        ok &= all(met)
+        cells += [f"{sum(walls) / len(walls):.0f}", f"{sum(speedups) / len(speedups):.0f}",
+                  "met" if all(met) else "[red]missed[/]"]
+        table.add_row(*cells)
+    Console().print(table)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
