@@ -81,6 +81,7 @@ def main() -> int:
     bring_up(Config(nodes=32, cores=1, clock="virtual", sched_interval=args.sched_interval,
                     max_jobs_per_user=args.max_jobs_per_user,
                     security_time=args.security_time))
+    args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     try:
         for seed in args.seeds:

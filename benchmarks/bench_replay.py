@@ -4,7 +4,9 @@ Replays ``gofree_sample.swf`` (1,448 jobs over 64 days, a 352-core OAR cluster) 
 nodes x 16 cores at time scale 15000 (under 10 minutes), writes the report, checks that every
 job is accounted for (submitted = ended + rejected with a reason) and prints the figures:
 wall time, submission lateness, counts per final state, mean waits in OAR and in the trace.
-The test bed is put back to 16 x 4 afterwards.
+With ``--clock virtual`` the trace is replayed at time scale 1 on the virtual clock (oarexec
+mode; docs/virtual-clock.md), and the figures add the speed-up and the walltime kills. The
+test bed is put back to 16 x 4 on the real clock afterwards.
 
 Run as root on the test bed: ``python benchmarks/bench_replay.py [--trace PATH] [--out DIR]``.
 """
@@ -33,20 +35,23 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--trace", type=Path, default=DATA / "gofree_sample.swf")
     ap.add_argument("--out", type=Path, default=Path("/tmp/bench-replay"))
-    ap.add_argument("--time-scale", default="15000")
+    ap.add_argument("--time-scale", help="default: 15000, or 1 with --clock virtual")
+    ap.add_argument("--clock", choices=("real", "virtual"), default="real")
     args = ap.parse_args()
+    virtual = args.clock == "virtual"
+    scale = args.time_scale or ("1" if virtual else "15000")
     if running_daemon() is not None:
         raise SystemExit("stop the running Orpheus daemon first: this benchmark starts its own")
     bring_up(Config(nodes=22, cores=16, sched_interval=1, max_jobs_per_user=1000,
-                    security_time=1))
+                    security_time=60 if virtual else 1, clock=args.clock))
     t0 = time.time()
     try:
-        subprocess.run([sys.executable, "-m", "orpheus.cli", "run", "--daemon", "--mode", "event",
-                        "--rekick", "1.2", "--log-file", "/tmp/bench-replay-orpheus.log"],
-                       check=True)
+        daemon = ["--mode", "oarexec"] if virtual else ["--mode", "event", "--rekick", "1.2"]
+        subprocess.run([sys.executable, "-m", "orpheus.cli", "run", "--daemon", *daemon,
+                        "--log-file", "/tmp/bench-replay-orpheus.log"], check=True)
         time.sleep(1)
         replay = ["replay", str(args.trace), "-o", str(args.out), "--time-scale",
-                  args.time_scale, "--timeout", "1200"]
+                  scale, "--timeout", "1200"]
         assert cli.main(replay) == 0
         assert cli.main(["report", "--replay", str(args.out), "-o",
                          str(args.out / "report")]) == 0
@@ -66,6 +71,8 @@ def main() -> int:
     print(f"trace jobs {len(mapping)}: submitted {counts['submitted']}, rejected "
           f"{counts['rejected']}, ended {counts['done']}; wall time {time.time() - t0:.0f} s")
     print(f"submission lateness (s): {meta['lateness_s']}")
+    print(f"{meta['clock']} clock: {meta['clock_seconds']:.0f} s in {meta['wall_seconds']:.0f} s"
+          f" of wall time (speed-up {meta['speedup']:.1f})")
     print(f"final states: {schedule['nb_jobs_per_final_state']}")
     print(f"makespan {schedule['makespan']:.0f} s, mean wait {schedule['mean_waiting_time']:.1f}"
           f" s, utilisation {schedule.get('utilisation')}")

@@ -648,6 +648,9 @@ def _main(args: argparse.Namespace) -> int:
     if clock == "virtual" and bed_clock != "virtual":
         raise SystemExit("orpheus run: --clock virtual needs Almighty on the virtual clock "
                          "(orpheus testbed up --clock virtual)")
+    if clock == "virtual" and (args.rekick or args.kick_reservations):
+        raise SystemExit("orpheus run: --rekick and --kick-reservations are for the real "
+                         "clock: on the virtual one, the daemon kicks Almighty when due")
     opts = Options(conf=args.conf, mode=args.mode, spool=args.spool, poll=args.poll,
                    default_exec_time=args.default_exec_time,
                    bad_args_exit_code=args.bad_args_exit_code,
@@ -655,7 +658,10 @@ def _main(args: argparse.Namespace) -> int:
                    io_capacity=args.io_capacity, record=args.record,
                    kick_reservations=args.kick_reservations, rekick=args.rekick, clock=clock)
     if args.log_file:  # opened before dropping rights, like oar.conf and the record file
-        handler = logging.FileHandler(args.log_file)
+        try:
+            handler = logging.FileHandler(args.log_file)
+        except OSError as exc:
+            raise SystemExit(f"orpheus run: --log-file {args.log_file}: {exc.strerror}") from None
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
         logging.getLogger().handlers[:] = [handler]
     daemon = Daemon(opts)
