@@ -35,7 +35,7 @@ from oarlib import conf as oarconf
 from oarlib import faults, stacklimit, vclock
 from oarlib.almighty import notify
 from oarlib.conf import DbParams, ServerAddress
-from oarlib.db import Db
+from oarlib.db import Db, chunks, marks
 
 log = logging.getLogger("oarlib.testbed")
 
@@ -515,22 +515,13 @@ def registered(db: Db) -> list[tuple[int, Resource]]:
             for rid, na, host, cpu, core, cpuset in rows]
 
 
-def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
-
-
 def _insert(db: Db, table: str, cols: Sequence[str], rows: Sequence[Sequence[Any]],
             chunk: int = 2000) -> None:
     """Multi-row parameterised INSERT, ``chunk`` rows per statement."""
     one = "(" + ",".join(["%s"] * len(cols)) + ")"
-    for part in _chunks(rows, chunk):
+    for part in chunks(rows, chunk):
         db.execute(f"INSERT INTO {table} ({','.join(cols)}) VALUES " + ",".join([one] * len(part)),
                    [v for row in part for v in row])
-
-
-def _in(ids: Sequence[int]) -> str:
-    return "(" + ",".join(["%s"] * len(ids)) + ")"
 
 
 def lock_resources(db: Db) -> None:
@@ -567,16 +558,16 @@ def set_property(db: Db, ids: Sequence[int], prop: str, value: str) -> int:
     changed: list[int] = []
     with db.transaction():
         lock_resources(db)
-        for part in _chunks(list(ids), 5000):
+        for part in chunks(list(ids), 5000):
             changed += [r[0] for r in db.query(
-                f"SELECT resource_id FROM resources WHERE resource_id IN {_in(part)} "
+                f"SELECT resource_id FROM resources WHERE resource_id IN ({marks(part)}) "
                 f"AND ({prop} != %s OR {prop} IS NULL)", [*part, value])]
         now = db.scalar(f"SELECT {db.now_sql}")
-        for part in _chunks(changed, 5000):
-            db.execute(f"UPDATE resources SET {prop} = %s WHERE resource_id IN {_in(part)}",
+        for part in chunks(changed, 5000):
+            db.execute(f"UPDATE resources SET {prop} = %s WHERE resource_id IN ({marks(part)})",
                        [value, *part])
             db.execute("UPDATE resource_logs SET date_stop = %s WHERE date_stop = 0 AND "
-                       f"attribute = %s AND resource_id IN {_in(part)}", [now, prop, *part])
+                       f"attribute = %s AND resource_id IN ({marks(part)})", [now, prop, *part])
         _insert(db, "resource_logs", ("resource_id", "attribute", "value", "date_start"),
                 [(rid, prop, value, now) for rid in changed])
     return len(changed)
@@ -585,12 +576,12 @@ def set_property(db: Db, ids: Sequence[int], prop: str, value: str) -> int:
 def busy_jobs(db: Db, ids: Sequence[int]) -> list[int]:
     """Jobs in an active state that hold one of these resources."""
     jobs: set[int] = set()
-    states = _in(ACTIVE_JOB_STATES)
-    for part in _chunks(list(ids), 5000):
+    states = f"({marks(ACTIVE_JOB_STATES)})"
+    for part in chunks(list(ids), 5000):
         jobs.update(r[0] for r in db.query(
             "SELECT DISTINCT j.job_id FROM jobs j JOIN assigned_resources a "
             "ON a.moldable_job_id = j.assigned_moldable_job "
-            f"WHERE j.state IN {states} AND a.resource_id IN {_in(part)}",
+            f"WHERE j.state IN {states} AND a.resource_id IN ({marks(part)})",
             [*ACTIVE_JOB_STATES, *part]))
     return sorted(jobs)
 
@@ -606,20 +597,20 @@ def remove_resources(db: Db, ids: Sequence[int]) -> None:
                            "them (wait for them or oardel them, then run `testbed up` again)")
     with db.transaction():
         lock_resources(db)
-        for part in _chunks(list(ids), 5000):
+        for part in chunks(list(ids), 5000):
             jobs = db.query("SELECT DISTINCT j.job_id, j.assigned_moldable_job FROM jobs j "
                             "JOIN assigned_resources a ON a.moldable_job_id = "
-                            f"j.assigned_moldable_job WHERE a.resource_id IN {_in(part)}", part)
-            for jpart in _chunks(jobs, 5000):
+                            f"j.assigned_moldable_job WHERE a.resource_id IN ({marks(part)})", part)
+            for jpart in chunks(jobs, 5000):
                 jids = [j for j, _ in jpart]
                 molds = [m for _, m in jpart]
-                db.execute(f"DELETE FROM event_logs WHERE job_id IN {_in(jids)}", jids)
-                db.execute(f"DELETE FROM frag_jobs WHERE frag_id_job IN {_in(jids)}", jids)
-                db.execute(f"DELETE FROM jobs WHERE job_id IN {_in(jids)}", jids)
+                db.execute(f"DELETE FROM event_logs WHERE job_id IN ({marks(jids)})", jids)
+                db.execute(f"DELETE FROM frag_jobs WHERE frag_id_job IN ({marks(jids)})", jids)
+                db.execute(f"DELETE FROM jobs WHERE job_id IN ({marks(jids)})", jids)
                 db.execute(f"DELETE FROM assigned_resources WHERE moldable_job_id IN "
-                           f"{_in(molds)}", molds)
+                           f"({marks(molds)})", molds)
             for table in ("assigned_resources", "resource_logs", "resources"):
-                db.execute(f"DELETE FROM {table} WHERE resource_id IN {_in(part)}", part)
+                db.execute(f"DELETE FROM {table} WHERE resource_id IN ({marks(part)})", part)
 
 
 def register(cfg: Config, db: Db) -> Plan:
