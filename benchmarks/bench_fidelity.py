@@ -10,7 +10,9 @@ within 0.5 %, mean wait within 10 %), and the wall time and speed-up. ``--runs N
 seed N times and gives each metric's mean and spread. The test bed is put back to 16 x 4 on
 the real clock afterwards.
 
-Run as root on the test bed: ``python benchmarks/bench_fidelity.py [--seeds 0 1] [--runs 1]``.
+Run as root on the test bed: ``python benchmarks/bench_fidelity.py [--seeds 0 1] [--runs 1]``;
+other runs of that experiment: ``--pair WORKLOAD.json REAL.csv`` (repeatable; a real run's
+``oarstat -J`` export works as the reference too).
 """
 
 from __future__ import annotations
@@ -65,7 +67,11 @@ def replay_once(workload: Path, out: Path, mode: str) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1],
+                    help="seeds of data/real-oar (default 0 1)")
+    ap.add_argument("--pair", nargs=2, action="append", default=[], type=Path,
+                    metavar=("WORKLOAD", "REFERENCE"),
+                    help="a workload and what a real OAR did with it (repeatable)")
     ap.add_argument("--runs", type=int, default=1, help="replays per seed (default 1)")
     ap.add_argument("--out", type=Path, default=Path("/tmp/bench-fidelity"))
     ap.add_argument("--mode", choices=("oarexec", "event"), default="oarexec")
@@ -84,15 +90,17 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     try:
-        for seed in args.seeds:
-            name = f"g5k_workload_delay_seed{seed}_size32"
+        pairs = [(DATA / f"g5k_workload_delay_seed{seed}_size32.json",
+                  DATA / f"g5k_workload_delay_seed{seed}_size32.real.csv") for seed in args.seeds]
+        for workload, reference in pairs + [tuple(p) for p in args.pair]:
+            seed = workload.stem
             runs, walls = [], []
             for n in range(args.runs):
-                out = args.out / f"seed{seed}-run{n}"
-                walls.append(replay_once(DATA / f"{name}.json", out, args.mode))
+                out = args.out / f"{seed}-run{n}"
+                walls.append(replay_once(workload, out, args.mode))
                 runs.append(str(out))
-            cmp_dir = args.out / f"seed{seed}-compare"
-            orpheus("compare", *runs, str(DATA / f"{name}.real.csv"), "-o", str(cmp_dir))
+            cmp_dir = args.out / f"{seed}-compare"
+            orpheus("compare", *runs, str(reference), "-o", str(cmp_dir))
             metas = [json.loads((Path(r) / "replay.json").read_text()) for r in runs]
             rows.append((seed, json.loads((cmp_dir / "compare.json").read_text()), walls,
                          [m["speedup"] for m in metas]))
@@ -110,12 +118,12 @@ def _metric(cmp: dict, name: str) -> tuple[float, float]:
 
 def report(rows: list) -> int:
     table = Table(title="OAR under Orpheus (virtual clock, time scale 1) vs the real OAR run")
-    for col in ("seed", "makespan real", "ours", "dev", "mean wait real", "ours", "dev",
+    for col in ("workload", "makespan real", "ours", "dev", "mean wait real", "ours", "dev",
                 "wall s", "speed-up", "targets"):
         table.add_column(col, justify="right")
     ok = True
     for seed, cmp, walls, speedups in rows:
-        cells, met = [str(seed)], []
+        cells, met = [seed.removeprefix("g5k_workload_delay_")], []
         for name, target in TARGETS.items():
             ours, real = _metric(cmp, name)
             dev = ours / real - 1

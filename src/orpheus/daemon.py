@@ -273,12 +273,14 @@ class Daemon:
             due.append((end, ""))
         if not due:
             return self.opts.poll  # nothing is due: only a new command can change that
-        when, command = min(due)
+        when = min(t for t, _ in due)
+        commands = sorted({c for t, c in due if t == when and c})  # all that is due then
         if when > now:
             step = self.clock.advance_to(when)
-            log.debug("virtual clock: +%.3f s to %.3f (%s)", step, when, command or "due")
+            log.debug("virtual clock: +%.3f s to %.3f (%s)", step, when,
+                      " ".join(commands) or "due")
         self._handled = max(self._handled, self._now())
-        if command:
+        for command in commands:
             self._asked = self._handled
             self._kick(command)
         return 0.0
