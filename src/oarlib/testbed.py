@@ -613,6 +613,28 @@ def remove_resources(db: Db, ids: Sequence[int]) -> None:
                 db.execute(f"DELETE FROM {table} WHERE resource_id IN ({marks(part)})", part)
 
 
+def forget_virtual_future(db: Db) -> None:
+    """Bring resources' ``last_job_date`` back to now when a virtual-clock run left it ahead.
+
+    Hulot's idle check (``search_idle_nodes``) takes a node as idle only when its last job
+    date is ``ENERGY_SAVING_IDLE_TIME`` behind now: a date left days ahead by a virtual run
+    would keep that node on for those days. Unfinished jobs dated ahead are named, not touched.
+    """
+    now = int(time.time())
+    with db.transaction():
+        lock_resources(db)
+        db.execute("UPDATE resources SET last_job_date = %s WHERE last_job_date > %s",
+                   [now, now])
+    ahead = [r[0] for r in db.query(
+        f"SELECT job_id FROM jobs WHERE state IN ({marks(ACTIVE_JOB_STATES)}) AND "
+        "GREATEST(start_time, submission_time) > %s ORDER BY job_id",
+        [*ACTIVE_JOB_STATES, now + 60])]
+    if ahead:
+        shown = ", ".join(map(str, ahead[:10])) + (" ..." if len(ahead) > 10 else "")
+        log.warning("jobs %s were dated by a virtual clock ahead of the real one: oardel them, "
+                    "or bring the bed back with --clock virtual", shown)
+
+
 def register(cfg: Config, db: Db) -> Plan:
     """Bring the registered resources to ``cfg.nodes`` x ``cfg.cores``; notify Almighty."""
     ensure_properties(db)
@@ -821,6 +843,8 @@ def up(cfg: Config, install: Callable[[], None] | None = None,
     ensure_database(cfg.db)
     with connect() as db:
         register(cfg, db)
+        if cfg.clock == "real":
+            forget_virtual_future(db)
     ensure_user(cfg.user)
     stacklimit.wrap()
     if install:
