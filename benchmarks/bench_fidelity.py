@@ -7,8 +7,8 @@ For each seed: the test bed becomes 32 nodes with one resource each on the virtu
 reported, and compared with the real run by ``orpheus compare``. Prints, per seed, the
 makespan and the mean wait of both runs with their deviation, against the targets (makespan
 within 0.5 %, mean wait within 10 %), and the wall time and speed-up. ``--runs N`` replays each
-seed N times and gives each metric's mean and spread. The test bed is put back to 16 x 4 on
-the real clock afterwards.
+seed N times and gives each metric's mean and spread. A running daemon is refused
+(``--stop-daemon`` stops it); the test bed is given back as it was found.
 
 Run as root on the test bed: ``python benchmarks/bench_fidelity.py [--seeds 0 1] [--runs 1]``;
 other runs of that experiment: ``--pair WORKLOAD.json REAL.csv`` (repeatable; a real run's
@@ -19,18 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import benchbed  # run as a script: benchmarks/ is on the path
 from rich.console import Console
 from rich.table import Table
 
 from oarlib.testbed import Config
-from orpheus.daemon import running_daemon
 from orpheus.testbed_cli import bring_up
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "real-oar"
@@ -42,14 +40,6 @@ def orpheus(*args: str) -> None:
     subprocess.run([*ORPHEUS, *args], check=True)
 
 
-def stop_daemon() -> None:
-    pid = running_daemon()
-    if pid is not None:
-        os.kill(pid, signal.SIGTERM)
-        while running_daemon() is not None:
-            time.sleep(0.2)
-
-
 def replay_once(workload: Path, out: Path, mode: str) -> float:
     """Replay, report; return the wall seconds the replay took."""
     orpheus("run", "--daemon", "--mode", mode, "--log-file", str(out.with_suffix(".log")))
@@ -59,7 +49,7 @@ def replay_once(workload: Path, out: Path, mode: str) -> float:
                 "--no-progress")
         wall = time.monotonic() - t0
     finally:
-        stop_daemon()
+        benchbed.stop_daemon()
     orpheus("report", "--replay", str(out), "-o", str(out / "report"))
     return wall
 
@@ -81,10 +71,13 @@ def main() -> int:
                     help="SCHEDULER_FAIRSHARING_MAX_JOB_PER_USER (default: Debian's)")
     ap.add_argument("--security-time", type=int, default=Config.security_time,
                     help="SCHEDULER_JOB_SECURITY_TIME (default: Debian's)")
+    ap.add_argument("--nodes", type=int, default=32,
+                    help="nodes of the real run's platform, one resource each (32)")
+    benchbed.add_options(ap)
     args = ap.parse_args()
-    if running_daemon() is not None:
-        raise SystemExit("stop the running Orpheus daemon first: this benchmark starts its own")
-    bring_up(Config(nodes=32, cores=1, clock="virtual", sched_interval=args.sched_interval,
+    found = benchbed.claim(args)
+    bring_up(Config(nodes=args.nodes, cores=1, clock="virtual",
+                    sched_interval=args.sched_interval,
                     max_jobs_per_user=args.max_jobs_per_user,
                     security_time=args.security_time))
     args.out.mkdir(parents=True, exist_ok=True)
@@ -105,8 +98,7 @@ def main() -> int:
             rows.append((seed, json.loads((cmp_dir / "compare.json").read_text()), walls,
                          [m["speedup"] for m in metas]))
     finally:
-        stop_daemon()
-        bring_up(Config(nodes=16, cores=4, sched_interval=1, max_jobs_per_user=1000))
+        benchbed.give_back(found)
     return report(rows)
 
 

@@ -10,7 +10,8 @@ so each needs a scheduler pass after the previous end, and the figure is OAR's t
 from one end to the next start (with and without ``--rekick``, see docs/orpheus.md).
 
 The bed is brought to ``--nodes`` x ``--cores`` (16 x 4 by default; the reference figures are
-for that size); a running daemon is refused. Run as root on the test bed:
+for that size); a running daemon is refused (``--stop-daemon`` stops it), and the bed is given
+back as it was found. Run as root on the test bed:
 ``python benchmarks/bench_orpheus.py [--jobs 500] [--nodes 16 --cores 4]``.
 """
 
@@ -27,10 +28,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import benchbed  # run as a script: benchmarks/ is on the path
+
 from oarlib import conf as oarconf
 from oarlib import oarcli
 from oarlib.db import Db
-from orpheus.daemon import running_daemon
+from oarlib.testbed import Config
+from orpheus.testbed_cli import bring_up
 
 # jobs/s reached so far on a 2-core machine (with a re-kick after 1.2 s: shared/reference notes)
 REFERENCE = {"event": 20.0, "oarexec": 6.0}
@@ -96,14 +100,21 @@ def main() -> int:
     ap.add_argument("--user", default="alice")
     ap.add_argument("--nodes", type=int, default=16, help="fake nodes of the bed (16)")
     ap.add_argument("--cores", type=int, default=4, help="cores per node (4)")
+    benchbed.add_options(ap)
     args = ap.parse_args()
-    if (other := running_daemon()) is not None:  # the test bed serves one daemon at a time
-        print(f"an Orpheus daemon (pid {other}) serves the test bed: stop it first "
-              "(kill it, or orpheus testbed down)", file=sys.stderr)
-        return 2
-    subprocess.run(["orpheus", "testbed", "up", "--nodes", str(args.nodes), "--cores",
-                    str(args.cores), "--sched-interval", "1", "--max-jobs-per-user", "100000"],
-                   check=True, stdout=subprocess.DEVNULL)
+    found = benchbed.claim(args)  # the test bed serves one daemon at a time
+    try:
+        bring_up(Config(nodes=args.nodes, cores=args.cores, sched_interval=1,
+                        max_jobs_per_user=100000))
+        run_modes(args)
+    finally:
+        benchbed.give_back(found)
+    print("orpheus CPU = the daemon's share of all CPU time spent on the machine during the run;"
+          " lateness target: p99 < 50 ms")
+    return 0
+
+
+def run_modes(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         os.chmod(workdir, 0o777)
@@ -115,9 +126,6 @@ def main() -> int:
             print(f"{mode:15} {r['jobs']:5.0f} {r['errors']:4.0f} {r['seconds']:8.1f} "
                   f"{r['jobs_s']:7.1f} {ref:5.1f} {r['jobs_s'] / ref:6.2f} "
                   f"{r['cpu_share']:10.1%} {r['p50_ms']:7.1f} {r['p99_ms']:7.1f}")
-    print("orpheus CPU = the daemon's share of all CPU time spent on the machine during the run;"
-          " lateness target: p99 < 50 ms")
-    return 0
 
 
 if __name__ == "__main__":

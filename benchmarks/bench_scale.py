@@ -17,7 +17,7 @@ and end), an Orpheus daemon is started, and this measures:
 Each bed's row is printed as it comes, then written to ``OUT/scale.csv`` and
 ``OUT/scale.json``, with plots of pass time and jobs/s against resources
 (``OUT/scale-pass.{png,svg}``, ``OUT/scale-jobs.{png,svg}``). A running daemon is refused
-(``--stop-daemon`` stops it). The bed is given back as it was found.
+(``--stop-daemon`` stops it). The bed is given back as it was found (``benchbed``).
 
 Run as root on the test bed: ``python benchmarks/bench_scale.py [--beds 16x4,1000x32]``.
 """
@@ -40,20 +40,25 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import benchbed  # run as a script: benchmarks/ is on the path
 import matplotlib.pyplot as plt
-from bench_orpheus import cpu_ticks  # run as a script: benchmarks/ is on the path
+from bench_orpheus import cpu_ticks
 
 from oarlib import conf as oarconf
-from oarlib import oarcli, testbed
+from oarlib import oarcli
 from oarlib.almighty import notify
 from oarlib.db import Db
-from orpheus.daemon import running_daemon
 
 LOG = Path("/var/log/oar.log")
+NAN = float("nan")
 # what the issue asks of a 1,000 x 32 bed: 100 one-core jobs run; the daemon stays below 5 %
 TARGET_CPU_SHARE = 0.05
 STAMP = re.compile(r"^\[\w+\] \[([\d-]+ [\d:.]+)\] \[MetaSched\] (Starting Meta Scheduler|"
                    r"End of Meta Scheduler)")
+
+
+class BedFailed(Exception):
+    """OAR did not do what a phase asked in time: the bed's row records why."""
 
 
 def peak_memory_mib(pid: int) -> float:
@@ -91,7 +96,7 @@ def wait_ended(db: Db, ids: list[int], timeout: float) -> None:
     while db.scalar(f"SELECT count(*) FROM jobs WHERE job_id IN ({marks}) AND state NOT IN "
                     "('Terminated', 'Error')", ids):
         if time.time() > deadline:
-            raise SystemExit(f"{len(ids)} jobs not ended after {timeout} s")
+            raise BedFailed(f"{len(ids)} jobs not ended after {timeout} s")
         time.sleep(0.5)
 
 
@@ -119,7 +124,7 @@ def waiting_passes(db: Db, waiting: int, nodes: int, passes: int, interval: int,
     deadline = time.time() + 900
     while db.scalar("SELECT state FROM jobs WHERE job_id = %s", (blocker,)) != "Running":
         if time.time() > deadline:
-            raise SystemExit(f"the job holding the bed ({blocker}) did not start in 900 s")
+            raise BedFailed(f"the job holding the bed ({blocker}) did not start in 900 s")
         time.sleep(0.5)
     ids = oarcli.oarsub_array(["{exec_time=0}"] * waiting, "sim", "core=1",
                               user=user) if waiting else []
@@ -138,6 +143,17 @@ def waiting_passes(db: Db, waiting: int, nodes: int, passes: int, interval: int,
     return statistics.median(times) if times else float("nan")
 
 
+def cancel_jobs(user: str) -> None:
+    """oardel every unfinished job of ``user`` and wait until OAR has ended them."""
+    with Db(oarconf.DbParams.from_conf(oarconf.read())) as db:
+        ids = [j for (j,) in db.query("SELECT job_id FROM jobs WHERE job_user = %s AND state "
+                                      "NOT IN ('Terminated', 'Error')", (user,))]
+        for i in range(0, len(ids), 1000):
+            oarcli.oardel(ids[i:i + 1000], user)
+        if ids:
+            wait_ended(db, ids, 600)
+
+
 def measure(nodes: int, cores: int, args: argparse.Namespace, workdir: Path) -> dict[str, float]:
     t0 = time.time()
     subprocess.run(["orpheus", "testbed", "up", "--nodes", str(nodes), "--cores", str(cores),
@@ -149,7 +165,7 @@ def measure(nodes: int, cores: int, args: argparse.Namespace, workdir: Path) -> 
     proc = subprocess.Popen([sys.executable, "-m", "orpheus.cli", "run", "--log-file", str(log)])
     time.sleep(1.5)
     if proc.poll() is not None:
-        raise SystemExit(f"daemon failed: {log.read_text()}")
+        raise BedFailed(f"daemon failed: {log.read_text()}")
     params = oarconf.DbParams.from_conf(oarconf.read())
     cpu0, all0 = cpu_ticks(proc.pid), cpu_ticks()
     try:
@@ -174,7 +190,7 @@ def plot(rows: list[dict[str, float]], waiting: list[int], out: Path) -> None:
     res = [r["resources"] for r in rows]
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for w in waiting:
-        ax.plot(res, [r[f"pass_s_w{w}"] for r in rows], "o-", label=f"{w} jobs waiting")
+        ax.plot(res, [r.get(f"pass_s_w{w}", NAN) for r in rows], "o-", label=f"{w} jobs waiting")
     ax.set(xscale="log", yscale="log", xlabel="resources (cores)",
            ylabel="meta-scheduler pass (s)", title="OAR 2.5.9 scheduler pass time")
     ax.grid(True, which="both", alpha=0.3)
@@ -183,8 +199,8 @@ def plot(rows: list[dict[str, float]], waiting: list[int], out: Path) -> None:
     for ext in ("png", "svg"):
         fig.savefig(out / f"scale-pass.{ext}")
     fig, ax = plt.subplots(figsize=(6.4, 4))
-    ax.plot(res, [r["core_jobs_s"] for r in rows], "o-", label="one-core jobs")
-    ax.plot(res, [r["node_jobs_s"] for r in rows], "s-", label="whole-node jobs")
+    ax.plot(res, [r.get("core_jobs_s", NAN) for r in rows], "o-", label="one-core jobs")
+    ax.plot(res, [r.get("node_jobs_s", NAN) for r in rows], "s-", label="whole-node jobs")
     ax.set(xscale="log", yscale="log", xlabel="resources (cores)", ylabel="jobs/s end to end",
            title="OAR 2.5.9 + Orpheus throughput")
     ax.grid(True, which="both", alpha=0.3)
@@ -206,20 +222,12 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=1800, help="seconds a wave may take")
     ap.add_argument("--user", default="alice")
     ap.add_argument("--out", type=Path, default=Path("bench-scale"), help="output directory")
-    ap.add_argument("--stop-daemon", action="store_true", help="stop a running daemon first")
+    benchbed.add_options(ap)
     args = ap.parse_args()
     beds = [tuple(int(x) for x in b.split("x")) for b in args.beds.split(",")]
     args.waiting = [int(w) for w in args.waiting.split(",")]
-    if (other := running_daemon()) is not None:
-        if not args.stop_daemon:
-            print(f"an Orpheus daemon (pid {other}) serves the test bed: stop it, or pass "
-                  "--stop-daemon", file=sys.stderr)
-            return 2
-        os.kill(other, signal.SIGTERM)
-        while running_daemon() is not None:
-            time.sleep(0.5)
+    found = benchbed.claim(args)
     args.out.mkdir(parents=True, exist_ok=True)
-    found, conf = testbed.status(), oarconf.read()
     rows = []
     cols = ["resources", "bed_up_s", "first_start_s", "core_jobs_s", "node_jobs_s",
             *(f"pass_s_w{w}" for w in args.waiting), "orpheus_cpu", "orpheus_mib", "db_mib"]
@@ -228,26 +236,27 @@ def main() -> int:
         os.chmod(tmp, 0o777)
         try:
             for nodes, cores in beds:
-                row = measure(nodes, cores, args, Path(tmp))
+                try:
+                    row = measure(nodes, cores, args, Path(tmp))
+                except BedFailed as exc:  # the limit: later beds are larger still
+                    print(f"{f'{nodes}x{cores}':>13} failed: {exc}", flush=True)
+                    cancel_jobs(args.user)
+                    rows.append({"nodes": nodes, "cores": cores, "resources": nodes * cores,
+                                 "failed": str(exc)})
+                    break
                 rows.append(row)
                 print(f"{f'{nodes}x{cores}':>13} " + " ".join(
                     f"{row[c]:13.1%}" if c == "orpheus_cpu" else f"{row[c]:13.2f}"
                     for c in cols), flush=True)
         finally:
-            cores = found.get("cores_per_node") or [4]
-            subprocess.run(["orpheus", "testbed", "up", "--nodes", str(found.get("nodes", 16)),
-                            "--cores", str(cores[0]), "--sched-interval",
-                            conf.get("SCHEDULER_MIN_TIME_BETWEEN_2_CALLS", "5"),
-                            "--max-jobs-per-user",
-                            conf.get("SCHEDULER_FAIRSHARING_MAX_JOB_PER_USER", "30")],
-                           check=False, stdout=subprocess.DEVNULL)
+            benchbed.give_back(found)
     with (args.out / "scale.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
         writer.writeheader()
         writer.writerows(rows)
     (args.out / "scale.json").write_text(json.dumps(rows, indent=1) + "\n")
     plot(rows, args.waiting, args.out)
-    worst = max(r["orpheus_cpu"] for r in rows)
+    worst = max((r["orpheus_cpu"] for r in rows if "orpheus_cpu" in r), default=NAN)
     print(f"Orpheus CPU share: worst {worst:.1%}, target < {TARGET_CPU_SHARE:.0%} "
           f"(ratio {worst / TARGET_CPU_SHARE:.2f}); outputs in {args.out}")
     return 0

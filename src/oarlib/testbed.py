@@ -867,6 +867,22 @@ def down(all_servers: bool = False, before: Callable[[], None] | None = None) ->
         stop_db_servers()
 
 
+def current() -> Config:
+    """The test bed as it is now (size, scheduler settings, clock): what to restore after
+    changing it. Energy saving and the user are not read back (their defaults)."""
+    conf = oarconf.parse(read_conf_text())
+    with connect() as db:
+        nodes, cores = db.query("SELECT count(DISTINCT network_address), count(*) "
+                                "FROM resources")[0]
+    return Config(db="pg" if conf["DB_TYPE"] == "Pg" else "mysql", nodes=int(nodes) or 16,
+                  cores=int(cores) // max(1, int(nodes)) or 4, port=int(conf["SERVER_PORT"]),
+                  log_level=int(conf["LOG_LEVEL"]),
+                  sched_interval=int(conf["SCHEDULER_MIN_TIME_BETWEEN_2_CALLS"]),
+                  max_jobs_per_user=int(conf["SCHEDULER_FAIRSHARING_MAX_JOB_PER_USER"]),
+                  security_time=int(conf["SCHEDULER_JOB_SECURITY_TIME"]),
+                  clock=almighty_clock() or pg_clock())
+
+
 def status() -> dict[str, Any]:
     """What runs and what is registered, as plain data (for ``--json`` and tests)."""
     out: dict[str, Any] = {"conf": str(CONF_PATH)}

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from oarlib import conf as oarconf
-from oarlib import oarcli, testbed
+from oarlib import oarcli
 from oarlib.db import Db
 from orpheus.daemon import running_daemon
 
@@ -30,22 +30,6 @@ FINAL = ("Terminated", "Error")
 
 def db() -> Db:
     return Db(oarconf.DbParams.from_conf(oarconf.read()))
-
-
-def current_config() -> testbed.Config:
-    """The test bed as it is now: a test that reconfigures it restores this (``scripts/test``
-    sets a fast scheduler, which OAR's Debian defaults are not)."""
-    conf = oarconf.read()
-    with db() as conn:
-        nodes, cores = conn.query("SELECT count(DISTINCT network_address), count(*) "
-                                  "FROM resources")[0]
-    return testbed.Config(
-        db="pg" if conf["DB_TYPE"] == "Pg" else "mysql", nodes=int(nodes),
-        cores=int(cores) // int(nodes), port=int(conf["SERVER_PORT"]),
-        log_level=int(conf["LOG_LEVEL"]),
-        sched_interval=int(conf["SCHEDULER_MIN_TIME_BETWEEN_2_CALLS"]),
-        max_jobs_per_user=int(conf["SCHEDULER_FAIRSHARING_MAX_JOB_PER_USER"]),
-        security_time=int(conf["SCHEDULER_JOB_SECURITY_TIME"]))
 
 
 def submit_array(commands: list[str], resources: str = "core=1",

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import current_config
 
 from oarlib import conf as oarconf
 from oarlib import testbed
@@ -49,7 +48,7 @@ def orpheus_cli(*args: str) -> None:
 
 @pytest.fixture(scope="module", autouse=True)
 def default_testbed() -> Iterator[None]:
-    found = current_config()
+    found = testbed.current()
     bring_up(Config())
     install.stop_daemon()
     yield

@@ -15,11 +15,11 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
-from conftest import ORPHEUS, SUBMITTER, current_config, db, state_durations, wait_final
+from conftest import ORPHEUS, SUBMITTER, db, state_durations, wait_final
 from evalys.visu.legacy import plot_mstates
 
 from oarlib import conf as oarconf
-from oarlib import oarcli
+from oarlib import oarcli, testbed
 from oarlib.almighty import notify
 from orpheus import machine_states
 from orpheus.testbed_cli import bring_up
@@ -57,7 +57,7 @@ def absent_nodes() -> set[str]:
 def test_hulot_halts_idle_nodes_wakes_them_for_a_job_and_the_report_adds_up(
         daemon_factory) -> None:
     daemon_factory("--mode", "event")  # holds the test bed while energy saving is on
-    normal = current_config()
+    normal = testbed.current()
     server = oarconf.ServerAddress.from_conf(oarconf.read())
     now = int(time.time())
     with db() as conn:  # OAR may date an earlier job's end a second ahead of this clock

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ORPHEUS, SUBMITTER, current_config, db, submit_array, wait_final
+from conftest import ORPHEUS, SUBMITTER, db, submit_array, wait_final
 
 from oarlib import oarcli, stacklimit, testbed
 from orpheus.testbed_cli import bring_up
@@ -29,7 +29,7 @@ NODES, CORES = 1000, 32
 
 @pytest.fixture(scope="module", autouse=True)
 def large_bed() -> Iterator[None]:
-    found = current_config()
+    found = testbed.current()
     st = bring_up(dataclasses.replace(found, nodes=NODES, cores=CORES, sched_interval=1,
                                       max_jobs_per_user=1000))
     assert st["resources"] == {"Alive": NODES * CORES}

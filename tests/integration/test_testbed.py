@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import current_config
 
 from oarlib import conf as oarconf
 from oarlib import testbed
@@ -46,7 +45,7 @@ def start_daemon() -> None:
 
 @pytest.fixture(scope="module", autouse=True)
 def default_testbed() -> Iterator[None]:
-    found = current_config()
+    found = testbed.current()
     bring_up(Config())
     yield
     install.stop_daemon()

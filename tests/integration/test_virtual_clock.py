@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ORPHEUS, SUBMITTER, current_config, db, submit_array, wait_final, wait_state
+from conftest import ORPHEUS, SUBMITTER, db, submit_array, wait_final, wait_state
 
 from oarlib import oarcli, testbed, vclock
 from orpheus.testbed_cli import bring_up
@@ -29,7 +29,7 @@ SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 @pytest.fixture(scope="module", autouse=True)
 def virtual_bed() -> Iterator[None]:
-    found = current_config()
+    found = testbed.current()
     st = bring_up(dataclasses.replace(found, clock="virtual"))
     assert st["clock"]["mode"] == "virtual" and testbed.pg_clock() == "virtual"
     yield
