@@ -126,11 +126,12 @@ def main() -> int:
                                      len(ids), args.start_timeout, every=5)
             fig |= {"start_s": secs + fig["oarsub_s"], "running": running,
                     "start_jobs_s": running / (secs + fig["oarsub_s"])}
-            first = db.scalar("SELECT MAX(job_id) FROM jobs") - args.report_jobs + 1
+            newest = [j for (j,) in db.query("SELECT job_id FROM jobs ORDER BY job_id DESC "
+                                             "LIMIT %s", (args.report_jobs,))]
             rep = args.out / "report"
             fig["report_s"], fig["report_mib"], _ = timed(
-                [*orpheus, "report", "--jobs", f"{max(1, first)}-{first + args.report_jobs - 1}",
-                 "--no-plots", "-o", str(rep)])
+                [*orpheus, "report", "--jobs", f"{newest[-1]}-{newest[0]}", "--no-plots", "-o",
+                 str(rep)])
             fig["report_jobs"] = sum(1 for _ in (rep / "jobs.csv").open()) - 1
             node = db.scalar(
                 "SELECT r.network_address FROM jobs j JOIN assigned_resources a ON "

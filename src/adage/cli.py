@@ -111,6 +111,15 @@ def state_parser(cmd: str) -> argparse.ArgumentParser:
         "clean": "Kill what is left of a deployment, remove its run directories and its "
                  "state (default: the latest)."}[cmd])
     p.add_argument("id", nargs="?", help="deployment id (see ~/.adage/deployments)")
+    p.add_argument("--connect-timeout", type=seconds, default=SshOptions.connect_timeout,
+                   help="seconds to connect to a node over ssh/oarsh (default %(default)s)")
+    p.add_argument("--timeout", type=seconds, default=30.0,
+                   help="seconds a node has to answer, connection included (default "
+                        "%(default)s); a node that does not is named unreachable")
+    if cmd == "clean":
+        p.add_argument("--force", action="store_true",
+                       help="forget the nodes that cannot be reached: remove the deployment's "
+                            "state even though what runs on them is left there")
     if cmd == "status":
         shown = p.add_mutually_exclusive_group()
         shown.add_argument("-D", "--dump", action="append", default=[], choices=["status"],
@@ -275,14 +284,22 @@ def state_main(cmd: str, argv: list[str]) -> int:
     err = Console(stderr=True, highlight=False)
     try:
         dep = statedir.load(args.id)
+        options = SshOptions(args.connect_timeout, multiplex=False)
         if cmd == "clean":
-            errors = statedir.clean(dep)
-            for e in errors:
+            errors = statedir.clean(dep, args.timeout, options, args.force)
+            for e in errors.values():
                 err.print(f"adage clean: {e}", markup=False)
-            if not errors:
+            if errors and args.force:
+                err.print(f"deployment {dep.id} forgotten; not cleaned on the unreachable "
+                          f"nodes {', '.join(sorted(errors))}", markup=False)
+            elif errors:
+                err.print(f"adage clean: {len(errors)} node(s) not cleaned: the deployment is "
+                          "kept (run clean again, or clean --force to forget those nodes)",
+                          markup=False)
+            else:
                 err.print(f"deployment {dep.id} cleaned")
-            return 1 if errors else 0
-        status, unreachable = statedir.refresh_status(dep)
+            return 1 if errors and not args.force else 0
+        status, unreachable = statedir.refresh_status(dep, args.timeout, options)
     except AdageError as e:
         err.print(f"adage {cmd}: error: {e}", markup=False)
         return 1

@@ -334,14 +334,43 @@ def test_status_names_a_node_it_cannot_reach(nodes: list[str], work: Path) -> No
     dep = deployment(work)
     sshnodes.stop(hosts[1])
     try:
-        r = adage(work, "status", dep)
+        t0 = time.time()
+        r = adage(work, "status", dep, "--connect-timeout", "3")
         assert r.returncode == 1, r.stdout + r.stderr
         assert f"node {hosts[1]} is unreachable" in r.stderr, r.stderr
+        r = adage(work, "clean", dep, "--connect-timeout", "3")  # the deployment is kept
+        assert r.returncode == 1 and "not cleaned" in r.stderr, r.stdout + r.stderr
+        assert time.time() - t0 < 20  # named within the timeouts, never an endless wait
     finally:
         sshnodes.start(hosts[1])
     assert adage(work, "status", dep).returncode == 0
     assert adage(work, "clean", dep).returncode == 0
     assert processes_of(dep) == {}
+
+
+def test_clean_force_forgets_a_node_that_is_gone(nodes: list[str], work: Path) -> None:
+    hosts = nodes[8:10]
+    (work / "nf").write_text("".join(f"{h}\n" for h in hosts))
+    appl = work / "a.xml"
+    appl.write_text('<generic_appl_descr><proc_groups><proc_group id="A" type="generic" '
+                    'cardinality="2"><process id="p"><executable>sleep</executable><arguments>'
+                    "<arg>600</arg></arguments></process></proc_group></proc_groups>"
+                    "</generic_appl_descr>")
+    appl.chmod(0o644)
+    assert adage(work, "-a", str(appl), "-o", str(work / "nf"), "-x", "-l", "1").returncode == 0
+    dep = deployment(work)
+    sshnodes.stop(hosts[1])
+    try:
+        r = adage(work, "clean", dep, "--force", "--connect-timeout", "3")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert f"not cleaned on the unreachable nodes {hosts[1]}" in r.stderr, r.stderr
+        assert adage(work, "status", dep).returncode == 1  # forgotten: no such deployment
+    finally:
+        sshnodes.start(hosts[1])
+    left = processes_of(dep)  # the reachable node was cleaned; the forgotten one was not
+    assert hosts[0] not in left.values() and hosts[1] in left.values(), left
+    for pid in left:
+        os.kill(pid, 9)
 
 
 # ------------------------------------------------------------------ transfers and oarsh

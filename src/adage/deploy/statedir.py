@@ -21,6 +21,7 @@ from pathlib import Path
 
 from adage import documents
 from adage.deploy.events import ProcKey, proc_name
+from adage.deploy.ssh import SshOptions
 from adage.deploy.transport import TransportError, get_transport
 from adage.errors import AdageError
 from adage.model import Node
@@ -189,13 +190,14 @@ def write_scripts(dep: Deployment, link_dir: Path | None) -> None:
 Live = dict[tuple[str, int, ProcKey], tuple[str, str]]
 
 
-def live(dep: Deployment, timeout: float = 30.0) -> Live:
+def live(dep: Deployment, timeout: float = 30.0, options: SshOptions | None = None) -> Live:
     """(proc_group, index, (process, pi)) -> (running|exited|gone|unreachable, exit code or
-    "-"), asking each node once (FANOUT nodes at a time)."""
+    "-"), asking each node once (FANOUT nodes at a time; ``options``: the ssh connect
+    timeout)."""
 
     def ask(node: str) -> list[tuple[tuple[str, int, ProcKey], tuple[str, str]]]:
         n = dep.node(node)
-        transport = get_transport(n.submission[0], n.transfer[0])
+        transport = get_transport(n.submission[0], n.transfer[0], options)
         try:
             text = transport.run(n, transport.shell(n), timeout,
                                  stdin=node_status_script(dep, node))
@@ -212,36 +214,39 @@ def live(dep: Deployment, timeout: float = 30.0) -> Live:
         return dict(kv for part in pool.map(ask, list(dep.watched)) for kv in part)
 
 
-def clean(dep: Deployment, timeout: float = 30.0) -> list[str]:
+def clean(dep: Deployment, timeout: float = 30.0, options: SshOptions | None = None,
+          force: bool = False) -> dict[str, str]:
     """Kill what is left of the deployment, remove its run directories, its symlinks and its
-    state directory; the errors met on the way (empty: all clean)."""
+    state directory; node -> error for the nodes that could not be cleaned (empty: all
+    clean). The state directory stays while a node is left, unless ``force`` forgets them."""
 
-    def one(n: Node) -> str:
-        transport = get_transport(n.submission[0], n.transfer[0])
+    def one(n: Node) -> tuple[str, str]:
+        transport = get_transport(n.submission[0], n.transfer[0], options)
         try:
             transport.run(n, transport.shell(n), timeout, stdin=node_cleanup_script(dep, n.name))
         except TransportError as e:
-            return str(e)
-        return ""
+            return n.name, str(e)
+        return n.name, ""
 
     with ThreadPoolExecutor(FANOUT) as pool:
-        errors = [e for e in pool.map(one, dep.nodes) if e]
+        errors = {node: e for node, e in pool.map(one, dep.nodes) if e}
     for link in dep.links:
         p = Path(link)
         if p.is_symlink() and Path(os.readlink(p)).parent == dep.dir:
             p.unlink()
-    if not errors:
+    if force or not errors:
         shutil.rmtree(dep.dir, ignore_errors=True)
     return errors
 
 
-def refresh_status(dep: Deployment) -> tuple[Status, list[str]]:
+def refresh_status(dep: Deployment, timeout: float = 30.0,
+                   options: SshOptions | None = None) -> tuple[Status, list[str]]:
     """The recorded status updated with what each node says now (written back), and the nodes
     that could not be asked (their processes keep their last known state)."""
     status = read_status(dep)
     if status is None:
         raise StateError(f"deployment {dep.id} has no status.xml yet")
-    now = live(dep)
+    now = live(dep, timeout, options)
     insts = []
     unreachable: set[str] = set()
     for inst in status.instances:
