@@ -281,7 +281,7 @@ def status_table(status: Status, title: str | None = None) -> Table:
 
 def state_main(cmd: str, argv: list[str]) -> int:
     args = state_parser(cmd).parse_args(argv)
-    err = Console(stderr=True, highlight=False)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         dep = statedir.load(args.id)
         options = SshOptions(args.connect_timeout, multiplex=False)
