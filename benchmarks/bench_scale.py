@@ -51,6 +51,7 @@ from oarlib.db import Db
 
 LOG = Path("/var/log/oar.log")
 NAN = float("nan")
+SCHEDULER_TIMEOUT = 30  # oar.conf's default: a pass is cut after it
 # what the issue asks of a 1,000 x 32 bed: 100 one-core jobs run; the daemon stays below 5 %
 TARGET_CPU_SHARE = 0.05
 STAMP = re.compile(r"^\[\w+\] \[([\d-]+ [\d:.]+)\] \[MetaSched\] (Starting Meta Scheduler|"
@@ -191,6 +192,8 @@ def plot(rows: list[dict[str, float]], waiting: list[int], out: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for w in waiting:
         ax.plot(res, [r.get(f"pass_s_w{w}", NAN) for r in rows], "o-", label=f"{w} jobs waiting")
+    ax.axhline(SCHEDULER_TIMEOUT, color="grey", linestyle="--", linewidth=1,
+               label="SCHEDULER_TIMEOUT")
     ax.set(xscale="log", yscale="log", xlabel="resources (cores)",
            ylabel="meta-scheduler pass (s)", title="OAR 2.5.9 scheduler pass time")
     ax.grid(True, which="both", alpha=0.3)
