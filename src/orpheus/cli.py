@@ -11,6 +11,8 @@ import importlib
 import logging
 import sys
 
+from orpheus.errors import OrpheusError
+
 # sub-command -> module exposing ``register(subparsers)``; each sets ``func(args) -> int``
 COMMANDS = {
     "testbed": "orpheus.testbed_cli",
@@ -47,7 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose > 1 else logging.INFO,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except OrpheusError as exc:  # one line, whichever command let it through
+        print(f"orpheus {command}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from orpheus import metrics
+from orpheus.errors import OrpheusError
 
 METRICS = ("makespan", "mean_waiting_time", "max_waiting_time", "mean_turnaround_time",
            "mean_bounded_slowdown", "nb_walltime_reached")
@@ -39,7 +40,7 @@ NOT_STARTED = ("Waiting", "Hold", "toAckReservation", "toLaunch", "Launching")
 MATCH_KEYS = ("id", "oar")
 
 
-class CompareError(ValueError):
+class CompareError(OrpheusError, ValueError):
     """An input that cannot be compared; the message names the file (and line or job)."""
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orpheus
+from orpheus.errors import OrpheusError
 
 POWER_STATES = ("off", "booting", "idle", "busy")
 DEFAULT_WATTS = {"idle": 95.0, "busy": 190.0, "off": 8.0, "booting": 120.0}
@@ -33,7 +34,7 @@ ENERGY_KINDS = ("HALT", "WAKEUP", "ALIVE")
 CSV_FIELDS = ("node", "state", "start", "end", "duration_s", "watts", "energy_j")
 
 
-class EnergyError(ValueError):
+class EnergyError(OrpheusError, ValueError):
     """Bad input (energy.log line, --watts, window), with a message naming it."""
 
 

@@ -22,13 +22,14 @@ from pathlib import Path
 from oarlib import conf as oarconf
 from oarlib.almighty import notify
 from oarlib.db import Db, connection_errors
+from orpheus.errors import OrpheusError
 
 SPOOL = Path("/var/lib/oar/orpheus")
 ERROR_TEXT = "Finaud has detected an error on the node"  # finaud's own descriptions
 RECOVER_TEXT = "Finaud has detected that the node comes back"
 
 
-class FailNodeError(RuntimeError):
+class FailNodeError(OrpheusError, RuntimeError):
     """What cannot be done to the node, with a message for the operator."""
 
 

@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from orpheus.engine import Engine
+from orpheus.errors import OrpheusError
 from orpheus.iomodels import MODELS, IOModel, make_model, parse_capacities
 from orpheus.spec import JobSpec, SpecError, decimal, parse_command, seconds
 
 FIELDS = ("job_id", "start", "command")
 
 
-class InputError(ValueError):
+class InputError(OrpheusError, ValueError):
     """A bad input row or header, with its line number."""
 
 

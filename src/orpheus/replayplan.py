@@ -22,6 +22,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from orpheus.errors import OrpheusError
 from orpheus.workload import TraceJob, Workload
 
 USER_PREFIX = "replay-u"
@@ -33,7 +34,7 @@ MAX_SECONDS = 2**31 - 1
 WALLTIME_MARGIN = 60  # s: an SWF job killed at its walltime runs at least this long beyond it
 
 
-class PlanError(ValueError):
+class PlanError(OrpheusError, ValueError):
     """Options that cannot make a replay (the message says which)."""
 
 

@@ -27,12 +27,13 @@ from ClusterShell.RangeSet import RangeSet, RangeSetParseError
 from oarlib import conf as oarconf
 from oarlib.db import Db, chunks, marks
 from orpheus import metrics, plots
+from orpheus.errors import OrpheusError
 from orpheus.replay import MAPPING, META
 
 CHUNK = 500
 
 
-class ReportError(RuntimeError):
+class ReportError(OrpheusError, RuntimeError):
     """A report that cannot be made; the message says why."""
 
 

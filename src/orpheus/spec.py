@@ -32,6 +32,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from orpheus.errors import OrpheusError
+
 __all__ = ["MAX_DEPTH", "MAX_LENGTH", "JobSpec", "SpecError", "parse_command", "parse_table"]
 
 MAX_LENGTH = 64 * 1024
@@ -70,7 +72,7 @@ _FLUSH = 50  # Lua's LFIELDS_PER_FLUSH: positional items are stored in batches o
 _INT_BITS = 1 << 64
 
 
-class SpecError(ValueError):
+class SpecError(OrpheusError, ValueError):
     """Malformed job arguments; the message says what is wrong and at which column."""
 
     def __init__(self, message: str, position: int = -1) -> None:

@@ -54,6 +54,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from orpheus.errors import OrpheusError
 from orpheus.spec import decimal
 
 SWF_FIELDS = 18
@@ -67,7 +68,7 @@ DEFAULT_FLOPS = 1e9
 DEFAULT_BYTES = 1e9
 
 
-class WorkloadError(ValueError):
+class WorkloadError(OrpheusError, ValueError):
     """A workload that cannot be read; the message names the file and the line or job."""
 
 
