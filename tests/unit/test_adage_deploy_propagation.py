@@ -15,10 +15,11 @@ from adage.deploy.propagation import (
     TaktukPropagation,
     check_methods,
     choose,
+    get_transport,
     propagation,
 )
 from adage.deploy.ssh import SshOptions, SshTransport
-from adage.deploy.transport import LocalTransport, get_transport
+from adage.deploy.transport import LocalTransport
 from adage.model import CtrlParams, Node, Resources
 
 NODES = Resources((Node("n1", scratch="/tmp", address="10.0.0.1", submission=("ssh",),

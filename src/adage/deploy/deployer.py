@@ -43,11 +43,11 @@ from adage.deploy.events import (
 )
 from adage.deploy.layout import Layout, ProcSpec, Stage, stages
 from adage.deploy.links import Link, Source, log_tail
-from adage.deploy.propagation import Setup, check_methods, choose, propagation
+from adage.deploy.propagation import Setup, check_methods, choose, get_transport, propagation
 from adage.deploy.snapshot import snapshot
 from adage.deploy.ssh import SshOptions
 from adage.deploy.state import Machine
-from adage.deploy.transport import TransportError, get_transport
+from adage.deploy.transport import TransportError
 from adage.errors import AdageError
 from adage.model import CtrlParams, GenericAppl, PgInstance, Plan, Resources
 from adage.plugin import Plugin

@@ -23,7 +23,13 @@ from adage.deploy.links import Link, PipeLink, Source, TaktukLink, TaktukSource
 from adage.deploy.protocol import DETACH
 from adage.deploy.ssh import SshOptions, SshTransport
 from adage.deploy.taktuk_session import TaktukSession, release_fifo, stream_fifo
-from adage.deploy.transport import Transport, canonical_transfer, link_or_copy
+from adage.deploy.transport import (
+    LocalTransport,
+    Transport,
+    TransportError,
+    canonical_transfer,
+    link_or_copy,
+)
 from adage.errors import AdageError
 
 
@@ -51,6 +57,22 @@ class Setup:
     def log(self, node: str) -> Path:
         """What the satellite of ``node`` writes on stderr (with ssh's own messages)."""
         return self.state_dir / f"satellite-{node}.log"
+
+
+def get_transport(submission: str, transfer: str,
+                  options: SshOptions | None = None) -> Transport:
+    """The transport for a submission and a transfer method: ``local`` with ``tar`` (its own
+    hard links), or ``ssh`` and ``oarsh`` with ``tar``, ``scp``, ``rsync`` (ssh) or ``oarcp``
+    (oarsh); ``local`` is an alias of ``tar``. ``options`` (ssh/oarsh): connection
+    timeout and multiplexing; without them, plain connections (status, clean, scripts)."""
+    transfer = canonical_transfer(transfer)
+    if submission == "local" and transfer == "tar":
+        return LocalTransport()
+    if submission in ("ssh", "oarsh"):
+        return SshTransport(transfer,
+                            options or SshOptions(multiplex=False), oarsh=submission == "oarsh")
+    raise TransportError(f"submission method {submission!r} with transfer method {transfer!r} "
+                         "is not available (local/local, ssh or oarsh)")
 
 
 def check_methods(layout: Layout, nodes: list[str], method: str, transfer: str) -> None:

@@ -21,8 +21,9 @@ from pathlib import Path
 
 from adage import documents
 from adage.deploy.events import ProcKey, proc_name
+from adage.deploy.propagation import get_transport
 from adage.deploy.ssh import SshOptions
-from adage.deploy.transport import TransportError, get_transport
+from adage.deploy.transport import TransportError
 from adage.errors import AdageError
 from adage.model import Node
 from adage.status import FINAL, PState, Status, instance_state

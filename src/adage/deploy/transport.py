@@ -15,14 +15,11 @@ import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from adage.errors import AdageError
 from adage.model import Node
 from oarlib.run import run_checked
-
-if TYPE_CHECKING:
-    from adage.deploy.ssh import SshOptions
 
 
 class TransportError(AdageError, RuntimeError):
@@ -114,21 +111,3 @@ def link_or_copy(src: Path, dst: Path) -> None:
 def canonical_transfer(method: str) -> str:
     """A transfer method's name: ``local`` (the documents' historical name) is ``tar``."""
     return "tar" if method == "local" else method
-
-
-def get_transport(submission: str, transfer: str,
-                  options: SshOptions | None = None) -> Transport:
-    """The transport for a submission and a transfer method: ``local`` with ``tar`` (its own
-    hard links), or ``ssh`` and ``oarsh`` with ``tar``, ``scp``, ``rsync`` (ssh) or ``oarcp``
-    (oarsh); ``local`` is an alias of ``tar``. ``options`` (ssh/oarsh): connection
-    timeout and multiplexing; without them, plain connections (status, clean, scripts)."""
-    transfer = canonical_transfer(transfer)
-    if submission == "local" and transfer == "tar":
-        return LocalTransport()
-    if submission in ("ssh", "oarsh"):
-        from adage.deploy.ssh import SshOptions, SshTransport
-
-        return SshTransport(transfer,
-                            options or SshOptions(multiplex=False), oarsh=submission == "oarsh")
-    raise TransportError(f"submission method {submission!r} with transfer method {transfer!r} "
-                         "is not available (local/local, ssh or oarsh)")
