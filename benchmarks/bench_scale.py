@@ -47,7 +47,7 @@ from bench_orpheus import cpu_ticks
 from oarlib import conf as oarconf
 from oarlib import oarcli
 from oarlib.almighty import notify
-from oarlib.db import Db
+from oarlib.db import Db, chunks
 
 LOG = Path("/var/log/oar.log")
 NAN = float("nan")
@@ -149,8 +149,8 @@ def cancel_jobs(user: str) -> None:
     with Db(oarconf.DbParams.from_conf(oarconf.read())) as db:
         ids = [j for (j,) in db.query("SELECT job_id FROM jobs WHERE job_user = %s AND state "
                                       "NOT IN ('Terminated', 'Error')", (user,))]
-        for i in range(0, len(ids), 1000):
-            oarcli.oardel(ids[i:i + 1000], user)
+        for part in chunks(ids, 1000):
+            oarcli.oardel(part, user)
         if ids:
             wait_ended(db, ids, 600)
 
