@@ -321,8 +321,8 @@ def test_a_satellite_that_never_calls_back_is_named_and_killed_with_its_launcher
     assert processes_of(deployment(work)) == {}
 
 
-def test_status_names_a_node_it_cannot_reach(nodes: list[str], work: Path) -> None:
-    hosts = nodes[6:8]
+def deploy_sleepers(work: Path, hosts: list[str]) -> str:
+    """Deploy a long ``sleep`` on each of ``hosts``; the deployment's id."""
     (work / "nf").write_text("".join(f"{h}\n" for h in hosts))
     appl = work / "a.xml"
     appl.write_text('<generic_appl_descr><proc_groups><proc_group id="A" type="generic" '
@@ -332,6 +332,12 @@ def test_status_names_a_node_it_cannot_reach(nodes: list[str], work: Path) -> No
     appl.chmod(0o644)
     assert adage(work, "-a", str(appl), "-o", str(work / "nf"), "-x", "-l", "1").returncode == 0
     dep = deployment(work)
+    return dep
+
+
+def test_status_names_a_node_it_cannot_reach(nodes: list[str], work: Path) -> None:
+    hosts = nodes[6:8]
+    dep = deploy_sleepers(work, hosts)
     sshnodes.stop(hosts[1])
     try:
         t0 = time.time()
@@ -350,15 +356,7 @@ def test_status_names_a_node_it_cannot_reach(nodes: list[str], work: Path) -> No
 
 def test_clean_force_forgets_a_node_that_is_gone(nodes: list[str], work: Path) -> None:
     hosts = nodes[8:10]
-    (work / "nf").write_text("".join(f"{h}\n" for h in hosts))
-    appl = work / "a.xml"
-    appl.write_text('<generic_appl_descr><proc_groups><proc_group id="A" type="generic" '
-                    'cardinality="2"><process id="p"><executable>sleep</executable><arguments>'
-                    "<arg>600</arg></arguments></process></proc_group></proc_groups>"
-                    "</generic_appl_descr>")
-    appl.chmod(0o644)
-    assert adage(work, "-a", str(appl), "-o", str(work / "nf"), "-x", "-l", "1").returncode == 0
-    dep = deployment(work)
+    dep = deploy_sleepers(work, hosts)
     sshnodes.stop(hosts[1])
     try:
         r = adage(work, "clean", dep, "--force", "--connect-timeout", "3")
