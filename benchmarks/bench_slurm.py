@@ -1,11 +1,11 @@
 """The reference a user would pick instead: bench_scale's zero-length jobs through Slurm's emulator.
 
 For each bed NODESxCORES (``--beds 16x4,64x16,256x32,1000x32``) Slurm 22.05's front-end
-emulator (benchmarks/slurm_emulator.py: one ``slurmd`` stands for ``node[1-N]``, cons_tres
-with CR_Core, backfill, ``--sched-params`` ``batch_sched_delay=0``: Slurm's default
-lets batch jobs wait up to 3 s after submission, bench_scale's OAR runs with a 1 s scheduler
-interval) is brought to that size, and this measures, as bench_scale.py does
-for OAR:
+emulator (slurm_emulator.py: one ``slurmd`` stands for ``node[1-N]``; cons_tres with CR_Core,
+backfill) is brought to that size, with ``SchedulerParameters`` ``--sched-params``
+(``batch_sched_delay=0``: by default Slurm lets a batch job wait up to 3 s after its
+submission, and bench_scale's OAR runs with a 1 s scheduler interval; ``''`` for Slurm's
+defaults). Then this measures, as bench_scale.py does for OAR:
 
 - **first start**: from the ``sbatch --array`` of ``--jobs`` one-core zero-length jobs
   (``--wrap true``) to the first one started (jobcomp/filetxt's StartTime, whole seconds as
