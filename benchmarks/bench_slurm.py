@@ -19,7 +19,8 @@ Jobs are submitted as ``--user`` (alice) if that user exists, else as the caller
 the ratio OAR/Slurm. Rows go to ``OUT/slurm.csv`` and ``OUT/slurm.json``; the emulator's
 daemons are stopped at the end unless ``--no-stop``.
 
-Run as root after ``python benchmarks/slurm_emulator.py build SRC``:
+Run as root (the first run installs the emulator's packages and builds what it needs,
+``slurm_emulator.ensure``):
 ``python benchmarks/bench_slurm.py [--beds 16x4,1000x32] [--oar bench-scale/scale.json]``.
 """
 
@@ -124,6 +125,7 @@ def main() -> int:
     except KeyError:
         args.user = None
     oar = oar_rows(args.oar)
+    emu.ensure()
     args.out.mkdir(parents=True, exist_ok=True)
     cols = ["resources", "bed_up_s", "first_start_s", "core_jobs_s", "node_jobs_s",
             "sched_cycle_ms"]

@@ -11,27 +11,32 @@ Debian's ``slurm-wlm-emulator`` ships ``slurmctld``/``slurmd``/``slurmstepd`` bu
 --enable-front-end option"), and without it ``slurmctld`` dies ("No front end nodes
 defined"). Its ``slurmctld`` also has a front-end bug of Slurm 22.05 (still in 22.05.11): a
 batch step has no node bitmap, and ending it dereferences it (SIGSEGV in
-``_step_dealloc_lps`` at the first job's end). So ``build`` compiles, from Slurm's own
-22.05.8 source (tag ``slurm-22-05-8-1``), a front-end ``libslurmfull.so`` and a
+``_step_dealloc_lps`` at the first job's end). So ``build`` compiles, from the Slurm 22.05.8
+source Debian's package is built from (its ``orig.tar.gz`` in Debian's pool, checksum
+checked; SchedMD's tag ``slurm-22-05-8-1``), a front-end ``libslurmfull.so`` and a
 ``slurmctld`` with that one check added, into ``/opt/slurm-fe``. Debian's emulator
 ``slurmd``/``slurmstepd`` run as they are with that library (``LD_LIBRARY_PATH`` wins over
 their RUNPATH), Debian's plugins are used as they are (no plugin of ours depends on
 ``HAVE_FRONT_END``), and so do the clients, ``slurm-client-emulator``'s ``*-emulator``
 commands (``sbatch-emulator``, ``sinfo-emulator``...): all of them run with ``env()``.
 
-``python benchmarks/slurm_emulator.py build SRC | start NODES CORES | stop | status``.
+``python benchmarks/slurm_emulator.py build [SRC] | start NODES CORES | stop | status``
+(``ensure``, which the benchmark calls, installs the packages and builds once).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
+import urllib.request
 from datetime import datetime
 from pathlib import Path
 
@@ -52,6 +57,9 @@ PLUGINS = Path("/usr/lib/x86_64-linux-gnu/slurm-wlm")
 PATCH_AT = "\tif (step_ptr->step_layout == NULL)\t/* batch step */\n\t\treturn;\n"
 PATCH_ADD = "\tif (!step_ptr->step_node_bitmap)\t/* front-end batch step */\n\t\treturn;\n"
 FIELD = re.compile(r"(\w+)=(\S*)")
+PACKAGES = ("slurm-wlm-emulator", "slurm-client-emulator", "munge", "build-essential")
+ORIG = "http://deb.debian.org/debian/pool/main/s/slurm-wlm/slurm-wlm_22.05.8.orig.tar.gz"
+ORIG_SHA256 = "8c8f6a26a5d51e6c63773f2e02653eb724540ee8b360125c8d7732314ce737d6"
 
 
 def slurm_conf(nodes: int, cores: int, sched_params: str = "") -> str:
@@ -106,6 +114,37 @@ def parse_jobcomp(text: str) -> list[dict[str, str | float]]:
             rec["end"] = _epoch(str(rec["EndTime"]))
             out.append(rec)
     return out
+
+
+def fetch_source(under: Path = PREFIX / "src") -> Path:
+    """Debian's Slurm 22.05.8 source (orig.tar.gz, checksum checked) unpacked ``under``."""
+    top = under / "slurm-slurm-22-05-8-1"
+    if top.is_dir():
+        return top
+    under.mkdir(parents=True, exist_ok=True)
+    tgz = under / Path(ORIG).name
+    urllib.request.urlretrieve(ORIG, tgz)
+    if hashlib.sha256(tgz.read_bytes()).hexdigest() != ORIG_SHA256:
+        raise SystemExit(f"{ORIG}: not the tarball Debian's slurm-wlm 22.05.8 is built from")
+    with tarfile.open(tgz) as tf:
+        tf.extractall(under, filter="data")
+    tgz.unlink()
+    return top
+
+
+def ensure() -> None:
+    """The emulator's packages installed and the front-end build in place (built once)."""
+    missing = [p for p in PACKAGES if subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Status}", p], capture_output=True,
+        text=True).stdout != "install ok installed"]
+    if missing:
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+                       check=True, env=os.environ | {"DEBIAN_FRONTEND": "noninteractive"})
+    if not SLURMCTLD.exists() or not (LIB / "libslurmfull.so").exists():
+        print(f"building Slurm's front-end library and slurmctld into {PREFIX} (once, a few "
+              "minutes)", file=sys.stderr)
+        build(fetch_source())
 
 
 def build(src: Path) -> None:
@@ -166,7 +205,7 @@ def start(nodes: int, cores: int, sched_params: str = "", timeout: float = 120) 
     were (re)started.
     """
     if not SLURMCTLD.exists() or not (LIB / "libslurmfull.so").exists():
-        raise SystemExit(f"no front-end build in {PREFIX}: python {__file__} build SRC")
+        raise SystemExit(f"no front-end build in {PREFIX}: python {__file__} build")
     conf = slurm_conf(nodes, cores, sched_params)
     same = CONF.exists() and CONF.read_text() == conf
     if same and _alive(CTLD_PID) and _alive(SLURMD_PID):
@@ -216,7 +255,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("build").add_argument("src", type=Path, help="Slurm 22.05.8 source tree")
+    sub.add_parser("build").add_argument("src", type=Path, nargs="?",
+                                         help="Slurm 22.05.8 source tree (default: Debian's, "
+                                              f"fetched under {PREFIX}/src)")
     up = sub.add_parser("start")
     up.add_argument("nodes", type=int)
     up.add_argument("cores", type=int)
@@ -225,7 +266,7 @@ def main() -> int:
     sub.add_parser("status")
     args = ap.parse_args()
     if args.cmd == "build":
-        build(args.src)
+        ensure() if args.src is None else build(args.src)
     elif args.cmd == "start":
         print("started" if start(args.nodes, args.cores, args.sched_params) else "already running")
     elif args.cmd == "stop":
