@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import shlex
 from pathlib import Path
 
@@ -9,12 +10,15 @@ import pytest
 
 from adage.deploy.layout import Layout, Stage
 from adage.deploy.propagation import (
+    FDS_PER_SATELLITE,
     PropagationError,
     Setup,
     SshPropagation,
     TaktukPropagation,
     check_methods,
     choose,
+    descriptors,
+    ensure_descriptors,
     get_transport,
     propagation,
 )
@@ -92,3 +96,29 @@ def test_taktuk_reaches_every_node_from_one_command(tmp_path: Path) -> None:
     assert argv[argv.index("-d") + 1] == "8"
     assert prop.origin("n1").startswith("the common tar through the tree")
     assert prop.to_start == [] and prop.links == {}  # nothing started before stage()
+
+
+def test_descriptors_grow_with_the_nodes_over_ssh_and_only_with_the_fanout_through_taktuk(
+) -> None:
+    assert descriptors("ssh", 512, 64) - descriptors("ssh", 256, 64) == 256 * FDS_PER_SATELLITE
+    assert descriptors("taktuk", 512, 64) == descriptors("taktuk", 10, 64)
+    assert descriptors("taktuk", 10, 128) > descriptors("taktuk", 10, 64)
+
+
+def test_the_soft_limit_is_raised_to_what_the_deployment_needs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    limits = {"now": (256, 4096)}
+    monkeypatch.setattr(resource, "getrlimit", lambda _: limits["now"])
+    monkeypatch.setattr(resource, "setrlimit", lambda _, v: limits.update(now=v))
+    ensure_descriptors("ssh", 512, 64)
+    assert limits["now"] == (descriptors("ssh", 512, 64), 4096)
+    ensure_descriptors("ssh", 8, 64)  # enough already: left alone
+    assert limits["now"][0] == descriptors("ssh", 512, 64)
+
+
+def test_a_hard_limit_too_low_for_ssh_names_taktuk(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (1024, 1024))
+    with pytest.raises(PropagationError, match=r"512 nodes over ssh need about 1344 open "
+                       r"files, and the limit is 1024 .*--propagation taktuk"):
+        ensure_descriptors("ssh", 512, 64)
+    ensure_descriptors("taktuk", 4096, 64)  # bounded by the fan-out: fits

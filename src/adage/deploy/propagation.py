@@ -8,6 +8,7 @@ most ``fanout`` not yet up at a time; the deployer only sees ``Propagation``.
 
 from __future__ import annotations
 
+import resource
 import shlex
 import shutil
 from collections.abc import Callable
@@ -324,6 +325,35 @@ class TaktukPropagation(Propagation):
             release_fifo(*self.fifo)
         shutil.rmtree(self.setup.prestage, ignore_errors=True)
         super().close()
+
+
+FDS_PER_SATELLITE = 2  # ssh: a satellite's stdin and stdout pipes, held while it runs
+FDS_PER_TRANSFER = 4  # a transfer under way: its command's pipes
+FDS_SPARE = 64  # the front end's own files, the selector, a taktuk session
+
+
+def descriptors(kind: str, nodes: int, fanout: int) -> int:
+    """The file descriptors the front end may hold at once: over ssh, each node's satellite
+    keeps its pipes; through taktuk one process carries them all, so only the fan-out
+    counts."""
+    return ((FDS_PER_SATELLITE * nodes if kind == "ssh" else 0) + FDS_PER_TRANSFER * fanout
+            + FDS_SPARE)
+
+
+def ensure_descriptors(kind: str, nodes: int, fanout: int) -> None:
+    """Raise the soft limit of open files to the hard one if the deployment needs more (as
+    clush does); PropagationError naming the way out if even the hard limit is short."""
+    need = descriptors(kind, nodes, fanout)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if need <= soft:
+        return
+    if hard == resource.RLIM_INFINITY or need <= hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+        return
+    raise PropagationError(f"{nodes} nodes over {kind} need about {need} open files, and the "
+                           f"limit is {hard} (ulimit -n): use --propagation taktuk or auto, "
+                           "whose file descriptors are bounded by the fan-out, or raise the "
+                           "limit")
 
 
 def propagation(kind: str, setup: Setup, transport: Transport) -> Propagation:

@@ -1,0 +1,83 @@
+"""ADAGE on 128 real sshd nodes (``oarlib.sshnodes``) under a hard limit of open files: through
+TakTuk the front end's file descriptors are bounded by the fan-out, not by the node count;
+over ssh, a limit too low is refused up front with the way out, never hit mid-deployment."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from oarlib import sshnodes
+
+ROOT = Path(__file__).resolve().parents[2]
+NODES = 128
+USER = "alice"
+APPL = ('<generic_appl_descr><proc_groups><proc_group id="A" type="generic" '
+        f'cardinality="{NODES}"><process id="p"><executable>true</executable></process>'
+        "</proc_group></proc_groups></generic_appl_descr>")
+
+
+@pytest.fixture(scope="module")
+def nodes() -> Iterator[list[str]]:
+    sshnodes.up(sshnodes.Config(nodes=NODES))
+    yield sshnodes.names(NODES)
+    sshnodes.up(sshnodes.Config(nodes=16))  # the size the other ADAGE modules use
+
+
+@pytest.fixture
+def work(nodes: list[str]) -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="adage-scale-", dir="/tmp"))
+    d.chmod(0o777)
+    (d / "nf").write_text("".join(f"{n}\n" for n in nodes))
+    (d / "a.xml").write_text(APPL)
+    for f in ("nf", "a.xml"):
+        (d / f).chmod(0o644)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def adage(work: Path, *args: str, files: int = 0) -> subprocess.CompletedProcess[str]:
+    """adage as alice, under ``ulimit -n FILES`` (soft and hard) if given."""
+    argv = ["env", f"PYTHONPATH={ROOT / 'src'}", f"ADAGE_HOME={work / 'home'}",
+            f"PATH={os.environ['PATH']}", sys.executable, "-m", "adage.cli", *args]
+    limit = f"ulimit -n {files} && " if files else ""
+    return subprocess.run(["runuser", "-u", USER, "--", "sh", "-c", limit + 'exec "$@"', "sh",
+                           *argv], cwd=work, text=True, capture_output=True, timeout=600,
+                          check=False)
+
+
+def test_taktuk_deploys_one_process_on_each_of_128_nodes_within_256_open_files(
+        work: Path) -> None:
+    r = adage(work, "-a", "a.xml", "-o", "nf", "-x", "--wait", "--propagation", "taktuk",
+              "-l", "1", files=256)
+    assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+    shown = adage(work, "status", "--json")
+    assert shown.returncode == 0, shown.stderr
+    status = json.loads(shown.stdout)
+    assert status["unreachable"] == [] and status["failure"] is None
+    per_node = {i["node"]: [p["state"] for p in i["processes"]] for i in status["instances"]}
+    assert len(per_node) == NODES and set(map(tuple, per_node.values())) == {("exited",)}
+    assert adage(work, "clean").returncode == 0
+
+
+def test_ssh_refuses_128_nodes_within_256_open_files_and_names_taktuk(work: Path) -> None:
+    r = adage(work, "-a", "a.xml", "-o", "nf", "-x", "--propagation", "ssh", files=256)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "128 nodes over ssh need about" in r.stderr and "--propagation taktuk" in r.stderr
+    assert not (work / "home" / "deployments").exists() or not any(
+        (work / "home" / "deployments").iterdir())  # refused before anything started
+
+
+def test_ssh_deploys_on_128_nodes_within_1024_open_files(work: Path) -> None:
+    r = adage(work, "-a", "a.xml", "-o", "nf", "-x", "--wait", "--propagation", "ssh",
+              "-l", "1", files=1024)
+    assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+    assert adage(work, "clean").returncode == 0
