@@ -334,10 +334,12 @@ FDS_SPARE = 64  # the front end's own files, the selector, a taktuk session
 
 def descriptors(kind: str, nodes: int, fanout: int) -> int:
     """The file descriptors the front end may hold at once: over ssh, each node's satellite
-    keeps its pipes; through taktuk one process carries them all, so only the fan-out
+    keeps its pipes and ``fanout`` transfers run at once; through taktuk one process carries
+    every satellite and transfer, and only its window of connections (``min(fanout, 10)``)
     counts."""
-    return ((FDS_PER_SATELLITE * nodes if kind == "ssh" else 0) + FDS_PER_TRANSFER * fanout
-            + FDS_SPARE)
+    if kind == "ssh":
+        return FDS_PER_SATELLITE * nodes + FDS_PER_TRANSFER * fanout + FDS_SPARE
+    return FDS_PER_TRANSFER * min(fanout, 10) + FDS_SPARE
 
 
 def ensure_descriptors(kind: str, nodes: int, fanout: int) -> None:
@@ -350,10 +352,10 @@ def ensure_descriptors(kind: str, nodes: int, fanout: int) -> None:
     if hard == resource.RLIM_INFINITY or need <= hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
         return
+    way_out = ("use --propagation taktuk or auto, whose file descriptors are bounded by the "
+               "fan-out, or raise the limit" if kind == "ssh" else "raise the limit")
     raise PropagationError(f"{nodes} nodes over {kind} need about {need} open files, and the "
-                           f"limit is {hard} (ulimit -n): use --propagation taktuk or auto, "
-                           "whose file descriptors are bounded by the fan-out, or raise the "
-                           "limit")
+                           f"limit is {hard} (ulimit -n): {way_out}")
 
 
 def propagation(kind: str, setup: Setup, transport: Transport) -> Propagation:
