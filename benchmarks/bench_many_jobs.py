@@ -39,6 +39,7 @@ from oarlib import oarcli
 from oarlib.db import Db, chunks, marks
 
 TARGET_CPU = 0.05  # of one core, while OAR works
+FAIL_WAIT = 300  # seconds fail-node waits for Almighty, busy in SCHEDULER_TIMEOUT-long passes
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -56,9 +57,11 @@ def timed(argv: Sequence[str]) -> tuple[float, float, str]:
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
+        text = out.read().decode()
         if proc.returncode:
-            raise SystemExit(f"{' '.join(argv)} failed: {err.read().decode()[-2000:]}")
-        return time.time() - t0, usage.ru_maxrss / 1024, out.read().decode()
+            raise SystemExit(f"{' '.join(argv)} failed: {text[-1000:]}"
+                             f"{err.read().decode()[-2000:]}")
+        return time.time() - t0, usage.ru_maxrss / 1024, text
 
 
 def count(db: Db, ids: list[int], states: Sequence[str]) -> int:
@@ -159,13 +162,13 @@ def main() -> int:
                     "r.resource_id = a.resource_id WHERE j.state = 'Running' AND "
                     "r.network_address = %s", (node,))]
                 t0 = time.time()
-                timed([*orpheus, "fail-node", node])
+                timed([*orpheus, "fail-node", "--wait", str(FAIL_WAIT), node])
                 wait_for(f"Error on {node}", lambda: count(db, on_node, ["Error"]),
                          len(on_node), 600)
                 fig |= {"fail_node_s": time.time() - t0, "fail_node_jobs": len(on_node)}
                 if db.scalar("SELECT state FROM resources WHERE network_address = %s LIMIT 1",
-                             (node,)) == "Suspected":  # finaud may have brought it back
-                    timed([*orpheus, "fail-node", "--recover", node])
+                             (node,)) == "Suspected":
+                    timed([*orpheus, "fail-node", "--recover", "--wait", str(FAIL_WAIT), node])
             fig["energy_s"], fig["energy_mib"], _ = timed(
                 [*orpheus, "energy", "--since", str(int(wall0)), "--json"])
             fig |= delete_all(db, ids, args.user)
