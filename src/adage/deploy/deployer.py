@@ -43,14 +43,7 @@ from adage.deploy.events import (
 )
 from adage.deploy.layout import Layout, ProcSpec, Stage, stages
 from adage.deploy.links import Link, Source, log_tail
-from adage.deploy.propagation import (
-    Setup,
-    check_methods,
-    choose,
-    ensure_descriptors,
-    get_transport,
-    propagation,
-)
+from adage.deploy.propagation import Setup, check_methods, choose, get_transport, propagation
 from adage.deploy.snapshot import snapshot
 from adage.deploy.ssh import SshOptions
 from adage.deploy.state import Machine
@@ -154,7 +147,6 @@ class Deployer:
         check_methods(self.layout, nodes, method, transfer)
         kind = choose(self.options.propagation or self.ctrl.propagation, len(nodes),
                       max(1, self.options.ssh.fanout), method, transfer)
-        ensure_descriptors(kind, len(nodes), max(1, self.options.ssh.fanout))
         self.dep = statedir.Deployment(
             self.dep_id, self.pid, self.user, os.getcwd(),
             [self.layout.node(n) for n in nodes], {n: self.layout.root(n) for n in nodes})

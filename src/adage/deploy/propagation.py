@@ -359,6 +359,8 @@ def ensure_descriptors(kind: str, nodes: int, fanout: int) -> None:
 
 
 def propagation(kind: str, setup: Setup, transport: Transport) -> Propagation:
-    """The propagation named ``kind`` (from ``choose``)."""
+    """The propagation named ``kind`` (from ``choose``), once the open files it needs are
+    known to be available (``ensure_descriptors``)."""
+    ensure_descriptors(kind, len(setup.nodes), max(1, setup.ssh.fanout))
     return (TaktukPropagation if kind == "taktuk" else SshPropagation)(setup, transport)
 
