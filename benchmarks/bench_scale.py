@@ -213,13 +213,18 @@ def plot(rows: list[dict[str, float]], waiting: list[int], out: Path) -> None:
         fig.savefig(out / f"scale-jobs.{ext}")
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_wave_options(ap: argparse.ArgumentParser) -> None:
+    """The beds and waves of zero-length jobs (also bench_slurm.py's, for the same jobs)."""
     ap.add_argument("--beds", default="16x4,64x16,256x32,1000x32",
                     help="NODESxCORES,... (default %(default)s)")
     ap.add_argument("--jobs", type=int, default=100, help="one-core jobs per wave (100)")
     ap.add_argument("--node-jobs", type=int, default=20, help="whole-node jobs per wave (20)")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_wave_options(ap)
     ap.add_argument("--waiting", default="0,100,1000", help="jobs waiting (0,100,1000)")
     ap.add_argument("--passes", type=int, default=3, help="passes timed per phase (3)")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds a wave may take")

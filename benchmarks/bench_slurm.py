@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import slurm_emulator as emu  # run as a script: benchmarks/ is on the path
+from bench_scale import add_wave_options
 
 MEAN_CYCLE = re.compile(r"Main schedule statistics.*?Mean cycle:\s+(\d+)", re.S)
 
@@ -106,10 +107,7 @@ def oar_rows(path: Path | None) -> dict[tuple[int, int], dict[str, float]]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--beds", default="16x4,64x16,256x32,1000x32",
-                    help="NODESxCORES,... (default %(default)s)")
-    ap.add_argument("--jobs", type=int, default=100, help="one-core jobs per wave (100)")
-    ap.add_argument("--node-jobs", type=int, default=20, help="whole-node jobs per wave (20)")
+    add_wave_options(ap)
     ap.add_argument("--timeout", type=float, default=1800, help="seconds a wave may take")
     ap.add_argument("--user", default="alice", help="submitting user, if it exists (alice)")
     ap.add_argument("--sched-params", default="batch_sched_delay=0",

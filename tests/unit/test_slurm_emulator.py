@@ -24,18 +24,14 @@ def conf_lines(text: str) -> dict[str, str]:
 
 
 def test_slurm_conf_describes_the_bed() -> None:
-    conf = slurm_conf(1000, 32)
-    lines = conf_lines(conf)
-    assert lines["NodeName"] == "node[1-1000] CPUs=32 State=UNKNOWN"
+    lines = conf_lines(slurm_conf(1000, 32))
+    expected = {"NodeName": "node[1-1000] CPUs=32 State=UNKNOWN", "FrontendName": "localhost",
+                "SlurmctldHost": "localhost", "SelectType": "select/cons_tres",
+                "SelectTypeParameters": "CR_Core", "SchedulerType": "sched/backfill",
+                "ProctrackType": "proctrack/pgid", "JobCompType": "jobcomp/filetxt",
+                "AccountingStorageType": "accounting_storage/none"}
+    assert {k: lines.get(k) for k in expected} == expected
     assert lines["PartitionName"].startswith("all Nodes=ALL Default=YES")
-    assert lines["FrontendName"] == "localhost"
-    assert lines["SlurmctldHost"] == "localhost"
-    assert lines["SelectType"] == "select/cons_tres"
-    assert lines["SelectTypeParameters"] == "CR_Core"
-    assert lines["SchedulerType"] == "sched/backfill"
-    assert lines["ProctrackType"] == "proctrack/pgid"
-    assert lines["JobCompType"] == "jobcomp/filetxt"
-    assert lines["AccountingStorageType"] == "accounting_storage/none"
     assert "SchedulerParameters" not in lines
 
 
@@ -48,11 +44,9 @@ def test_slurm_conf_changes_only_with_the_bed() -> None:
 
 def test_parse_jobcomp() -> None:
     [rec] = parse_jobcomp(f"{LINE}\n\nnot a record\n")
-    assert rec["JobId"] == "119"
-    assert rec["JobState"] == "COMPLETED"
-    assert rec["ArrayJobId"] == "101"
-    assert rec["NodeList"] == "node2"
-    assert rec["ReservationName"] == ""
-    assert rec["Tres"] == "cpu=1,mem=1M,node=1,billing=1"
-    assert rec["start"] == datetime(2026, 12, 4, 10, 35, 47).timestamp()
+    expected = {"JobId": "119", "JobState": "COMPLETED", "ArrayJobId": "101",
+                "NodeList": "node2", "ReservationName": "",
+                "Tres": "cpu=1,mem=1M,node=1,billing=1",
+                "start": datetime(2026, 12, 4, 10, 35, 47).timestamp()}
+    assert {k: rec.get(k) for k in expected} == expected
     assert rec["end"] - rec["start"] == 1
