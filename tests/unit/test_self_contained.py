@@ -106,7 +106,7 @@ def test_the_checker_finds_what_it_must(tmp_path: Path) -> None:
         "python src/orpheus/nope.py; ls data/out.d/jobs.csv",
         "```",
         "`orpheus/energy.py` `adage/schemas/*.xsd` `adage/schemas/*.nope` `I/O` `jobs/s`",
-        "`/srv/elsewhere/gofree_sample.swf` `/etc/oar/oar.conf` `<base>/x` `examples/...`",
+        "`/work/elsewhere/gofree_sample.swf` `/etc/oar/oar.conf` `<base>/x` `examples/...`",
     ])
     assert problems(text, page) == [
         "link nothere.md: no such file",
@@ -115,7 +115,7 @@ def test_the_checker_finds_what_it_must(tmp_path: Path) -> None:
         "data/batsim/test_delay.json: no such file in the clone",
         "src/orpheus/nope.py: no such file in the clone",
         "src/adage/schemas/*.nope: no such file in the clone",
-        "/srv/elsewhere/gofree_sample.swf: outside the clone",
+        "/work/elsewhere/gofree_sample.swf: outside the clone",
     ]
 
 
