@@ -22,6 +22,7 @@ import signal
 import socket
 import statistics
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -53,6 +54,7 @@ EARLY_KILL_TTL = 600.0  # seconds a signal for a job not launched yet is kept
 ALMIGHTY_READ_TIMEOUT = 10.0  # seconds Almighty waits for a command before it looks at its timers
 CHECK_INTERVAL = 10.0  # seconds between two looks for jobs OAR ended without Orpheus
 FAULT_CHECK_INTERVAL = 30.0  # seconds between two looks for OAR faults (oarlib.faults)
+SLOW_STEP = 1.0  # seconds: a wake-up that takes longer is logged with the time of each phase
 RECORD_FIELDS = ("job_id", "start", "intended_end", "notified", "lateness", "outcome",
                  "exit_code", "oarexec_exit")
 
@@ -147,6 +149,7 @@ class Daemon:
         self._next_check = 0.0  # when to look for jobs OAR ended without Orpheus
         self._next_fault_check = 0.0
         self.faults: set[str] = set()  # what keeps OAR from running jobs, as last told
+        self._phases: dict[str, float] = {}  # seconds per phase of the current wake-up
 
     def _now(self) -> float:
         self._clock = max(self._clock, self.clock.now())
@@ -165,6 +168,7 @@ class Daemon:
         backoff = 0.5
         try:
             while not self.stopping:
+                self._phases = {}
                 try:
                     self._step()
                     backoff = 0.5
@@ -178,8 +182,12 @@ class Daemon:
                     continue
                 now = time.monotonic()
                 if now >= self._next_fault_check:
-                    self._check_faults()
+                    with self._timed("faults"):
+                        self._check_faults()
                     self._next_fault_check = now + FAULT_CHECK_INTERVAL
+                if (took := sum(self._phases.values())) > SLOW_STEP:
+                    log.warning("slow wake-up: %.2f s (%s): ends due meanwhile are late", took,
+                                " ".join(f"{k}={v:.2f}s" for k, v in self._phases.items()))
                 if self.opts.stats_interval and now >= next_stats:
                     log.info("stats: %s faults=%d", self.counters.line(len(self.jobs)),
                              len(self.faults))
@@ -321,13 +329,30 @@ class Daemon:
             return backend
         return OarBackend(self.db)
 
+    @contextlib.contextmanager
+    def _timed(self, phase: str) -> Iterator[None]:
+        """Add the time spent in ``phase`` to this wake-up's account."""
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            self._phases[phase] = self._phases.get(phase, 0.0) + time.monotonic() - t0
+
     def _step(self) -> None:
-        backend = self._backend()
+        with self._timed("connect"):
+            backend = self._backend()
+        # ends due now go first: a slow launch (the database busy with OAR) must not delay them
         self._apply_kills()
-        self._launch(backend)
         self._collect_ends(self._now())
-        self._deliver(backend)
-        self._forget_ended(backend)
+        with self._timed("deliver"):
+            self._deliver(backend)
+        with self._timed("launch"):
+            self._launch(backend)
+        self._collect_ends(self._now())  # zero-length jobs just launched
+        with self._timed("deliver"):
+            self._deliver(backend)
+        with self._timed("forget"):
+            self._forget_ended(backend)
         if self.opts.kick_reservations:
             self._kick_reservations(backend)
         if self._rekick_at is not None and (now := self.clock.now()) >= self._rekick_at:
