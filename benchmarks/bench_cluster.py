@@ -1,7 +1,8 @@
 """ADAGE over ssh against ClusterShell and TakTuk, on the loopback sshd test bed (as root).
 
 Run: ``python benchmarks/bench_cluster.py [--nodes 32] [--procs 256] [--size-mb 200]
-[--skip-start|--skip-copy]``.
+[--repeat 3] [--skip-start|--skip-copy]``. Each tool runs ``--repeat`` times, in turn; every
+figure is the median, with the spread (min-max) beside it.
 Figures printed:
 1. start ``--procs`` processes (``sleep``) on ``--nodes`` ssh nodes: ADAGE over ssh and
    through TakTuk (``adage -x [--propagation taktuk]``, wall time of the command and ADAGE's
@@ -11,7 +12,8 @@ Figures printed:
 2. a large fan-out (``--fanout 1000``) on the same nodes: open files and ssh processes of
    ADAGE at its peak (one master and one satellite session per node: no fd exhaustion);
 3. putting a ``--size-mb`` file on every node: ADAGE over ssh (one tar stream per node),
-   ADAGE through TakTuk (one stream through the tree), ``clush --copy`` (to one path, which
+   ADAGE through TakTuk (one stream through the tree), ADAGE along a chain (the stream once,
+   each node forwarding it to the next), ``clush --copy`` (to one path, which
    on this one file system is one file overwritten 32 times; and to a file per node, one
    ``clush`` per node at once) and TakTuk's own ``broadcast put``; for the TakTuk runs, how
    many nodes the front end sent the file to.
@@ -25,6 +27,7 @@ import argparse
 import contextlib
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -94,47 +97,60 @@ def appl(path: Path, count: int, tag: str, data: str = "") -> Path:
     return path
 
 
-def bench_start(work: Path, nodes: list[str], procs: int) -> None:
+def spread(times: list[float]) -> str:
+    """``median (min-max)`` of a tool's runs."""
+    return f"{statistics.median(times):7.2f} ({min(times):.2f}-{max(times):.2f})"
+
+
+def bench_start(work: Path, nodes: list[str], procs: int, repeat: int) -> None:
     per = procs // len(nodes)
     nf = work / "nodefile"
     nf.write_text("".join(f"{n}\n" for n in nodes))
     spec = f"node[1-{len(nodes)}]"
-    results: dict[str, tuple[float, str]] = {}
-
-    acked = {}
-    for prop in ("ssh", "taktuk"):
-        before = connections(nodes)
-        wall, done = adage(work, "-a", str(appl(work / "a.xml", procs, "A")), "-o", str(nf),
-                           "-x", "-l", "1", "--timeout", "120", "--propagation", prop)
-        acked[prop] = float(done.stderr.split("acknowledged in ")[1].split()[0])
-        results[f"adage/{prop}"] = (wall, per_node(before, nodes))
-        adage(work, "clean")
-        kill_marked("A")
+    walls: dict[str, list[float]] = {}
+    conns: dict[str, str] = {}
+    acked: dict[str, list[float]] = {}
 
     def start(tag: str) -> str:
         return (f"for i in $(seq {per}); do setsid sleep 3600 {marker(tag)} </dev/null "
                 ">/dev/null 2>&1 & done")
-    before = connections(nodes)
-    results["clush"] = (timed(["clush", "-w", spec, "-f", "64", "-o", "-oBatchMode=yes",
-                               start("C")])[0], per_node(before, nodes))
-    kill_marked("C")
 
-    before = connections(nodes)
-    argv = ["taktuk", "-s", "-c", "ssh -o BatchMode=yes"]
-    for n in nodes:
-        argv += ["-m", n]
-    argv += ["broadcast", "exec", "[", start("T"), "]"]
-    results["taktuk"] = (timed(argv)[0], per_node(before, nodes))
-    kill_marked("T")
+    for _ in range(repeat):
+        for prop in ("ssh", "taktuk"):
+            before = connections(nodes)
+            wall, done = adage(work, "-a", str(appl(work / "a.xml", procs, "A")), "-o",
+                               str(nf), "-x", "-l", "1", "--timeout", "120", "--propagation",
+                               prop)
+            acked.setdefault(f"adage/{prop}", []).append(
+                float(done.stderr.split("acknowledged in ")[1].split()[0]))
+            walls.setdefault(f"adage/{prop}", []).append(wall)
+            conns[f"adage/{prop}"] = per_node(before, nodes)
+            adage(work, "clean")
+            kill_marked("A")
+        before = connections(nodes)
+        walls.setdefault("clush", []).append(timed(
+            ["clush", "-w", spec, "-f", "64", "-o", "-oBatchMode=yes", start("C")])[0])
+        conns["clush"] = per_node(before, nodes)
+        kill_marked("C")
+        before = connections(nodes)
+        argv = ["taktuk", "-s", "-c", "ssh -o BatchMode=yes"]
+        for n in nodes:
+            argv += ["-m", n]
+        argv += ["broadcast", "exec", "[", start("T"), "]"]
+        walls.setdefault("taktuk", []).append(timed(argv)[0])
+        conns["taktuk"] = per_node(before, nodes)
+        kill_marked("T")
 
-    best = min(results["clush"][0], results["taktuk"][0])
-    print(f"\n{procs} processes on {len(nodes)} ssh nodes ({per} per node)")
-    print(f"{'tool':12} {'wall s':>7} {'ratio':>6}  ssh connections per node")
-    for tool, (t, conns) in results.items():
-        print(f"{tool:12} {t:7.2f} {t / best:6.2f}  {conns}")
-    for prop, t in acked.items():
-        print(f"adage/{prop}: every process acknowledged {t:.2f} s after the deployment "
-              f"started (ratio {t / best:.2f} to the faster of clush/taktuk)")
+    best = min(statistics.median(walls["clush"]), statistics.median(walls["taktuk"]))
+    print(f"\n{procs} processes on {len(nodes)} ssh nodes ({per} per node), {repeat} runs "
+          "each: median (min-max); ratios of medians to the faster of clush and taktuk")
+    print(f"{'tool':12} {'wall s':>20} {'ratio':>6}  ssh connections per node")
+    for tool, times in walls.items():
+        print(f"{tool:12} {spread(times):>20} {statistics.median(times) / best:6.2f}  "
+              f"{conns[tool]}")
+    for tool, times in acked.items():
+        print(f"{tool}: every process acknowledged after {spread(times).strip()} s "
+              f"(ratio {statistics.median(times) / best:.2f})")
 
 
 def bench_fanout(work: Path, nodes: list[str], procs: int) -> None:
@@ -214,61 +230,69 @@ def _ppid(q: Path) -> int:
         return 0
 
 
-def bench_copy(work: Path, nodes: list[str], size_mb: int) -> None:
+def bench_copy(work: Path, nodes: list[str], size_mb: int, repeat: int) -> None:
     big = work / "big.bin"
     with open(big, "wb") as f:
         f.write(os.urandom(1 << 20) * size_mb)
     nf = work / "nodefile"
     nf.write_text("".join(f"{n}\n" for n in nodes))
-    rows: list[tuple[str, float, str]] = []
-    for prop in ("ssh", "taktuk"):
-        before = connections(nodes)
-        with FrontEndCopies() as copies:
-            wall, _ = adage(work, "-a", str(appl(work / "c.xml", len(nodes), "K", str(big))),
-                            "-o", str(nf), "-x", "-l", "1", "--timeout", "600",
-                            "--propagation", prop)
-        sent = f", sent by the front end to {len(copies.seen)} nodes" if prop == "taktuk" else ""
-        rows.append((f"adage -x --propagation {prop}", wall,
-                     f"connections/node {per_node(before, nodes)}{sent}"))
-        adage(work, "clean")
-        kill_marked("K")
+    walls: dict[str, list[float]] = {}
+    what: dict[str, str] = {}
     dest = Path(f"/tmp/{MARK}")
-    timed(["clush", "-w", f"node[1-{len(nodes)}]", f"mkdir -p {dest}"])
-    before = connections(nodes)
-    clush, _ = timed(["clush", "-w", f"node[1-{len(nodes)}]", "-f", "64", "--copy", str(big),
-                      "--dest", str(dest)])
-    rows.append(("clush --copy (one shared file)", clush,
-                 f"connections/node {per_node(before, nodes)}"))
-    shutil.rmtree(dest, ignore_errors=True)
-    for n in nodes:  # the nodes share this file system: made here, outside the timing
-        (dest / n).mkdir(parents=True)
-    before = connections(nodes)
-    t0 = time.perf_counter()
-    each = [subprocess.Popen(["clush", "-w", n, "--copy", str(big), "--dest", f"{dest}/{n}"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for n in nodes]
-    if any(c.wait() != 0 for c in each):
-        sys.exit("clush --copy to a file per node failed")
-    clush_each = time.perf_counter() - t0
-    rows.append(("clush --copy (a file per node)", clush_each,
-                 f"connections/node {per_node(before, nodes)}"))
-    before = connections(nodes)
-    argv = ["taktuk", "-s", "-c", "ssh -o BatchMode=yes"]
-    for n in nodes:
-        argv += ["-m", n]
-    argv += ["synchronize", "broadcast", "put", "[", str(big), "]", "[",
-             f"{dest}/big-$TAKTUK_HOSTNAME.bin", "]"]
-    with FrontEndCopies() as copies:
-        tput, _ = timed(argv)
-    rows.append(("taktuk broadcast put", tput, f"connections/node {per_node(before, nodes)}"
-                 f", sent by the front end to {len(copies.seen)} nodes"))
-    shutil.rmtree(dest, ignore_errors=True)
-    best = min(clush_each, tput)
-    print(f"\n{size_mb} MB file put on {len(nodes)} nodes (one file system: "
+    spec = f"node[1-{len(nodes)}]"
+    for _ in range(repeat):
+        for prop in ("ssh", "chain", "taktuk"):
+            name = f"adage -x --propagation {prop}"
+            before = connections(nodes)
+            with FrontEndCopies() as copies:
+                wall, _ = adage(work, "-a", str(appl(work / "c.xml", len(nodes), "K", str(big))),
+                                "-o", str(nf), "-x", "-l", "1", "--timeout", "900",
+                                "--propagation", prop)
+            walls.setdefault(name, []).append(wall)
+            sent = {"taktuk": f", sent by the front end to {len(copies.seen)} nodes",
+                    "chain": ", sent by the front end to 1 node"}.get(prop, "")
+            what[name] = f"connections/node {per_node(before, nodes)}{sent}"
+            adage(work, "clean")
+            kill_marked("K")
+        timed(["clush", "-w", spec, f"mkdir -p {dest}"])
+        before = connections(nodes)
+        name = "clush --copy (one shared file)"
+        walls.setdefault(name, []).append(timed(
+            ["clush", "-w", spec, "-f", "64", "--copy", str(big), "--dest", str(dest)])[0])
+        what[name] = f"connections/node {per_node(before, nodes)}"
+        shutil.rmtree(dest, ignore_errors=True)
+        for n in nodes:  # the nodes share this file system: made here, outside the timing
+            (dest / n).mkdir(parents=True)
+        before = connections(nodes)
+        t0 = time.perf_counter()
+        each = [subprocess.Popen(["clush", "-w", n, "--copy", str(big), "--dest", f"{dest}/{n}"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                for n in nodes]
+        if any(c.wait() != 0 for c in each):
+            sys.exit("clush --copy to a file per node failed")
+        name = "clush --copy (a file per node)"
+        walls.setdefault(name, []).append(time.perf_counter() - t0)
+        what[name] = f"connections/node {per_node(before, nodes)}"
+        before = connections(nodes)
+        argv = ["taktuk", "-s", "-c", "ssh -o BatchMode=yes"]
+        for n in nodes:
+            argv += ["-m", n]
+        argv += ["synchronize", "broadcast", "put", "[", str(big), "]", "[",
+                 f"{dest}/big-$TAKTUK_HOSTNAME.bin", "]"]
+        with FrontEndCopies() as copies:
+            walls.setdefault("taktuk broadcast put", []).append(timed(argv)[0])
+        what["taktuk broadcast put"] = (f"connections/node {per_node(before, nodes)}, sent by "
+                                        f"the front end to {len(copies.seen)} nodes")
+        shutil.rmtree(dest, ignore_errors=True)
+    best = min(statistics.median(walls["clush --copy (a file per node)"]),
+               statistics.median(walls["taktuk broadcast put"]))
+    print(f"\n{size_mb} MB file put on {len(nodes)} nodes, {repeat} runs each (one file system: "
           f"{size_mb * len(nodes) / 1024:.1f} GB written, except by the shared-file clush row, "
-          f"whose copies all overwrite one file); ratios to the faster of the per-node clush "
-          f"and taktuk")
-    for name, t, what in rows:
-        print(f"{name:30} {t:7.2f} s  ratio {t / best:5.2f}  {what}")
+          f"whose copies all overwrite one file); median (min-max) s, ratios of medians to the "
+          f"faster of the per-node clush and taktuk")
+    for name, times in walls.items():
+        print(f"{name:30} {spread(times):>22}  ratio {statistics.median(times) / best:5.2f}  "
+              f"{what[name]}")
 
 
 def main() -> None:
@@ -276,6 +300,7 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, default=32)
     ap.add_argument("--procs", type=int, default=256)
     ap.add_argument("--size-mb", type=int, default=200)
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each tool (default 3)")
     ap.add_argument("--skip-copy", action="store_true")
     ap.add_argument("--skip-start", action="store_true", help="only the copy")
     args = ap.parse_args()
@@ -285,10 +310,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix=MARK))
     try:
         if not args.skip_start:
-            bench_start(work, nodes, args.procs)
+            bench_start(work, nodes, args.procs, args.repeat)
             bench_fanout(work, nodes, args.procs)
         if not args.skip_copy:
-            bench_copy(work, nodes, args.size_mb)
+            bench_copy(work, nodes, args.size_mb, args.repeat)
     finally:
         for tag in "ACTFK":
             kill_marked(tag)

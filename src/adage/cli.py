@@ -21,6 +21,7 @@ from rich.table import Table
 
 from adage import documents
 from adage.deploy import statedir
+from adage.deploy.choice import KINDS
 from adage.deploy.deployer import Deployer, Options
 from adage.deploy.progress import Progress
 from adage.deploy.sources import SourceError, local_nodes
@@ -98,10 +99,11 @@ def parser() -> argparse.ArgumentParser:
                    metavar="S", help="seconds to connect to a node over ssh (default 10)")
     p.add_argument("--no-multiplex", action="store_true",
                    help="one ssh connection per command instead of one master per node")
-    p.add_argument("--propagation", choices=("ssh", "taktuk", "auto"),
+    p.add_argument("--propagation", choices=(*KINDS, "auto"),
                    help="ssh: one ssh session per node from here (default); taktuk: one "
-                        "taktuk tree stages the nodes and carries the satellites; auto: "
-                        "taktuk above --fanout nodes (overrides the control parameters)")
+                        "taktuk tree stages the nodes and carries the satellites; chain: the "
+                        "files once along a chain of nodes, then ssh; auto: taktuk above "
+                        "--fanout nodes (overrides the control parameters)")
     return p
 
 

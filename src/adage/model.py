@@ -165,7 +165,7 @@ class CtrlParams:
     constraints: tuple[Constraint, ...] = ()
     plugins: tuple[PluginRef, ...] = ()
     oversubscribe: bool = False  # capacity planner: allow more instances than cores
-    propagation: str = "ssh"  # ssh | taktuk | auto: how the front end reaches many nodes
+    propagation: str = "ssh"  # ssh | taktuk | chain | auto: how the front end reaches many nodes
 
     def constraint(self, group_id: str) -> Constraint:
         for c in self.constraints:

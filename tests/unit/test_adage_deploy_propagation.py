@@ -8,18 +8,22 @@ from pathlib import Path
 
 import pytest
 
-from adage.deploy.layout import Layout, Stage
-from adage.deploy.propagation import (
+from adage.deploy import chain
+from adage.deploy.choice import (
     FDS_PER_SATELLITE,
     PropagationError,
-    Setup,
-    SshPropagation,
-    TaktukPropagation,
     check_methods,
     choose,
     descriptors,
     ensure_descriptors,
     get_transport,
+)
+from adage.deploy.layout import Layout, Stage
+from adage.deploy.propagation import (
+    ChainPropagation,
+    Setup,
+    SshPropagation,
+    TaktukPropagation,
     propagation,
 )
 from adage.deploy.ssh import SshOptions, SshTransport
@@ -46,6 +50,9 @@ def test_choose_auto_takes_taktuk_beyond_the_fanout_over_ssh_only() -> None:
     assert choose("taktuk", 1, 8, "ssh", "local") == "taktuk"  # local: an alias of tar
     with pytest.raises(PropagationError, match="needs submission ssh and the tar transfer"):
         choose("taktuk", 1, 8, "ssh", "scp")
+    assert choose("chain", 2, 8, "ssh", "tar") == "chain"
+    with pytest.raises(PropagationError, match="chain needs submission ssh and the tar"):
+        choose("chain", 2, 8, "oarsh", "tar")
     with pytest.raises(PropagationError, match="unknown propagation 'pigeon'"):
         choose("pigeon", 1, 8, "ssh", "tar")
 
@@ -122,3 +129,21 @@ def test_a_hard_limit_too_low_for_ssh_names_taktuk(monkeypatch: pytest.MonkeyPat
                        r"files, and the limit is 1024 .*--propagation taktuk"):
         ensure_descriptors("ssh", 512, 64)
     ensure_descriptors("taktuk", 4096, 64)  # bounded by the fan-out: fits
+
+
+def test_chain_sends_the_common_tree_from_the_first_node_of_each_stage_to_the_next(
+        tmp_path: Path) -> None:
+    stages = {"n1": Stage("/tmp", ["n1"]), "n2": Stage("/tmp", ["n2"])}
+    prop = propagation("chain", setup(tmp_path, stages), get_transport("ssh", "tar"))
+    assert isinstance(prop, ChainPropagation) and prop.header() == ["chain: n1 -> n2"]
+    hops = prop.hops()
+    assert [(h.name, h.address, h.directory) for h in hops] == [
+        ("n1", "10.0.0.1", "/tmp/alice/adage-42/_adage/common-n1"),
+        ("n2", "10.0.0.2", "/tmp/alice/adage-42/_adage/common-n2")]
+    argv = prop.chain_argv(hops)
+    assert argv[:3] == ["ssh", "-o", "BatchMode=yes"] and argv[-3:-1] == ["10.0.0.1", "--"]
+    remote = shlex.split(argv[-1])
+    assert remote == chain.relay_argv(hops, ["ssh", "-o", "BatchMode=yes", "-o",
+                                             "ConnectTimeout=5", "-o", "ServerAliveInterval=5",
+                                             "-o", "ServerAliveCountMax=3"])
+    assert prop.origin("n1").startswith("the common tar along the chain")

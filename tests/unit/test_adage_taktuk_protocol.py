@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adage.deploy import taktuk
+from adage.deploy import archive, taktuk
 from adage.deploy.layout import Stage
 from adage.deploy.ssh import SshOptions
 from adage.deploy.transport import TransportError
@@ -103,7 +103,7 @@ def test_the_node_archive_links_into_the_common_tree(tmp_path: Path) -> None:
     st_ = Stage("/tmp", ["node1"], dirs=["u/adage-1/_adage", "u/adage-1/g/0/p/0"],
                 files={"u/adage-1/g/0/p/0/big.bin": str(big)},
                 texts={"u/adage-1/_adage/machines": "node1\nnode2\n"})
-    names = taktuk.common_names([st_])
+    names = archive.common_names([st_])
     assert names == {str(big): "0/big.bin"}
     taktuk.node_archive(tmp_path / "n.tar", st_, "u/adage-1/_adage/common-node1", names,
                         ["u/adage-1/_adage/satellite-node1.py"])
@@ -117,7 +117,7 @@ def test_the_node_archive_links_into_the_common_tree(tmp_path: Path) -> None:
         assert all(members[d].isdir() for d in ("u", "u/adage-1", "u/adage-1/g/0/p"))
     assert (tmp_path / "n.tar").stat().st_size < 20_000  # no copy of the data in it
     with open(tmp_path / "c.tar", "wb") as f:
-        taktuk.write_common(f, names, "print('sat')\n")
+        archive.write_common(f, names, "print('sat')\n")
     with tarfile.open(tmp_path / "c.tar") as tf:
         assert sorted(tf.getnames()) == ["0/big.bin", "satellite.py"]
 

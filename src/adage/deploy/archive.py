@@ -2,6 +2,10 @@
 on the front end. ``tarfile`` writes the members; a tree of hundreds of run directories costs
 one small header each instead of a mkdir and an rmdir.
 
+The common tree (``common_names``, ``write_common``): every distinct source file and the
+satellite once, for the propagations that send one stream to every node (TakTuk's tree, the
+chain); each node's own tree then holds hard links into it (``write_node_tree``).
+
 Members are owned by the front-end user (as ``tarfile.add`` would record them): directories
 0755, texts 0644, files with their source's mode and time.
 """
@@ -15,7 +19,12 @@ import pwd
 import tarfile
 import time
 from collections.abc import Iterable, Mapping
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
+from typing import IO
+
+from adage.deploy.layout import Stage
+
+COMMON = "satellite.py"  # name of the satellite in the common tree
 
 
 def directories(dirs: Iterable[str], paths: Iterable[str]) -> list[str]:
@@ -62,3 +71,31 @@ def write_tree(tf: tarfile.TarFile, dirs: Iterable[str], *,
         info = _owned(tarfile.TarInfo(dest), now)
         info.size, info.mode = len(data), 0o644
         tf.addfile(info, io.BytesIO(data))
+
+
+def common_names(stages: Iterable[Stage]) -> dict[str, str]:
+    """Source file on the front end -> its path in the common tree (``<n>/<basename>``), one
+    entry per distinct source."""
+    sources = sorted({src for st in stages for src in st.files.values()})
+    return {src: f"{i}/{Path(src).name}" for i, src in enumerate(sources)}
+
+
+def write_common(out: IO[bytes], names: Mapping[str, str], satellite: str) -> None:
+    """The common tree as a tar stream on ``out``: the satellite and every source file."""
+    with tarfile.open(fileobj=out, mode="w|", bufsize=1 << 16) as tf:
+        data = satellite.encode()
+        info = tarfile.TarInfo(COMMON)
+        info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
+        tf.addfile(info, io.BytesIO(data))
+        for src, name in names.items():
+            tf.add(src, arcname=name, recursive=False)
+
+
+def write_node_tree(tf: tarfile.TarFile, st: Stage, common_rel: str, names: Mapping[str, str],
+                    satellites: Iterable[str]) -> None:
+    """The tree of ``st`` (relative to its base): directories, texts, and hard links into the
+    common tree (``common_rel``, relative to the base) for the files and the satellites
+    (their paths relative to the base)."""
+    links = {dest: f"{common_rel}/{names[src]}" for dest, src in st.files.items()}
+    links.update({sat: f"{common_rel}/{COMMON}" for sat in satellites})
+    write_tree(tf, st.dirs, links=links, texts=st.texts)

@@ -2,13 +2,14 @@
 its satellite, and lets go. ``SshPropagation``: from the front end, a transport session per
 node (``fanout`` transfers at a time; over ssh with the tar transfer one session carries the
 tree then the satellite's lines). ``TaktukPropagation``: one ``taktuk`` whose tree stages every
-node and carries every satellite's lines. Both own their ``links`` and start satellites at
-most ``fanout`` not yet up at a time; the deployer only sees ``Propagation``.
+node and carries every satellite's lines. ``ChainPropagation``: the common files once along a
+chain of nodes (``chain``), then a session per node as over ssh. All own their ``links`` and
+start satellites at most ``fanout`` not yet up at a time; the deployer only sees
+``Propagation`` (which one: ``adage.deploy.choice``).
 """
 
 from __future__ import annotations
 
-import resource
 import shlex
 import shutil
 from collections.abc import Callable
@@ -18,24 +19,15 @@ from pathlib import Path
 from subprocess import Popen
 from threading import Thread
 
-from adage.deploy import archive, taktuk
+from adage.deploy import archive, chain, taktuk
+from adage.deploy.choice import PropagationError, ensure_descriptors
 from adage.deploy.layout import Layout, Stage
 from adage.deploy.links import Link, PipeLink, Source, TaktukLink, TaktukSource
 from adage.deploy.protocol import DETACH
 from adage.deploy.ssh import SshOptions, SshTransport
 from adage.deploy.taktuk_session import TaktukSession, release_fifo, stream_fifo
-from adage.deploy.transport import (
-    LocalTransport,
-    Transport,
-    TransportError,
-    canonical_transfer,
-    link_or_copy,
-)
-from adage.errors import AdageError
-
-
-class PropagationError(AdageError, ValueError):
-    """The nodes cannot be reached the way the control parameters or options say."""
+from adage.deploy.transport import Transport, link_or_copy
+from oarlib.sshopts import base_options
 
 
 @dataclass
@@ -58,49 +50,6 @@ class Setup:
     def log(self, node: str) -> Path:
         """What the satellite of ``node`` writes on stderr (with ssh's own messages)."""
         return self.state_dir / f"satellite-{node}.log"
-
-
-def get_transport(submission: str, transfer: str,
-                  options: SshOptions | None = None) -> Transport:
-    """The transport for a submission and a transfer method: ``local`` with ``tar`` (its own
-    hard links), or ``ssh`` and ``oarsh`` with ``tar``, ``scp``, ``rsync`` (ssh) or ``oarcp``
-    (oarsh); ``local`` is an alias of ``tar``. ``options`` (ssh/oarsh): connection
-    timeout and multiplexing; without them, plain connections (status, clean, scripts)."""
-    transfer = canonical_transfer(transfer)
-    if submission == "local" and transfer == "tar":
-        return LocalTransport()
-    if submission in ("ssh", "oarsh"):
-        return SshTransport(transfer,
-                            options or SshOptions(multiplex=False), oarsh=submission == "oarsh")
-    raise TransportError(f"submission method {submission!r} with transfer method {transfer!r} "
-                         "is not available (local/local, ssh or oarsh)")
-
-
-def check_methods(layout: Layout, nodes: list[str], method: str, transfer: str) -> None:
-    """PropagationError unless every node accepts the submission and transfer methods (a tar
-    stream over ssh/oarsh needs nothing of the node but a shell)."""
-    transfer = canonical_transfer(transfer)
-    over_ssh = method in ("ssh", "oarsh") and transfer == "tar"
-    for node in nodes:
-        n = layout.node(node)
-        accepted = {canonical_transfer(t) for t in n.transfer}
-        if method not in n.submission or (transfer not in accepted and not over_ssh):
-            raise PropagationError(f"node {node} accepts submission {', '.join(n.submission)} "
-                                   f"and transfer {', '.join(n.transfer)}, not "
-                                   f"{method}/{transfer}")
-
-
-def choose(wanted: str, nodes: int, fanout: int, method: str, transfer: str) -> str:
-    """ssh or taktuk: ``auto`` means taktuk when there are more nodes than ``fanout`` (beyond
-    what the front end contacts at once) and the nodes are reached over ssh."""
-    if wanted == "auto":
-        wanted = "taktuk" if nodes > fanout and method == "ssh" else "ssh"
-    if wanted == "taktuk" and (method != "ssh" or canonical_transfer(transfer) != "tar"):
-        raise PropagationError(f"propagation taktuk needs submission ssh and the tar transfer, "
-                               f"not {method}/{transfer}")
-    if wanted not in ("ssh", "taktuk"):
-        raise PropagationError(f"unknown propagation {wanted!r} (ssh, taktuk or auto)")
-    return wanted
 
 
 class Propagation:
@@ -171,12 +120,9 @@ class SshPropagation(Propagation):
     def stage(self) -> None:
         prestage, s = self.setup.prestage, self.setup
         shutil.rmtree(prestage, ignore_errors=True)
+        self._check_files()
         try:
             for first, st in s.stages.items():
-                for dest, src in st.files.items():
-                    if not Path(src).is_file():
-                        raise PropagationError(f"node {first}: file {src} (to {st.base}/{dest}) "
-                                               "does not exist")
                 if self._streamed(first) is None:
                     self._prestage(prestage / first, st)
             self._put_trees()
@@ -184,6 +130,13 @@ class SshPropagation(Propagation):
             raise PropagationError(f"prestage tree {prestage}: {e}") from None
         finally:
             shutil.rmtree(prestage, ignore_errors=True)
+
+    def _check_files(self) -> None:
+        for first, st in self.setup.stages.items():
+            for dest, src in st.files.items():
+                if not Path(src).is_file():
+                    raise PropagationError(f"node {first}: file {src} (to {st.base}/{dest}) "
+                                           "does not exist")
 
     def _prestage(self, root: Path, st: Stage) -> None:
         """The tree of ``st`` under ``root``: hard links to the files (no copy of big files)."""
@@ -252,6 +205,61 @@ class SshPropagation(Propagation):
         self._follow(node, self.transport.start(s.layout.node(node), s.argv(node), s.log(node)))
 
 
+class ChainPropagation(SshPropagation):
+    """The common tree (every distinct file and the satellite) once along a chain of the
+    stages' first nodes (``chain``), then a session per node carrying its own small tar (hard
+    links into the common tree) followed by its satellite."""
+
+    names: dict[str, str]
+
+    def header(self) -> list[str]:
+        return [f"chain: {' -> '.join(self.setup.stages)}"]
+
+    def origin(self, first: str) -> str:
+        return "the common tar along the chain, its own tar, then the satellite"
+
+    def _common(self, first: str) -> str:
+        return f"{self.setup.layout.adage_dir(first)}/common-{first}"
+
+    def hops(self) -> list[chain.Hop]:
+        """The chain: the first node of every stage, in order, and where its copy goes."""
+        s = self.setup
+        return [chain.Hop(first, s.layout.address(first), self._common(first),
+                          s.layout.node(first).prop("python") or "python3")
+                for first in s.stages]
+
+    def chain_argv(self, hops: list[chain.Hop]) -> list[str]:
+        """The front end's command: ssh to the first hop (as every session of this
+        deployment), running the relay; node to node, ssh with the same base options."""
+        ssh = ["ssh", *base_options(self.setup.ssh.connect_timeout)]
+        return self._ssh().command(self.setup.layout.node(hops[0].name),
+                                   chain.relay_argv(hops, ssh))
+
+    def stage(self) -> None:
+        s = self.setup
+        self._check_files()
+        self.names = archive.common_names(s.stages.values())
+        hops = self.hops()
+        chain.broadcast(self.chain_argv(hops),
+                        lambda out: archive.write_common(out, self.names, s.satellite),
+                        hops, s.timeout)
+        self._put_trees()
+
+    def _ssh(self) -> SshTransport:
+        assert isinstance(self.transport, SshTransport)  # choose() wants ssh and tar
+        return self.transport
+
+    def _put(self, first: str) -> tuple[str, Popen[bytes] | None]:
+        s = self.setup
+        st, common = s.stages[first], self._common(first)
+        sats = [st.rel(s.layout.satellite(n)) for n in st.nodes]
+        argv = ["sh", "-c", 'rm -rf "$1" && shift && exec "$@"', "sh", common, *s.argv(first)]
+        return first, self._ssh().start_with_tree(
+            s.layout.node(first),
+            lambda tf: archive.write_node_tree(tf, st, st.rel(common), self.names, sats),
+            st.base, argv, s.log(first))
+
+
 class TaktukPropagation(Propagation):
     """One front-end ``taktuk`` for every node: the common tar stream once through its tree
     (a FIFO), each stage's own small tar, the satellite exec'd on what follows; the other
@@ -283,7 +291,7 @@ class TaktukPropagation(Propagation):
         session.wait_numbered(s.timeout)
         s.watch(self.source)
         s.prestage.mkdir(parents=True)
-        names = taktuk.common_names(s.stages.values())
+        names = archive.common_names(s.stages.values())
         for first, st in s.stages.items():
             common = f"{s.layout.adage_dir(first)}/common-{first}"
             taktuk.node_archive(s.prestage / f"{first}.tar", st, st.rel(common), names,
@@ -327,40 +335,10 @@ class TaktukPropagation(Propagation):
         super().close()
 
 
-FDS_PER_SATELLITE = 2  # ssh: a satellite's stdin and stdout pipes, held while it runs
-FDS_PER_TRANSFER = 4  # a transfer under way: its command's pipes
-FDS_SPARE = 64  # the front end's own files, the selector, a taktuk session
-
-
-def descriptors(kind: str, nodes: int, fanout: int) -> int:
-    """The file descriptors the front end may hold at once: over ssh, each node's satellite
-    keeps its pipes and ``fanout`` transfers run at once; through taktuk one process carries
-    every satellite and transfer, and only its window of connections (``min(fanout, 10)``)
-    counts."""
-    if kind == "ssh":
-        return FDS_PER_SATELLITE * nodes + FDS_PER_TRANSFER * fanout + FDS_SPARE
-    return FDS_PER_TRANSFER * min(fanout, 10) + FDS_SPARE
-
-
-def ensure_descriptors(kind: str, nodes: int, fanout: int) -> None:
-    """Raise the soft limit of open files to the hard one if the deployment needs more (as
-    clush does); PropagationError naming the way out if even the hard limit is short."""
-    need = descriptors(kind, nodes, fanout)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if need <= soft:
-        return
-    if hard == resource.RLIM_INFINITY or need <= hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
-        return
-    way_out = ("use --propagation taktuk or auto, whose file descriptors are bounded by the "
-               "fan-out, or raise the limit" if kind == "ssh" else "raise the limit")
-    raise PropagationError(f"{nodes} nodes over {kind} need about {need} open files, and the "
-                           f"limit is {hard} (ulimit -n): {way_out}")
-
-
 def propagation(kind: str, setup: Setup, transport: Transport) -> Propagation:
     """The propagation named ``kind`` (from ``choose``), once the open files it needs are
     known to be available (``ensure_descriptors``)."""
     ensure_descriptors(kind, len(setup.nodes), max(1, setup.ssh.fanout))
-    return (TaktukPropagation if kind == "taktuk" else SshPropagation)(setup, transport)
+    kinds = {"ssh": SshPropagation, "chain": ChainPropagation, "taktuk": TaktukPropagation}
+    return kinds[kind](setup, transport)
 

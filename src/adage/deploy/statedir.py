@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from adage import documents
+from adage.deploy.choice import get_transport
 from adage.deploy.events import ProcKey, proc_name
-from adage.deploy.propagation import get_transport
 from adage.deploy.ssh import SshOptions
 from adage.deploy.transport import TransportError
 from adage.errors import AdageError

@@ -23,14 +23,12 @@ Every failure raises ``TransportError`` naming the node.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import re
 import shlex
 import string
 import tarfile
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +43,6 @@ from oarlib.sshopts import base_options
 SAFE = frozenset(string.ascii_letters + string.digits + "_-./:=@+%")
 BARRIER = "true"  # the command whose exit statuses confirm earlier messages were handled
 WINDOW = 10  # TakTuk's default window: connections under way per instance
-COMMON = "satellite.py"  # name of the satellite in the common tree
 
 # TakTuk state codes (man taktuk, stream "state")
 READY, NUMBERED, CONNECTION_FAILED, CONNECTION_LOST, COMMAND_FAILED = 0, 1, 3, 5, 7
@@ -230,34 +227,12 @@ def parse_line(line: str) -> Event:
     return Diagnostic(rest if tag == "K" else line)
 
 
-# ------------------------------------------------------------------ pure-ish: archives
-def common_names(stages: Iterable[Stage]) -> dict[str, str]:
-    """Source file on the front end -> its path in the common tree (``<n>/<basename>``), one
-    entry per distinct source."""
-    sources = sorted({src for st in stages for src in st.files.values()})
-    return {src: f"{i}/{Path(src).name}" for i, src in enumerate(sources)}
-
-
-def write_common(out: Any, names: dict[str, str], satellite: str) -> None:
-    """The common tree as a tar stream on ``out``: the satellite and every source file."""
-    with tarfile.open(fileobj=out, mode="w|") as tf:
-        data = satellite.encode()
-        info = tarfile.TarInfo(COMMON)
-        info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
-        tf.addfile(info, io.BytesIO(data))
-        for src, name in names.items():
-            tf.add(src, arcname=name, recursive=False)
-
-
+# ------------------------------------------------------------------ archives
 def node_archive(path: Path, st: Stage, common_rel: str, names: dict[str, str],
                  satellites: Sequence[str]) -> None:
-    """The per-node tar of ``st`` (relative to its base): directories, texts, and hard links
-    into the common tree (``common_rel``, relative to the base) for the files and the
-    satellites (``satellites``: their paths relative to the base)."""
-    links = {dest: f"{common_rel}/{names[src]}" for dest, src in st.files.items()}
-    links.update({sat: f"{common_rel}/{COMMON}" for sat in satellites})
+    """The per-node tar of ``st`` in the file ``path`` (``archive.write_node_tree``)."""
     with tarfile.open(path, "w") as tf:
-        archive.write_tree(tf, st.dirs, links=links, texts=st.texts)
+        archive.write_node_tree(tf, st, common_rel, names, satellites)
 
 
 STAGE_SCRIPT = ('mkdir -p "$1" "$2" && tar -C "$2" -xf - && '

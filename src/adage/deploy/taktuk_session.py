@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from adage.deploy.archive import write_common
 from adage.deploy.ssh import SshOptions
 from adage.deploy.taktuk import (
     BARRIER,
@@ -37,7 +38,6 @@ from adage.deploy.taktuk import (
     exec_line,
     parse_line,
     ranks_set,
-    write_common,
 )
 from adage.deploy.transport import TransportError
 

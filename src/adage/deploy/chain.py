@@ -1,0 +1,152 @@
+"""File broadcast along a chain of nodes (pipelined, as Kascade and ChainPut do): the front end
+sends the common tar stream once, to the first node; every node writes it to its own ``tar``
+while forwarding it to the next node over ssh, so each link of the network carries the data
+once and the front end's uplink is used once, whatever the number of nodes.
+
+- The relay is a small Python program (``RELAY``) run on each node as ``python3 -c BOOT RELAY
+  HOPS SSH``: ``BOOT`` executes ``RELAY``, which starts the next hop with the same three
+  arguments minus its own hop (``shlex.join`` quotes them: the nodes' shell is never given a
+  word to parse by hand). ``HOPS`` is JSON: ``[[name, address, directory, python], ...]``;
+  ``SSH`` the ssh command line node-to-node (SshTransport's base options, no multiplexing).
+- Each relay reports on stderr, which ssh carries back up the chain: ``adage-chain ok NAME``
+  once its copy is extracted, ``adage-chain failed NAME: why`` if not, ``adage-chain broken
+  NAME NEXT: why`` when the next hop went away (ssh could not connect, or died): every node
+  after it is then named as not reached (``report``).
+- Written by hand: no library of the field pipes a stream along ssh hops (Kascade and
+  ChainPut are their own daemons; TakTuk's tree is ``TaktukPropagation``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import IO
+
+from adage.deploy.transport import TransportError
+
+PREFIX = "adage-chain "
+BOOT = "import sys; exec(sys.argv[1])"
+RELAY = r'''
+import json, os, shlex, subprocess, sys
+hops, ssh = json.loads(sys.argv[2]), json.loads(sys.argv[3])
+name, _, dest, _ = hops[0]
+rest = hops[1:]
+
+
+def say(text):
+    sys.stderr.write("adage-chain " + text + "\n")
+    sys.stderr.flush()
+
+
+tar = subprocess.Popen(["sh", "-c", 'mkdir -p "$1" && exec tar -C "$1" -xf -', "sh", dest],
+                       stdin=subprocess.PIPE)
+nxt = None
+if rest:
+    remote = shlex.join([rest[0][3], "-c", "import sys; exec(sys.argv[1])",
+                         sys.argv[1], json.dumps(rest), sys.argv[3]])
+    nxt = subprocess.Popen([*ssh, rest[0][1], "--", remote], stdin=subprocess.PIPE)
+live = [p for p in (tar, nxt) if p is not None]
+while True:
+    data = os.read(0, 1 << 20)
+    if not data:
+        break
+    for p in list(live):
+        try:
+            p.stdin.write(data)
+        except OSError:
+            live.remove(p)
+for p in live:
+    try:
+        p.stdin.close()
+    except OSError:
+        pass
+code = tar.wait()
+if nxt is not None and nxt.wait() != 0:
+    say(f"broken {name} {rest[0][0]}: ssh exited with code {nxt.returncode}")
+say(f"ok {name}" if code == 0 else f"failed {name}: tar exited with code {code}")
+'''
+
+
+@dataclass(frozen=True)
+class Hop:
+    name: str  # the node's name in the deployment
+    address: str  # what ssh connects to
+    directory: str  # where the node extracts the stream
+    python: str = "python3"
+
+
+def relay_argv(hops: Sequence[Hop], ssh: Sequence[str]) -> list[str]:
+    """What runs on the first hop (and, from it, on every other): the relay (pure)."""
+    rows = [[h.name, h.address, h.directory, h.python] for h in hops]
+    return [hops[0].python, "-c", BOOT, RELAY, json.dumps(rows), json.dumps(list(ssh))]
+
+
+def report(lines: Sequence[str], hops: Sequence[Hop]) -> list[str]:
+    """One sentence per problem, from the chain's stderr (pure): a node neither ok nor failed
+    is named as not reached, with ssh's own messages; none when every copy is in place."""
+    ok: set[str] = set()
+    problems: list[str] = []
+    other: list[str] = []
+    for line in lines:
+        if not line.startswith(PREFIX):
+            if line.strip():
+                other.append(line.strip())
+            continue
+        kind, _, rest = line[len(PREFIX):].partition(" ")
+        if kind == "ok":
+            ok.add(rest.strip())
+        elif kind == "failed":
+            problems.append(f"node {rest.strip()}")
+        elif kind == "broken":
+            src, _, why = rest.partition(" ")
+            nxt, _, why = why.partition(": ")
+            problems.append(f"node {nxt} not reached from {src}: {why}")
+    named = {p.split()[1].rstrip(":") for p in problems}
+    lost = [h.name for h in hops if h.name not in ok and h.name not in named]
+    if lost:
+        why = f" ({' | '.join(other)[-300:]})" if other else ""
+        problems.append(f"not reached: {', '.join(lost)}{why}")
+    return problems
+
+
+def broadcast(argv: Sequence[str], write: Callable[[IO[bytes]], None], hops: Sequence[Hop],
+              timeout: float) -> None:
+    """Run the chain (``argv``: the front end's command to the first hop, running
+    ``relay_argv``), ``write`` the stream into it, and wait at most ``timeout`` seconds;
+    TransportError naming every node whose copy is not in place."""
+    p = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, start_new_session=True)
+    assert p.stdin is not None and p.stderr is not None
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(
+        line.decode(errors="replace").rstrip("\n") for line in p.stderr), daemon=True)
+    reader.start()
+
+    def feed() -> None:
+        with contextlib.suppress(OSError), p.stdin:
+            write(p.stdin)
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    try:
+        p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(OSError):
+            os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        reader.join(timeout=2)
+        problems = report(lines, hops)
+        raise TransportError(f"chain copy did not finish within {timeout:g} s: "
+                             + "; ".join(problems)) from None
+    writer.join(timeout=2)
+    reader.join(timeout=2)
+    problems = report(lines, hops)
+    if problems or p.returncode != 0:
+        raise TransportError("chain copy: " + ("; ".join(problems) or
+                                               f"ssh exited with code {p.returncode}"))
