@@ -17,11 +17,22 @@ from hypothesis import strategies as st
 from adage.deploy import chain
 from adage.deploy.transport import TransportError
 
-# runs "$3", the remote command line, as sshd would: the address is $1, "--" is $2
-FAKE_SSH = ["sh", "-c", 'exec sh -c "$3"', "ssh"]
-# an address that cannot be reached: the "ssh" fails as ssh does (code 255)
-REFUSING_SSH = ["sh", "-c", 'case "$1" in bad*) echo "ssh: connect to host $1 port 22: '
-                'Connection refused" >&2; exit 255;; esac; exec sh -c "$3"', "ssh"]
+
+def fake_ssh(hang: str = "") -> list[str]:
+    """ssh as the relay calls it, run here: ``[opts] HOST -- CMD`` runs CMD with sh; a host
+    named ``bad*`` refuses the connection (code 255, as ssh); ``hang`` never answers;
+    ``-O exit`` (closing a master) succeeds."""
+    code = ("import os, sys, time\n"
+            "a = sys.argv[1:]\n"
+            "if '-O' in a: sys.exit(0)\n"
+            "host, cmd = a[-3], a[-1]\n"
+            "if host.startswith('bad'):\n"
+            "    print(f'ssh: connect to host {host} port 22: Connection refused',"
+            " file=sys.stderr)\n"
+            "    sys.exit(255)\n"
+            f"if host == {hang!r}: time.sleep(60)\n"
+            "os.execvp('sh', ['sh', '-c', cmd])\n")
+    return [sys.executable, "-c", code]
 
 
 def hops(root: Path, n: int, bad: int | None = None) -> list[chain.Hop]:
@@ -47,8 +58,9 @@ def test_the_relay_argv_carries_the_relay_the_hops_and_ssh_as_words() -> None:
     argv = chain.relay_argv(hs, ["ssh", "-o", "BatchMode=yes"])
     assert argv[:4] == ["python3", "-c", chain.BOOT, chain.RELAY]
     assert json.loads(argv[4]) == [["n1", "10.0.0.1", "/tmp/u/adage-1/_adage/common-n1",
-                                    "python3"],
-                                   ["n 2", "10.0.0.2", "/tmp/it's here", "/opt/py/bin/python3"]]
+                                    "python3", "none"],
+                                   ["n 2", "10.0.0.2", "/tmp/it's here", "/opt/py/bin/python3",
+                                    "none"]]
     assert json.loads(argv[5]) == ["ssh", "-o", "BatchMode=yes"]
     assert shlex.split(shlex.join(argv)) == argv  # one quoted string through ssh, unchanged
     assert chain.BOOT in chain.RELAY  # each relay boots the next one the same way
@@ -81,7 +93,7 @@ def test_the_report_tells_a_broken_hop_and_a_failed_extraction() -> None:
 def test_real_relays_put_the_stream_on_every_hop(tmp_path: Path) -> None:
     payload = bytes(range(256)) * 40_000  # 10 MB: many reads and writes per hop
     hs = hops(tmp_path, 5)
-    run(hs, FAKE_SSH, payload)
+    run(hs, fake_ssh(), payload)
     for h in hs:
         assert (Path(h.directory) / "d" / "f.bin").read_bytes() == payload
 
@@ -90,7 +102,7 @@ def test_a_hop_that_cannot_be_reached_is_named_with_every_node_after_it(
         tmp_path: Path) -> None:
     hs = hops(tmp_path, 5, bad=2)
     with pytest.raises(TransportError) as e:
-        run(hs, REFUSING_SSH, b"data" * 1000)
+        run(hs, fake_ssh(), b"data" * 1000)
     assert str(e.value) == ("chain copy: node n2 not reached from n1: ssh exited with code 255; "
                             "not reached: n3, n4 (ssh: connect to host bad2 port 22: "
                             "Connection refused)")
@@ -100,7 +112,18 @@ def test_a_hop_that_cannot_be_reached_is_named_with_every_node_after_it(
 def test_a_chain_that_hangs_is_killed_at_the_timeout_and_names_the_nodes(
         tmp_path: Path) -> None:
     hs = hops(tmp_path, 3)
-    stuck = ["sh", "-c", 'case "$1" in a1) exec sleep 60;; esac; exec sh -c "$3"', "ssh"]
     with pytest.raises(TransportError, match=r"did not finish within 2 s: not reached: n0, "
                                              r"n1, n2"):
-        run(hs, stuck, b"x" * 1000, timeout=2)
+        run(hs, fake_ssh(hang="a1"), b"x" * 1000, timeout=2)
+
+
+def test_preconnect_opens_a_persistent_master_to_the_next_hop_in_the_control_directory(
+) -> None:
+    a = chain.Hop("n1", "10.0.0.1", "/d", control="/tmp/u/adage-1/_adage/chain-%C")
+    b = chain.Hop("n2", "10.0.0.2", "/d")
+    argv = chain.preconnect_argv(a, b, ["ssh", "-o", "BatchMode=yes"])
+    assert argv[:5] == ["sh", "-c", 'mkdir -p "$1" && shift && exec "$@"', "sh",
+                        "/tmp/u/adage-1/_adage"]
+    assert argv[5:] == ["ssh", "-o", "BatchMode=yes", "-o", "ControlMaster=yes", "-o",
+                        f"ControlPersist={chain.PERSIST}", "-o",
+                        "ControlPath=/tmp/u/adage-1/_adage/chain-%C", "10.0.0.2", "true"]

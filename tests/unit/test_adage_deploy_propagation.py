@@ -140,6 +140,7 @@ def test_chain_sends_the_common_tree_from_the_first_node_of_each_stage_to_the_ne
     assert [(h.name, h.address, h.directory) for h in hops] == [
         ("n1", "10.0.0.1", "/tmp/alice/adage-42/_adage/common-n1"),
         ("n2", "10.0.0.2", "/tmp/alice/adage-42/_adage/common-n2")]
+    assert hops[0].control == "/tmp/alice/adage-42/_adage/chain-%C"  # n1's master to n2
     argv = prop.chain_argv(hops)
     assert argv[:3] == ["ssh", "-o", "BatchMode=yes"] and argv[-3:-1] == ["10.0.0.1", "--"]
     remote = shlex.split(argv[-1])

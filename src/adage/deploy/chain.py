@@ -6,8 +6,13 @@ once and the front end's uplink is used once, whatever the number of nodes.
 - The relay is a small Python program (``RELAY``) run on each node as ``python3 -c BOOT RELAY
   HOPS SSH``: ``BOOT`` executes ``RELAY``, which starts the next hop with the same three
   arguments minus its own hop (``shlex.join`` quotes them: the nodes' shell is never given a
-  word to parse by hand). ``HOPS`` is JSON: ``[[name, address, directory, python], ...]``;
+  word to parse by hand). ``HOPS`` is JSON: ``[[name, address, directory, python, control],
+  ...]``;
   ``SSH`` the ssh command line node-to-node (SshTransport's base options, no multiplexing).
+- Setting the chain up hop by hop would cost one ssh handshake per node, in series: before
+  the chain, every node opens its master connection to the next at once (``preconnect_argv``,
+  ``fanout`` at a time from the front end, whose own masters then serve the satellites), and
+  each relay's ssh to the next rides on it, then closes it (``-O exit``).
 - Each relay reports on stderr, which ssh carries back up the chain: ``adage-chain ok NAME``
   once its copy is extracted, ``adage-chain failed NAME: why`` if not, ``adage-chain broken
   NAME NEXT: why`` when the next hop went away (ssh could not connect, or died): every node
@@ -26,6 +31,7 @@ import subprocess
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import IO
 
 from adage.deploy.transport import TransportError
@@ -33,10 +39,11 @@ from adage.deploy.transport import TransportError
 PREFIX = "adage-chain "
 BOOT = "import sys; exec(sys.argv[1])"
 RELAY = r'''
-import json, os, shlex, subprocess, sys
+import fcntl, json, os, shlex, subprocess, sys
 hops, ssh = json.loads(sys.argv[2]), json.loads(sys.argv[3])
-name, _, dest, _ = hops[0]
+name, _, dest, _, control = hops[0]
 rest = hops[1:]
+to_next = [*ssh, "-o", "ControlPath=" + control]  # the master connection preconnect made
 
 
 def say(text):
@@ -50,8 +57,13 @@ nxt = None
 if rest:
     remote = shlex.join([rest[0][3], "-c", "import sys; exec(sys.argv[1])",
                          sys.argv[1], json.dumps(rest), sys.argv[3]])
-    nxt = subprocess.Popen([*ssh, rest[0][1], "--", remote], stdin=subprocess.PIPE)
+    nxt = subprocess.Popen([*to_next, rest[0][1], "--", remote], stdin=subprocess.PIPE)
 live = [p for p in (tar, nxt) if p is not None]
+for fd in [0] + [p.stdin.fileno() for p in live]:
+    try:
+        fcntl.fcntl(fd, 1031, 1 << 20)  # F_SETPIPE_SZ: 1 MiB pipes decouple the hops
+    except OSError:
+        pass
 while True:
     data = os.read(0, 1 << 20)
     if not data:
@@ -67,8 +79,11 @@ for p in live:
     except OSError:
         pass
 code = tar.wait()
-if nxt is not None and nxt.wait() != 0:
-    say(f"broken {name} {rest[0][0]}: ssh exited with code {nxt.returncode}")
+if nxt is not None:
+    if nxt.wait() != 0:
+        say(f"broken {name} {rest[0][0]}: ssh exited with code {nxt.returncode}")
+    subprocess.run([*to_next, "-O", "exit", rest[0][1]], stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
 say(f"ok {name}" if code == 0 else f"failed {name}: tar exited with code {code}")
 '''
 
@@ -79,12 +94,29 @@ class Hop:
     address: str  # what ssh connects to
     directory: str  # where the node extracts the stream
     python: str = "python3"
+    control: str = "none"  # ssh's ControlPath for the node's connection to the next hop
+
+    def row(self) -> list[str]:
+        return [self.name, self.address, self.directory, self.python, self.control]
 
 
 def relay_argv(hops: Sequence[Hop], ssh: Sequence[str]) -> list[str]:
     """What runs on the first hop (and, from it, on every other): the relay (pure)."""
-    rows = [[h.name, h.address, h.directory, h.python] for h in hops]
+    rows = [h.row() for h in hops]
     return [hops[0].python, "-c", BOOT, RELAY, json.dumps(rows), json.dumps(list(ssh))]
+
+
+PERSIST = 120  # seconds a preconnected master outlives its last session (if the relay's
+# "-O exit" never comes)
+
+
+def preconnect_argv(hop: Hop, nxt: Hop, ssh: Sequence[str]) -> list[str]:
+    """What runs on ``hop`` before the chain: its master connection to ``nxt`` (at
+    ``hop.control``), so that the chain's hops start without an ssh handshake each (pure)."""
+    return ["sh", "-c", 'mkdir -p "$1" && shift && exec "$@"', "sh",
+            str(PurePosixPath(hop.control).parent), *ssh, "-o", "ControlMaster=yes",
+            "-o", f"ControlPersist={PERSIST}", "-o", f"ControlPath={hop.control}",
+            nxt.address, "true"]
 
 
 def report(lines: Sequence[str], hops: Sequence[Hop]) -> list[str]:

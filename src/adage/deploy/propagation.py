@@ -10,11 +10,13 @@ start satellites at most ``fanout`` not yet up at a time; the deployer only sees
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from subprocess import Popen
 from threading import Thread
@@ -26,7 +28,7 @@ from adage.deploy.links import Link, PipeLink, Source, TaktukLink, TaktukSource
 from adage.deploy.protocol import DETACH
 from adage.deploy.ssh import SshOptions, SshTransport
 from adage.deploy.taktuk_session import TaktukSession, release_fifo, stream_fifo
-from adage.deploy.transport import Transport, link_or_copy
+from adage.deploy.transport import Transport, TransportError, link_or_copy
 from oarlib.sshopts import base_options
 
 
@@ -225,21 +227,40 @@ class ChainPropagation(SshPropagation):
         """The chain: the first node of every stage, in order, and where its copy goes."""
         s = self.setup
         return [chain.Hop(first, s.layout.address(first), self._common(first),
-                          s.layout.node(first).prop("python") or "python3")
+                          s.layout.node(first).prop("python") or "python3",
+                          f"{s.layout.adage_dir(first)}/chain-%C")
                 for first in s.stages]
+
+    def _node_ssh(self) -> list[str]:
+        """ssh from node to node: the base options, no multiplexing of the front end's."""
+        return ["ssh", *base_options(self.setup.ssh.connect_timeout)]
 
     def chain_argv(self, hops: list[chain.Hop]) -> list[str]:
         """The front end's command: ssh to the first hop (as every session of this
-        deployment), running the relay; node to node, ssh with the same base options."""
-        ssh = ["ssh", *base_options(self.setup.ssh.connect_timeout)]
+        deployment), running the relay."""
         return self._ssh().command(self.setup.layout.node(hops[0].name),
-                                   chain.relay_argv(hops, ssh))
+                                   chain.relay_argv(hops, self._node_ssh()))
+
+    def _preconnect(self, hops: list[chain.Hop]) -> None:
+        """Every hop's master connection to the next, ``fanout`` at a time. A speed-up only:
+        a hop that cannot make it is then tried, and named, by the chain itself."""
+        t, s = self._ssh(), self.setup
+
+        def one(pair: tuple[chain.Hop, chain.Hop]) -> None:
+            node = s.layout.node(pair[0].name)
+            with contextlib.suppress(TransportError):
+                t.run(node, t.command(node, chain.preconnect_argv(*pair, self._node_ssh())),
+                      s.timeout)
+
+        with ThreadPoolExecutor(self.fanout) as pool:
+            list(pool.map(one, pairwise(hops)))
 
     def stage(self) -> None:
         s = self.setup
         self._check_files()
         self.names = archive.common_names(s.stages.values())
         hops = self.hops()
+        self._preconnect(hops)
         chain.broadcast(self.chain_argv(hops),
                         lambda out: archive.write_common(out, self.names, s.satellite),
                         hops, s.timeout)
