@@ -39,7 +39,7 @@ from adage.deploy.transport import TransportError
 PREFIX = "adage-chain "
 BOOT = "import sys; exec(sys.argv[1])"
 RELAY = r'''
-import fcntl, json, os, shlex, subprocess, sys
+import errno, fcntl, json, os, shlex, subprocess, sys
 hops, ssh = json.loads(sys.argv[2]), json.loads(sys.argv[3])
 name, _, dest, _, control = hops[0]
 rest = hops[1:]
@@ -58,26 +58,84 @@ if rest:
     remote = shlex.join([rest[0][3], "-c", "import sys; exec(sys.argv[1])",
                          sys.argv[1], json.dumps(rest), sys.argv[3]])
     nxt = subprocess.Popen([*to_next, rest[0][1], "--", remote], stdin=subprocess.PIPE)
-live = [p for p in (tar, nxt) if p is not None]
-for fd in [0] + [p.stdin.fileno() for p in live]:
+CHUNK = 1 << 20
+outs = [p.stdin.fileno() for p in (tar, nxt) if p is not None]  # tar's first
+for fd in [0, *outs]:
     try:
-        fcntl.fcntl(fd, 1031, 1 << 20)  # F_SETPIPE_SZ: 1 MiB pipes decouple the hops
+        fcntl.fcntl(fd, 1031, CHUNK)  # F_SETPIPE_SZ: 1 MiB pipes decouple the hops
     except OSError:
         pass
-while True:
-    data = os.read(0, 1 << 20)
-    if not data:
-        break
-    for p in list(live):
+
+
+def drop(n):
+    while n:
+        n -= len(os.read(0, n)) or n
+
+
+def zero_copy(outs):
+    """tee(2) to tar, splice(2) to the next hop: no byte through this process (stdin and
+    both outputs are pipes). False if the kernel refuses it before anything moved."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.tee.restype = libc.splice.restype = ctypes.c_ssize_t
+    except (ImportError, OSError, AttributeError):
+        return False
+
+    def call(f, *args):
+        n = f(*args)
+        if n < 0:
+            raise OSError(ctypes.get_errno(), "tee/splice")
+        return n
+
+    tee = lambda o, n: call(libc.tee, 0, o, ctypes.c_size_t(n), 0)
+    splice = lambda o, n: call(libc.splice, 0, None, o, None, ctypes.c_size_t(n), 0)
+    moved = False
+    while outs:
         try:
-            p.stdin.write(data)
+            n = (tee if len(outs) == 2 else splice)(outs[0], CHUNK)
+        except OSError as e:
+            if not moved and e.errno in (errno.EINVAL, errno.ENOSYS):
+                return False
+            outs.pop(0)  # that reader is gone
+            continue
+        if n == 0:
+            return True
+        moved = True
+        left = n if len(outs) == 2 else 0
+        while left:
+            try:
+                left -= splice(outs[1], left)
+            except OSError:
+                outs.pop(1)
+                drop(left)  # tar has these bytes already
+                left = 0
+    return True
+
+
+def copy(outs):
+    """read(2) and write(2): whatever stdin is."""
+    while outs:
+        data = os.read(0, CHUNK)
+        if not data:
+            return
+        for fd in list(outs):
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            except OSError:
+                outs.remove(fd)
+
+
+if not zero_copy(outs):
+    copy(outs)
+for p in (tar, nxt):
+    if p is not None:
+        try:
+            p.stdin.close()
         except OSError:
-            live.remove(p)
-for p in live:
-    try:
-        p.stdin.close()
-    except OSError:
-        pass
+            pass
 code = tar.wait()
 if nxt is not None:
     if nxt.wait() != 0:
