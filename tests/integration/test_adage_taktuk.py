@@ -263,3 +263,29 @@ def test_a_node_stopped_during_the_deployment_is_named_and_all_is_killed(
     assert took < 20
     time.sleep(1)
     assert processes_of(dep) == {}
+
+
+def test_status_and_clean_go_through_the_tree_and_name_a_node_gone(nodes: list[str],
+                                                                   work: Path) -> None:
+    hosts = nodes[4:8]
+    r = adage(work, "-a", str(failing_appl(work)), "-o", nodefile(work, hosts), "-x", "-l",
+              "1", "--timeout", "60", "--propagation", "taktuk", "--fanout", "2")
+    assert r.returncode == 0, r.stderr
+    dep = deployment(work)
+    assert sorted(set(processes_of(dep).values()) - {""}) == hosts
+    sshnodes.stop(hosts[3])
+    try:
+        st = adage(work, "status", "--json", "--connect-timeout", "3", "--timeout", "20")
+        assert st.returncode == 1, st.stderr
+        assert json.loads(st.stdout)["unreachable"] == [hosts[3]]
+        c = adage(work, "clean", "--connect-timeout", "3", "--timeout", "20")
+        assert c.returncode == 1
+        # TakTuk's own words: the clean went through the tree, not one ssh per node
+        assert f"adage clean: node {hosts[3]}: TakTuk could not connect" in c.stderr, c.stderr
+        # (node8's processes are gone too: on this bed every node is this machine, and a
+        # node's cleanup kills every process of the deployment it finds there)
+        assert (work / "home" / "deployments" / dep).is_dir()  # kept for a later clean
+    finally:
+        sshnodes.start(hosts[3])
+    assert adage(work, "clean").returncode == 0
+    assert processes_of(dep) == {}

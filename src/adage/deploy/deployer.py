@@ -150,7 +150,8 @@ class Deployer:
                       max(1, self.options.ssh.fanout), method, transfer)
         self.dep = statedir.Deployment(
             self.dep_id, self.pid, self.user, os.getcwd(),
-            [self.layout.node(n) for n in nodes], {n: self.layout.root(n) for n in nodes})
+            [self.layout.node(n) for n in nodes], {n: self.layout.root(n) for n in nodes},
+            propagation=kind, fanout=max(1, self.options.ssh.fanout))
         self.sel = selectors.DefaultSelector()
         self.propagation = propagation(kind, Setup(
             self.layout, self.stages, nodes, satellite_source(), self._satellite_argv,

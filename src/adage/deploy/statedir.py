@@ -2,7 +2,9 @@
 defaulting to ``~/.adage``): ``deployment.json`` (nodes, run roots, who runs where),
 ``status.xml`` (the status document), the generated ``get_status.sh`` and ``cleanup.sh`` (also
 symlinked where adage was started) and the satellites' logs. ``adage status`` and ``adage
-clean`` run the very same per-node shell snippets as the scripts, through the transport.
+clean`` run the very same per-node shell snippets as the scripts, the way the deployment
+reached the nodes: through one taktuk tree if it went through TakTuk, else through the
+transport, a session per node.
 
 A process is recognised on its node by ``ADAGE_DEPLOYMENT=<id>`` in ``/proc/<pid>/environ``,
 so a recycled pid is never killed.
@@ -14,12 +16,14 @@ import json
 import os
 import shlex
 import shutil
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from adage import documents
+from adage.deploy import taktuk_session
 from adage.deploy.choice import get_transport
 from adage.deploy.events import ProcKey, proc_name
 from adage.deploy.ssh import SshOptions
@@ -67,6 +71,8 @@ class Deployment:
     satellites: dict[str, int] = field(default_factory=dict)  # node -> satellite pid
     watched: dict[str, list[Watched]] = field(default_factory=dict)  # node -> processes
     links: list[str] = field(default_factory=list)
+    propagation: str = "ssh"  # status and clean go the way the deployment went
+    fanout: int = SshOptions.fanout
 
     @property
     def dir(self) -> Path:
@@ -191,28 +197,51 @@ def write_scripts(dep: Deployment, link_dir: Path | None) -> None:
 Live = dict[tuple[str, int, ProcKey], tuple[str, str]]
 
 
-def live(dep: Deployment, timeout: float = 30.0, options: SshOptions | None = None) -> Live:
-    """(proc_group, index, (process, pi)) -> (running|exited|gone|unreachable, exit code or
-    "-"), asking each node once (FANOUT nodes at a time; ``options``: the ssh connect
-    timeout)."""
+def ask(dep: Deployment, scripts: dict[str, str], timeout: float,
+        options: SshOptions | None = None) -> dict[str, str | TransportError]:
+    """Run ``scripts[node]`` on each node the way the deployment reached them (one taktuk
+    tree, or one ssh/local session per node, FANOUT at a time); node -> its stdout, or the
+    error that kept it from running."""
+    if dep.propagation == "taktuk":
+        o = options or SshOptions()
+        work = Path(tempfile.mkdtemp(prefix="taktuk-", dir=dep.dir))
+        try:
+            done = taktuk_session.run_scripts(
+                {n: dep.node(n).address or n for n in scripts}, scripts,
+                SshOptions(o.connect_timeout, False, dep.fanout), timeout, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return {n: ("\n".join(r[1]) if r[0] == 0 else TransportError(
+                    f"node {n}: exited with code {r[0]}: {' | '.join(r[1])[-300:]}"))
+                if isinstance(r, tuple) else TransportError(f"node {n}: {r}")
+                for n, r in done.items()}
 
-    def ask(node: str) -> list[tuple[tuple[str, int, ProcKey], tuple[str, str]]]:
+    def one(node: str) -> tuple[str, str | TransportError]:
         n = dep.node(node)
         transport = get_transport(n.submission[0], n.transfer[0], options)
         try:
-            text = transport.run(n, transport.shell(n), timeout,
-                                 stdin=node_status_script(dep, node))
-        except TransportError:
-            return [(w.key, ("unreachable", "-")) for w in dep.watched[node]]
-        out = []
+            return node, transport.run(n, transport.shell(n), timeout, stdin=scripts[node])
+        except TransportError as e:
+            return node, e
+
+    with ThreadPoolExecutor(FANOUT) as pool:
+        return dict(pool.map(one, list(scripts)))
+
+
+def live(dep: Deployment, timeout: float = 30.0, options: SshOptions | None = None) -> Live:
+    """(proc_group, index, (process, pi)) -> (running|exited|gone|unreachable, exit code or
+    "-"), asking each node once (``ask``; ``options``: the ssh connect timeout)."""
+    out: Live = {}
+    answers = ask(dep, {n: node_status_script(dep, n) for n in dep.watched}, timeout, options)
+    for node, text in answers.items():
+        if isinstance(text, TransportError):
+            out.update({w.key: ("unreachable", "-") for w in dep.watched[node]})
+            continue
         for line in text.splitlines():
             g, i, p, state, _pid, code = line.split()
             proc, _, pi = p.rpartition("/")
-            out.append(((g, int(i), (proc, int(pi))), (state, code)))
-        return out
-
-    with ThreadPoolExecutor(FANOUT) as pool:
-        return dict(kv for part in pool.map(ask, list(dep.watched)) for kv in part)
+            out[(g, int(i), (proc, int(pi)))] = (state, code)
+    return out
 
 
 def clean(dep: Deployment, timeout: float = 30.0, options: SshOptions | None = None,
@@ -220,17 +249,9 @@ def clean(dep: Deployment, timeout: float = 30.0, options: SshOptions | None = N
     """Kill what is left of the deployment, remove its run directories, its symlinks and its
     state directory; node -> error for the nodes that could not be cleaned (empty: all
     clean). The state directory stays while a node is left, unless ``force`` forgets them."""
-
-    def one(n: Node) -> tuple[str, str]:
-        transport = get_transport(n.submission[0], n.transfer[0], options)
-        try:
-            transport.run(n, transport.shell(n), timeout, stdin=node_cleanup_script(dep, n.name))
-        except TransportError as e:
-            return n.name, str(e)
-        return n.name, ""
-
-    with ThreadPoolExecutor(FANOUT) as pool:
-        errors = {node: e for node, e in pool.map(one, dep.nodes) if e}
+    answers = ask(dep, {n.name: node_cleanup_script(dep, n.name) for n in dep.nodes}, timeout,
+                  options)
+    errors = {node: str(e) for node, e in answers.items() if isinstance(e, TransportError)}
     for link in dep.links:
         p = Path(link)
         if p.is_symlink() and Path(os.readlink(p)).parent == dep.dir:

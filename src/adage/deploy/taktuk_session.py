@@ -36,6 +36,7 @@ from adage.deploy.taktuk import (
     Status,
     command,
     exec_line,
+    input_file,
     parse_line,
     ranks_set,
 )
@@ -230,6 +231,49 @@ class TaktukSession:
                 break
         return "\n".join(self.info)
 
+
+    def wait_reached(self, timeout: float) -> None:
+        """Until every node is numbered or known lost (a node never reached within
+        ``timeout`` is marked lost): nothing is raised, each peer says its fate."""
+        deadline = time.monotonic() + timeout
+        while not self.ended and time.monotonic() < deadline and \
+                any(p.rank < 0 and not p.lost for p in self.peers.values()):
+            self.pump(min(max(0.0, deadline - time.monotonic()), 0.2))
+        for p in self.peers.values():
+            if p.rank < 0 and not p.lost:
+                p.lost = f"TakTuk did not reach it within {timeout:g} s"
+
+
+def run_scripts(nodes: dict[str, str], scripts: dict[str, str], options: SshOptions,
+                timeout: float, workdir: Path) -> dict[str, tuple[int, list[str]] | str]:
+    """Run ``scripts[node]`` with ``sh`` on each node (node name -> address in ``nodes``)
+    through one taktuk tree; node -> (exit code, stdout lines), or why it could not be run.
+    The scripts go as files on the commands' stdin (``input file``): TakTuk's own argument
+    syntax never sees them. Logs in ``workdir``."""
+    session = TaktukSession(nodes, options)
+    session.start(workdir / "taktuk.log")
+    try:
+        session.wait_reached(timeout)
+        running = []
+        for node, script in scripts.items():
+            peer = session.peers[node]
+            if peer.lost:
+                continue
+            path = workdir / f"script-{node}.sh"
+            path.write_text(script)
+            session.start_command(node, "sh -s", workdir / f"{node}.log")
+            session.send(input_file(str(peer.rank), str(path)))
+            session.send(f"{peer.rank} input close")
+            running.append(peer)
+        deadline = time.monotonic() + timeout
+        while not session.ended and time.monotonic() < deadline and \
+                any(p.code is None and not p.lost for p in running):
+            session.pump(0.2)
+    finally:
+        session.close()
+    return {node: (p.code, p.lines) if p.code is not None else
+            p.lost or f"no answer within {timeout:g} s"
+            for node in scripts for p in [session.peers[node]]}
 
 def stream_fifo(path: Path, names: dict[str, str], satellite: str) -> threading.Thread:
     """Make the FIFO ``path`` and a thread writing the common tar stream into it once taktuk
