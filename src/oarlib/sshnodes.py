@@ -1,8 +1,9 @@
 """A multi-node sshd test bed: the fake OAR nodes ``nodeN`` as real ssh servers on loopback.
 
-``nodeN`` resolves to ``127.0.0.(N+1)`` (marked lines in ``/etc/hosts``; Linux routes all of
-127/8 to ``lo``) and is served by its own ``/usr/sbin/sshd`` (own config, pid file and log under
-``/var/lib/orpheus-sshnodes/nodeN/``, ``ListenAddress 127.0.0.(N+1):22``), so one node can be
+``nodeN`` resolves to ``127.0.0.(N+1)``, beyond 253 nodes to ``127.0.1.1``... (``address``;
+marked lines in ``/etc/hosts``; Linux routes all of 127/8 to ``lo``) and is served by its own
+``/usr/sbin/sshd`` (own config, pid file and log under ``/var/lib/orpheus-sshnodes/nodeN/``,
+``ListenAddress <address>:22``), so one node can be
 stopped alone. One host key (generated once) serves every node and is listed for every name
 and address in a shared known_hosts file; each user (``alice`` and ``root`` by default) gets
 an ed25519 key authorised for itself and a marked block at the top of ``~/.ssh/config``
@@ -54,12 +55,21 @@ def names(count: int, prefix: str = "node") -> list[str]:
     return [f"{prefix}{i}" for i in range(1, count + 1)]
 
 
+PER_SUBNET = 254  # nodes per /24 beyond the first one (fourth octet 1..254)
+MAX_NODES = 253 + 254 * PER_SUBNET
+
+
 def address(node: str) -> str:
-    """``nodeN`` -> ``127.0.0.(N+1)`` (N from 1 to 253)."""
+    """``nodeN`` -> ``127.0.0.(N+1)`` for N up to 253, then ``127.0.1.1`` to ``127.0.1.254``,
+    ``127.0.2.1``... (pure; N up to ``MAX_NODES``)."""
     m = re.fullmatch(r"\D+(\d+)", node)
-    if not m or not 1 <= int(m.group(1)) <= 253:
-        raise SshNodesError(f"{node}: a node name ends with a number from 1 to 253")
-    return f"127.0.0.{int(m.group(1)) + 1}"
+    if not m or not 1 <= int(m.group(1)) <= MAX_NODES:
+        raise SshNodesError(f"{node}: a node name ends with a number from 1 to {MAX_NODES}")
+    n = int(m.group(1))
+    if n <= 253:
+        return f"127.0.0.{n + 1}"
+    k = n - 254
+    return f"127.0.{1 + k // PER_SUBNET}.{1 + k % PER_SUBNET}"
 
 
 def sshd_config(node: str) -> str:
@@ -99,7 +109,7 @@ def hosts_text(current: str, nodes: Sequence[str]) -> str:
 def ssh_config_text(current: str) -> str:
     """A user's ``~/.ssh/config`` with the marked block first (ssh keeps the first value)."""
     text = re.sub(rf"{BEGIN}\n.*?{END}\n", "", current, flags=re.S)
-    block = (f"{BEGIN}\nHost node* 127.0.0.*\n  UserKnownHostsFile {KNOWN_HOSTS}\n"
+    block = (f"{BEGIN}\nHost node* 127.0.*.*\n  UserKnownHostsFile {KNOWN_HOSTS}\n"
              "  StrictHostKeyChecking accept-new\n  LogLevel ERROR\n"
              f"{END}\n")
     return block + text
