@@ -82,9 +82,13 @@ def kill_marked(tag: str) -> int:
     return len(pids)
 
 
+CONNECT_TIMEOUT = ["--connect-timeout", "10"]  # adage's deployments (--connect-timeout)
+
+
 def adage(work: Path, *args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "ADAGE_HOME": str(work / "home")}
-    return timed([sys.executable, "-m", "adage.cli", *args], cwd=work, env=env)
+    extra = CONNECT_TIMEOUT if "-a" in args else []
+    return timed([sys.executable, "-m", "adage.cli", *args, *extra], cwd=work, env=env)
 
 
 def appl(path: Path, count: int, tag: str, data: str = "") -> Path:
@@ -301,9 +305,13 @@ def main() -> None:
     ap.add_argument("--procs", type=int, default=256)
     ap.add_argument("--size-mb", type=int, default=200)
     ap.add_argument("--repeat", type=int, default=3, help="runs of each tool (default 3)")
+    ap.add_argument("--connect-timeout", default="10",
+                    help="adage's --connect-timeout (default 10; hundreds of nodes on two "
+                         "cores need more)")
     ap.add_argument("--skip-copy", action="store_true")
     ap.add_argument("--skip-start", action="store_true", help="only the copy")
     args = ap.parse_args()
+    CONNECT_TIMEOUT[1] = args.connect_timeout
     had = len(sshnodes.running())
     sshnodes.up(sshnodes.Config(nodes=max(args.nodes, 16)))
     nodes = sshnodes.names(args.nodes)
