@@ -280,8 +280,10 @@ def test_status_and_clean_go_through_the_tree_and_name_a_node_gone(nodes: list[s
         assert json.loads(st.stdout)["unreachable"] == [hosts[3]]
         c = adage(work, "clean", "--connect-timeout", "3", "--timeout", "20")
         assert c.returncode == 1
-        # TakTuk's own words: the clean went through the tree, not one ssh per node
+        # TakTuk's own words first: the clean went through the tree; then ssh's, tried for
+        # the node the tree did not reach
         assert f"adage clean: node {hosts[3]}: TakTuk could not connect" in c.stderr, c.stderr
+        assert "then over ssh: node" in c.stderr and "Connection refused" in c.stderr
         # (node8's processes are gone too: on this bed every node is this machine, and a
         # node's cleanup kills every process of the deployment it finds there)
         assert (work / "home" / "deployments" / dep).is_dir()  # kept for a later clean

@@ -199,33 +199,44 @@ Live = dict[tuple[str, int, ProcKey], tuple[str, str]]
 
 def ask(dep: Deployment, scripts: dict[str, str], timeout: float,
         options: SshOptions | None = None) -> dict[str, str | TransportError]:
-    """Run ``scripts[node]`` on each node the way the deployment reached them (one taktuk
-    tree, or one ssh/local session per node, FANOUT at a time); node -> its stdout, or the
-    error that kept it from running."""
+    """Run ``scripts[node]`` on each node the way the deployment reached them; node -> its
+    stdout, or the error that kept it from running. Through one taktuk tree if the deployment
+    went through TakTuk, then over the transport for the nodes the tree did not reach (on a
+    loaded front end TakTuk's connectors may time out: ssh, FANOUT at a time, is the
+    fallback, and a node both fail is named with both reasons); else over the transport."""
+    answers: dict[str, str | TransportError] = {}
     if dep.propagation == "taktuk":
-        o = options or SshOptions()
-        work = Path(tempfile.mkdtemp(prefix="taktuk-", dir=dep.dir))
-        try:
-            done = taktuk_session.run_scripts(
-                {n: dep.node(n).address or n for n in scripts}, scripts,
-                SshOptions(o.connect_timeout, False, dep.fanout), timeout, work)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        return {n: ("\n".join(r[1]) if r[0] == 0 else TransportError(
-                    f"node {n}: exited with code {r[0]}: {' | '.join(r[1])[-300:]}"))
-                if isinstance(r, tuple) else TransportError(f"node {n}: {r}")
-                for n, r in done.items()}
+        answers = _ask_taktuk(dep, scripts, timeout, options or SshOptions())
+    missed = {n: s for n, s in scripts.items() if not isinstance(answers.get(n), str)}
 
     def one(node: str) -> tuple[str, str | TransportError]:
         n = dep.node(node)
         transport = get_transport(n.submission[0], n.transfer[0], options)
         try:
-            return node, transport.run(n, transport.shell(n), timeout, stdin=scripts[node])
+            return node, transport.run(n, transport.shell(n), timeout, stdin=missed[node])
         except TransportError as e:
-            return node, e
+            before = answers.get(node)
+            return node, TransportError(f"{before}; then over {transport.name}: {e}"
+                                        if before is not None else str(e))
 
     with ThreadPoolExecutor(FANOUT) as pool:
-        return dict(pool.map(one, list(scripts)))
+        answers.update(pool.map(one, list(missed)))
+    return answers
+
+
+def _ask_taktuk(dep: Deployment, scripts: dict[str, str], timeout: float,
+                options: SshOptions) -> dict[str, str | TransportError]:
+    work = Path(tempfile.mkdtemp(prefix="taktuk-", dir=dep.dir))
+    try:
+        done = taktuk_session.run_scripts(
+            {n: dep.node(n).address or n for n in scripts}, scripts,
+            SshOptions(options.connect_timeout, False, dep.fanout), timeout, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {n: ("\n".join(r[1]) if r[0] == 0 else TransportError(
+                f"node {n}: exited with code {r[0]}: {' | '.join(r[1])[-300:]}"))
+            if isinstance(r, tuple) else TransportError(f"node {n}: {r}")
+            for n, r in done.items()}
 
 
 def live(dep: Deployment, timeout: float = 30.0, options: SshOptions | None = None) -> Live:
