@@ -6,81 +6,34 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from test_adage_cluster import adage, adage_argv, deployment, failing_appl, processes_of
+from test_adage_taktuk import _descendants, nodefile, nodes, run_dir, work
 
 from oarlib import sshnodes
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "adage"
-USER = "alice"
-
-
-@pytest.fixture(scope="module")
-def nodes() -> Iterator[list[str]]:
-    sshnodes.up(sshnodes.Config(nodes=16))
-    yield sshnodes.names(16)
-    for n in sshnodes.names(16):
-        sshnodes.start(n)
-
-
-@pytest.fixture
-def work() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="adage-chain-", dir="/tmp"))
-    d.chmod(0o777)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
-
-def nodefile(work: Path, hosts: list[str]) -> str:
-    path = work / "nf"
-    path.write_text("".join(f"{h}\n" for h in hosts))
-    path.chmod(0o644)
-    return str(path)
-
-
-def run_dir(work: Path) -> Path:
-    return Path(f"/tmp/{USER}/adage-{deployment(work).rsplit('-', 1)[1]}")
+__all__ = ["nodes", "work"]  # the taktuk module's fixtures: 16 sshd nodes, a work directory
 
 
 def front_end_ssh_bytes(root: int, stop: threading.Event, sent: dict[int, int]) -> None:
-    """What each ssh child of ``root``'s tree has written so far (its socket and pipes)."""
+    """What each ssh process under ``root`` has written so far (its socket and pipes)."""
     while not stop.is_set():
-        for pid in _descendants(root):
+        for pid, name in _descendants(root).items():
+            if name != "ssh":
+                continue
             try:
-                if Path(f"/proc/{pid}/comm").read_text().strip() != "ssh":
-                    continue
                 io = dict(line.split(": ") for line in
                           Path(f"/proc/{pid}/io").read_text().splitlines())
                 sent[pid] = max(sent.get(pid, 0), int(io["wchar"]))
             except OSError:
                 pass
         time.sleep(0.1)
-
-
-def _descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(proc.name))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo += children.get(pid, [])
-    return out
 
 
 def test_a_generic_chain_deploys_along_the_chain_and_status_clean_work(
