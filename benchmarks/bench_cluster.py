@@ -87,7 +87,9 @@ CONNECT_TIMEOUT = ["--connect-timeout", "10"]  # adage's deployments (--connect-
 
 def adage(work: Path, *args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "ADAGE_HOME": str(work / "home")}
-    extra = CONNECT_TIMEOUT if "-a" in args else []
+    # hundreds of nodes on two cores: connections queue, and a node's cleanup scans every
+    # process of this one machine
+    extra = [*CONNECT_TIMEOUT, *(["--timeout", "120"] if args[0] == "clean" else [])]
     return timed([sys.executable, "-m", "adage.cli", *args, *extra], cwd=work, env=env)
 
 
