@@ -12,12 +12,17 @@ import time
 from pathlib import Path
 
 from test_adage_cluster import adage, adage_argv, deployment, failing_appl, processes_of
-from test_adage_taktuk import _descendants, nodefile, nodes, run_dir, work
+from test_adage_taktuk import (
+    _descendants,
+    generic_chain_then_status_and_clean,
+    nodefile,
+    nodes,
+    run_dir,
+    work,
+)
 
 from oarlib import sshnodes
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "examples" / "adage"
 __all__ = ["nodes", "work"]  # the taktuk module's fixtures: 16 sshd nodes, a work directory
 
 
@@ -38,22 +43,7 @@ def front_end_ssh_bytes(root: int, stop: threading.Event, sent: dict[int, int]) 
 
 def test_a_generic_chain_deploys_along_the_chain_and_status_clean_work(
         nodes: list[str], work: Path) -> None:
-    r = adage(work, "-a", str(EXAMPLES / "chain.xml"), "-o", nodefile(work, nodes[:3]), "-x",
-              "-l", "1", "--propagation", "chain", "--timeout", "60")
-    assert r.returncode == 0, r.stderr
-    base = run_dir(work)
-    deadline = time.time() + 30
-    out = base / "C" / "0" / "stage" / "0" / "stdout"
-    while "chain complete" not in (out.read_text() if out.exists() else "") \
-            and time.time() < deadline:
-        time.sleep(0.2)
-    assert "C: predecessor says: B up" in out.read_text()
-    assert sorted(p.name for p in (base / "_adage").iterdir()) == [
-        f"satellite-{n}.py" for n in sorted(nodes[:3])]  # the common trees were removed
-    status = adage(work, "status")
-    assert status.returncode == 0 and status.stdout.count("exited") == 3, status.stdout
-    assert adage(work, "clean").returncode == 0
-    assert not base.exists()
+    generic_chain_then_status_and_clean(nodes, work, "chain")
 
 
 def test_a_50_mb_file_reaches_every_node_intact_and_leaves_the_front_end_once(

@@ -103,10 +103,12 @@ def test_any_json_payload_crosses_a_real_taktuk_unchanged(echo: subprocess.Popen
 
 
 # ------------------------------------------------------------------ deployments
-def test_a_generic_chain_deploys_through_taktuk_and_status_clean_work(
-        nodes: list[str], work: Path) -> None:
+def generic_chain_then_status_and_clean(nodes: list[str], work: Path,
+                                        propagation: str) -> None:
+    """examples/adage/chain.xml on 3 nodes: C hears from B, the common trees are gone, status
+    shows 3 exited, clean leaves nothing."""
     r = adage(work, "-a", str(EXAMPLES / "chain.xml"), "-o", nodefile(work, nodes[:3]), "-x",
-              "-l", "1", "--propagation", "taktuk", "--timeout", "60")
+              "-l", "1", "--propagation", propagation, "--timeout", "60")
     assert r.returncode == 0, r.stderr
     base = run_dir(work)
     deadline = time.time() + 30
@@ -119,11 +121,16 @@ def test_a_generic_chain_deploys_through_taktuk_and_status_clean_work(
         f"satellite-{n}.py" for n in sorted(nodes[:3])]  # the common trees were removed
     status = adage(work, "status")
     assert status.returncode == 0 and status.stdout.count("exited") == 3, status.stdout
+    assert adage(work, "clean").returncode == 0
+    assert not base.exists()
+
+
+def test_a_generic_chain_deploys_through_taktuk_and_status_clean_work(
+        nodes: list[str], work: Path) -> None:
+    generic_chain_then_status_and_clean(nodes, work, "taktuk")
     assert not [line for line in subprocess.run(["ps", "-eo", "args"], capture_output=True,
                                                  text=True).stdout.splitlines()
                 if line.startswith("/usr/bin/perl") and "taktuk" in line and USER in line]
-    assert adage(work, "clean").returncode == 0
-    assert not base.exists()
 
 
 def test_the_open_mpi_ring_deploys_through_taktuk(nodes: list[str], work: Path) -> None:
