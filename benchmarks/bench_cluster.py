@@ -1,14 +1,20 @@
 """ADAGE over ssh against ClusterShell and TakTuk, on the loopback sshd test bed (as root).
 
 Run: ``python benchmarks/bench_cluster.py [--nodes 32] [--procs 256] [--size-mb 200]
-[--repeat 3] [--skip-start|--skip-copy]``. Each tool runs ``--repeat`` times, in turn; every
-figure is the median, with the spread (min-max) beside it.
+[--repeat 3] [--user alice] [--skip-start|--skip-copy]``. Each tool runs ``--repeat`` times,
+in turn; every figure is the median, with the spread (min-max) beside it. Every tool runs as
+``--user`` (default ``alice``, the test bed's user; setpriv, with that user's HOME and a plain
+PATH), as a user would: root's shell on these machines runs ``pyenv rehash`` under one global
+lock at every ssh login, which serialises hundreds of concurrent logins (ADAGE on 128 nodes:
+60 s as root, 13.6 s as alice).
 Figures printed:
 1. start ``--procs`` processes (``sleep``) on ``--nodes`` ssh nodes: ADAGE over ssh and
    through TakTuk (``adage -x [--propagation taktuk]``, wall time of the command and ADAGE's
    own time until every process was acknowledged), ``clush -w node[1-N]`` and ``taktuk`` each
-   starting the same processes in the background; the ratio to the faster of the two, and the
-   ssh connections each opened per node (counted in the nodes' sshd logs);
+   starting the same processes in the background; the ratio to the faster of the two, the
+   CPU time the whole machine spent (front end and nodes: on this one machine the nodes' work
+   adds up instead of running in parallel), and the ssh connections each opened per node
+   (counted in the nodes' sshd logs);
 2. a large fan-out (``--fanout 1000``) on the same nodes: open files and ssh processes of
    ADAGE at its peak (one master and one satellite session per node: no fd exhaustion);
 3. putting a ``--size-mb`` file on every node: ADAGE over ssh (one tar stream per node),
@@ -26,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import pwd
 import shutil
 import statistics
 import subprocess
@@ -41,9 +48,27 @@ ROOT = Path(__file__).resolve().parents[1]
 MARK = "adage-bench-cluster"
 
 
+AS: list[str] = []  # the prefix running a command as --user (``as_user``)
+
+
+def as_user(user: str) -> list[str]:
+    """``setpriv`` to ``user`` (it execs: the pid is the command's), with its HOME, a plain
+    PATH and the rest of this environment."""
+    pw = pwd.getpwnam(user)
+    return ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups", "--",
+            "env", f"HOME={pw.pw_dir}", f"USER={user}", f"LOGNAME={user}",
+            "PATH=/usr/local/bin:/usr/bin:/bin"]
+
+
+def busy() -> float:
+    """CPU seconds the machine has spent so far, all cores (``/proc/stat``, idle excluded)."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def timed(argv: list[str], **kw: object) -> tuple[float, subprocess.CompletedProcess[str]]:
     t0 = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True, check=False, **kw)  # type: ignore[call-overload]
+    done = subprocess.run([*AS, *argv], capture_output=True, text=True, check=False, **kw)  # type: ignore[call-overload]
     took = time.perf_counter() - t0
     if done.returncode != 0:
         sys.exit(f"{argv[0]} failed ({done.returncode}): {done.stderr[-800:]}")
@@ -114,6 +139,7 @@ def bench_start(work: Path, nodes: list[str], procs: int, repeat: int) -> None:
     nf.write_text("".join(f"{n}\n" for n in nodes))
     spec = f"node[1-{len(nodes)}]"
     walls: dict[str, list[float]] = {}
+    cpus: dict[str, list[float]] = {}
     conns: dict[str, str] = {}
     acked: dict[str, list[float]] = {}
 
@@ -123,37 +149,41 @@ def bench_start(work: Path, nodes: list[str], procs: int, repeat: int) -> None:
 
     for _ in range(repeat):
         for prop in ("ssh", "taktuk"):
-            before = connections(nodes)
+            before, cpu = connections(nodes), busy()
             wall, done = adage(work, "-a", str(appl(work / "a.xml", procs, "A")), "-o",
                                str(nf), "-x", "-l", "1", "--timeout", "120", "--propagation",
                                prop)
+            cpus.setdefault(f"adage/{prop}", []).append(busy() - cpu)
             acked.setdefault(f"adage/{prop}", []).append(
                 float(done.stderr.split("acknowledged in ")[1].split()[0]))
             walls.setdefault(f"adage/{prop}", []).append(wall)
             conns[f"adage/{prop}"] = per_node(before, nodes)
             adage(work, "clean")
             kill_marked("A")
-        before = connections(nodes)
+        before, cpu = connections(nodes), busy()
         walls.setdefault("clush", []).append(timed(
             ["clush", "-w", spec, "-f", "64", "-o", "-oBatchMode=yes", start("C")])[0])
+        cpus.setdefault("clush", []).append(busy() - cpu)
         conns["clush"] = per_node(before, nodes)
         kill_marked("C")
-        before = connections(nodes)
+        before, cpu = connections(nodes), busy()
         argv = ["taktuk", "-s", "-c", "ssh -o BatchMode=yes"]
         for n in nodes:
             argv += ["-m", n]
         argv += ["broadcast", "exec", "[", start("T"), "]"]
         walls.setdefault("taktuk", []).append(timed(argv)[0])
+        cpus.setdefault("taktuk", []).append(busy() - cpu)
         conns["taktuk"] = per_node(before, nodes)
         kill_marked("T")
 
     best = min(statistics.median(walls["clush"]), statistics.median(walls["taktuk"]))
     print(f"\n{procs} processes on {len(nodes)} ssh nodes ({per} per node), {repeat} runs "
           "each: median (min-max); ratios of medians to the faster of clush and taktuk")
-    print(f"{'tool':12} {'wall s':>20} {'ratio':>6}  ssh connections per node")
+    print(f"{'tool':12} {'wall s':>20} {'ratio':>6} {'CPU s (machine)':>20}  "
+          "ssh connections per node")
     for tool, times in walls.items():
-        print(f"{tool:12} {spread(times):>20} {statistics.median(times) / best:6.2f}  "
-              f"{conns[tool]}")
+        print(f"{tool:12} {spread(times):>20} {statistics.median(times) / best:6.2f} "
+              f"{spread(cpus[tool]):>20}  {conns[tool]}")
     for tool, times in acked.items():
         print(f"{tool}: every process acknowledged after {spread(times).strip()} s "
               f"(ratio {statistics.median(times) / best:.2f})")
@@ -162,7 +192,7 @@ def bench_start(work: Path, nodes: list[str], procs: int, repeat: int) -> None:
 def bench_fanout(work: Path, nodes: list[str], procs: int) -> None:
     nf = work / "nodefile"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "ADAGE_HOME": str(work / "home")}
-    p = subprocess.Popen([sys.executable, "-m", "adage.cli", "-a",
+    p = subprocess.Popen([*AS, sys.executable, "-m", "adage.cli", "-a",
                           str(appl(work / "f.xml", procs, "F")), "-o", str(nf), "-x", "-l", "1",
                           "--timeout", "120", "--fanout", "1000"],
                          cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -267,11 +297,12 @@ def bench_copy(work: Path, nodes: list[str], size_mb: int, repeat: int) -> None:
             ["clush", "-w", spec, "-f", "64", "--copy", str(big), "--dest", str(dest)])[0])
         what[name] = f"connections/node {per_node(before, nodes)}"
         shutil.rmtree(dest, ignore_errors=True)
-        for n in nodes:  # the nodes share this file system: made here, outside the timing
-            (dest / n).mkdir(parents=True)
+        # the nodes share this file system: made here, outside the timing
+        timed(["mkdir", "-p", *(f"{dest}/{n}" for n in nodes)])
         before = connections(nodes)
         t0 = time.perf_counter()
-        each = [subprocess.Popen(["clush", "-w", n, "--copy", str(big), "--dest", f"{dest}/{n}"],
+        each = [subprocess.Popen([*AS, "clush", "-w", n, "--copy", str(big), "--dest",
+                                  f"{dest}/{n}"],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                 for n in nodes]
         if any(c.wait() != 0 for c in each):
@@ -310,14 +341,20 @@ def main() -> None:
     ap.add_argument("--connect-timeout", default="10",
                     help="adage's --connect-timeout (default 10; hundreds of nodes on two "
                          "cores need more)")
+    ap.add_argument("--user", default="alice",
+                    help="who runs every tool (default alice, the test bed's user; root too)")
     ap.add_argument("--skip-copy", action="store_true")
     ap.add_argument("--skip-start", action="store_true", help="only the copy")
     args = ap.parse_args()
     CONNECT_TIMEOUT[1] = args.connect_timeout
     had = len(sshnodes.running())
-    sshnodes.up(sshnodes.Config(nodes=max(args.nodes, 16)))
+    sshnodes.up(sshnodes.Config(nodes=max(args.nodes, 16),
+                                users=tuple(sorted({"alice", "root", args.user}))))
     nodes = sshnodes.names(args.nodes)
     work = Path(tempfile.mkdtemp(prefix=MARK))
+    pw = pwd.getpwnam(args.user)
+    os.chown(work, pw.pw_uid, pw.pw_gid)
+    AS[:] = as_user(args.user) if args.user != "root" else []
     try:
         if not args.skip_start:
             bench_start(work, nodes, args.procs, args.repeat)

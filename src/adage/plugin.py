@@ -36,11 +36,16 @@ class Plugin:
     def pre_configure(self, ctx: DeployContext) -> None:
         """After planning, before any launch (e.g. write an MPI machinefile)."""
 
-    def launch_group(self, group: ProcGroup, instances: list[PgInstance],
-                     ctx: DeployContext) -> bool:
-        """Launch ``group`` itself and return True, or return False to let the satellites
-        start every instance's processes (the default)."""
+    def launches_group(self, group: ProcGroup) -> bool:
+        """True if ``launch_group`` starts ``group`` as a whole (once every node of the group
+        is staged); False (the default): each node's satellite starts the processes of its
+        instances as soon as the node is up."""
         return False
+
+    def launch_group(self, group: ProcGroup, instances: list[PgInstance],
+                     ctx: DeployContext) -> None:
+        """Start ``group`` (its ``instances``), if ``launches_group`` says so."""
+        raise NotImplementedError
 
     def is_asynchronous(self, group: ProcGroup) -> bool:
         """True if the group is acknowledged as soon as its processes are started; False if

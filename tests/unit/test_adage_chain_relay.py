@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from adage.deploy import chain
+from adage.deploy.layout import PYTHON
 from adage.deploy.transport import TransportError
 
 
@@ -36,8 +37,9 @@ def fake_ssh(hang: str = "") -> list[str]:
 
 
 def hops(root: Path, n: int, bad: int | None = None) -> list[chain.Hop]:
+    """Every other hop runs the default Python command (a shell choosing the interpreter)."""
     return [chain.Hop(f"n{i}", f"bad{i}" if i == bad else f"a{i}", str(root / f"n{i}" / "c"),
-                      sys.executable) for i in range(n)]
+                      PYTHON if i % 2 else (sys.executable,)) for i in range(n)]
 
 
 def run(hs: list[chain.Hop], ssh: list[str], payload: bytes, timeout: float = 30) -> None:
@@ -54,12 +56,12 @@ def run(hs: list[chain.Hop], ssh: list[str], payload: bytes, timeout: float = 30
 
 def test_the_relay_argv_carries_the_relay_the_hops_and_ssh_as_words() -> None:
     hs = [chain.Hop("n1", "10.0.0.1", "/tmp/u/adage-1/_adage/common-n1"),
-          chain.Hop("n 2", "10.0.0.2", "/tmp/it's here", "/opt/py/bin/python3")]
+          chain.Hop("n 2", "10.0.0.2", "/tmp/it's here", PYTHON)]
     argv = chain.relay_argv(hs, ["ssh", "-o", "BatchMode=yes"])
     assert argv[:4] == ["python3", "-c", chain.BOOT, chain.RELAY]
     assert json.loads(argv[4]) == [["n1", "10.0.0.1", "/tmp/u/adage-1/_adage/common-n1",
-                                    "python3", "none"],
-                                   ["n 2", "10.0.0.2", "/tmp/it's here", "/opt/py/bin/python3",
+                                    ["python3"], "none"],
+                                   ["n 2", "10.0.0.2", "/tmp/it's here", list(PYTHON),
                                     "none"]]
     assert json.loads(argv[5]) == ["ssh", "-o", "BatchMode=yes"]
     assert shlex.split(shlex.join(argv)) == argv  # one quoted string through ssh, unchanged

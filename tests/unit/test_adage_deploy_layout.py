@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from adage.deploy.context import DeployContext, needs
-from adage.deploy.layout import Layout, LayoutError, instance_specs, stages
+from adage.deploy.layout import PYTHON, Layout, LayoutError, instance_specs, stages
 from adage.deploy.state import Acked, Machine, NodeUp, Value
 from adage.model import (
     CtrlParams,
@@ -196,3 +198,19 @@ def test_launch_specs_of_many_instances_take_linear_time() -> None:
     specs = [s for i in ctx.instances("W") for s in ctx.instance_specs("W", i.index)]
     assert len(specs) == count and specs[-1].argv == ("w", "10.0.0.1")
     assert time.perf_counter() - started < 10  # a scan of the plan per instance: minutes
+
+
+def test_a_node_runs_its_own_python_or_the_systems_before_a_shim_on_the_path(
+        tmp_path: Path) -> None:
+    own = Resources((Node("n1", properties=(("python", "/opt/py/bin/python3"),)),))
+    assert Layout(own, CtrlParams(), "alice", 42, "d").python("n1") == ("/opt/py/bin/python3",)
+    shim = tmp_path / "python3"  # a PATH's python3 that is not the system's (pyenv's shim)
+    shim.write_text("#!/bin/sh\necho shim\n")
+    shim.chmod(0o755)
+    python = layout().python("n1")
+    assert python == PYTHON
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}
+    out = subprocess.run([*python, "-c", "import sys; print(sys.executable)"], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    assert out == "/usr/bin/python3\n"  # the one the satellite needs: no shim's start-up
+    assert Path("/usr/bin/python3").exists()

@@ -9,6 +9,7 @@ from adage.deploy import protocol
 from adage.deploy.events import Acked, Exited, LaunchError, Value
 from adage.deploy.protocol import (
     Cover,
+    Detached,
     Ended,
     Hello,
     Killed,
@@ -32,6 +33,7 @@ def test_decode_keeps_json_objects_and_drops_noise() -> None:
 def test_parse_turns_every_message_into_its_type_and_process_names_into_pairs() -> None:
     assert parse({"ev": "hello", "node": "n1", "pid": "12", "python": "3.11"}) == Hello(12)
     assert parse({"ev": "killed"}) == Killed()
+    assert parse({"ev": "detached"}) == Detached()
     assert parse({"ev": "started", "key": "A/0", "pids": {"p/0": 5, "p/1": 6}}) == \
         Started("A/0", {("p", 0): 5, ("p", 1): 6})
     assert parse({"ev": "error", "key": "A/0", "proc": "p/1", "message": "no such file"}) == \

@@ -43,8 +43,8 @@ def plan_of(appl: GenericAppl, nodes: int = 2) -> Plan:
 
 def machine(appl: GenericAppl, nodes: int = 2, asynchronous: dict[str, bool] | None = None,
             needs: dict[str, set[tuple[str, int, str]]] | None = None,
-            timeout: float = 10.0) -> Machine:
-    return Machine(appl, plan_of(appl, nodes), asynchronous or {}, needs or {}, timeout)
+            timeout: float = 10.0, whole: frozenset[str] = frozenset()) -> Machine:
+    return Machine(appl, plan_of(appl, nodes), asynchronous or {}, needs or {}, timeout, whole)
 
 
 def up(m: Machine, nodes: int = 2) -> list[object]:
@@ -68,17 +68,35 @@ CHAIN = GenericAppl((group("A"), group("B"), group("C")),
 
 def test_a_chain_launches_each_group_after_its_predecessor_is_acked() -> None:
     m = machine(CHAIN)
-    assert up(m) == [Launch("A")]
-    assert ack(m, "A") == [Launch("B")]
-    assert ack(m, "B") == [Launch("C")]
+    assert up(m) == [Launch("A", (0,))]
+    assert ack(m, "A") == [Launch("B", (0,))]
+    assert ack(m, "B") == [Launch("C", (0,))]
     assert ack(m, "C") == [Deployed()]
     assert [p.state for p in m.processes()] == [PState.READY] * 3
 
 
-def test_nothing_launches_before_the_nodes_of_its_instances_are_up() -> None:
-    m = machine(GenericAppl((group("A", card=2),)))
-    assert m.feed(NodeUp("n0"), 0.0) == []
-    assert m.feed(NodeUp("n1"), 0.0) == [Launch("A")]
+def test_each_instance_launches_as_soon_as_its_node_is_up() -> None:
+    m = machine(GenericAppl((group("A", card=3),)), nodes=3)
+    assert m.feed(NodeUp("n1"), 0.0) == [Launch("A", (1,))]
+    assert m.launched == set()
+    assert m.feed(NodeUp("n0"), 0.0) == [Launch("A", (0,))]
+    assert m.feed(NodeUp("n2"), 0.0) == [Launch("A", (2,))]
+    assert m.launched == {"A"}
+
+
+def test_a_group_launched_as_a_whole_waits_for_every_node_of_it() -> None:
+    m = machine(GenericAppl((group("A", card=2), group("B", card=2))), nodes=4,
+                whole=frozenset({"A"}))
+    assert m.feed(NodeUp("n0"), 0.0) == []  # A[0]: A waits for n1
+    assert m.feed(NodeUp("n2"), 0.0) == [Launch("B", (0,))]
+    assert m.feed(NodeUp("n1"), 0.0) == [Launch("A", (0, 1))]
+
+
+def test_instances_on_a_node_up_before_their_group_is_released_launch_together() -> None:
+    appl = GenericAppl((group("S"), group("W", card=4)), (Dependency("W", "S", "ack"),))
+    m = machine(appl, nodes=2)
+    assert up(m) == [Launch("S", (0,))]
+    assert ack(m, "S") == [Launch("W", (0, 1, 2, 3))]
 
 
 def test_a_non_asynchronous_group_holds_its_dependants_until_the_plugin_says_ready() -> None:
@@ -86,7 +104,7 @@ def test_a_non_asynchronous_group_holds_its_dependants_until_the_plugin_says_rea
     m = machine(appl, asynchronous={"S": False})
     up(m)
     assert ack(m, "S") == []
-    assert m.feed(PluginReady("S"), 0.0) == [Launch("W")]
+    assert m.feed(PluginReady("S"), 0.0) == [Launch("W", (0, 1, 2))]
 
 
 def test_a_group_waits_for_the_values_its_placeholders_use() -> None:
@@ -95,7 +113,7 @@ def test_a_group_waits_for_the_values_its_placeholders_use() -> None:
     up(m)
     assert ack(m, "S") == []
     assert m.feed(Value("S", 0, ("p0", 0), "other", "x"), 0.0) == []
-    assert m.feed(Value("S", 0, ("p0", 0), "address", "tcp://h:1"), 0.0) == [Launch("W")]
+    assert m.feed(Value("S", 0, ("p0", 0), "address", "tcp://h:1"), 0.0) == [Launch("W", (0,))]
     assert m.instances[("S", 0)].values["address"] == "tcp://h:1"
 
 
@@ -106,7 +124,7 @@ def test_the_exit_condition_waits_for_every_process_to_exit_zero() -> None:
     up(m)
     assert ack(m, "setup") == []
     assert m.feed(Exited("setup", 0, ("p0", 0), 0), 0.0) == []
-    assert m.feed(Exited("setup", 1, ("p0", 0), 0), 0.0) == [Launch("run")]
+    assert m.feed(Exited("setup", 1, ("p0", 0), 0), 0.0) == [Launch("run", (0,))]
     assert ack(m, "run") == [Deployed()]
     assert m.feed(Exited("run", 0, ("p0", 0), 0), 0.0) == [Finished()]
 
@@ -147,7 +165,7 @@ def test_a_satellite_that_never_calls_back_is_an_error_naming_node_and_processes
 
 def test_an_acknowledgement_that_never_comes_is_an_error_naming_node_and_processes() -> None:
     m = machine(GenericAppl((group("A", procs=2),)), timeout=2.0)
-    assert up(m) == [Launch("A")]
+    assert up(m) == [Launch("A", (0,))]
     [fail] = m.feed(Tick(), 2.5)
     assert fail == Fail("node n0: no callback within 2 s for group A instance 0 "
                         "(processes p0/0, p1/0)")
@@ -195,11 +213,13 @@ def deployments(draw: st.DrawFn) -> tuple[GenericAppl, dict[str, bool], int]:
 def test_no_group_launches_before_its_dependencies_met_their_condition(
         dep: tuple[GenericAppl, dict[str, bool], int], data: st.DataObject) -> None:
     appl, asynchronous, nodes = dep
-    m = machine(appl, nodes, asynchronous, timeout=1e9)
+    whole = frozenset(g.id for g in appl.groups if data.draw(st.booleans()))
+    m = machine(appl, nodes, asynchronous, timeout=1e9, whole=whole)
     acked: set[tuple[str, int]] = set()
     plugin_ready: set[str] = set()
     exited: set[tuple[str, int, str]] = set()
-    launched: list[str] = []
+    launched: list[tuple[str, int]] = []  # instances, in launch order
+    up_nodes: set[str] = set()
 
     def ready(g: str, i: int) -> bool:
         return (g, i) in acked and (asynchronous[g] or g in plugin_ready)
@@ -216,19 +236,25 @@ def test_no_group_launches_before_its_dependencies_met_their_condition(
         for action in m.feed(event, 0.0):  # type: ignore[arg-type]
             assert not isinstance(action, Fail), action
             if isinstance(action, Launch):
-                assert all(met(d) for d in appl.dependencies if d.group == action.proc_group)
-                launched.append(action.proc_group)
+                g = action.proc_group
+                assert all(met(d) for d in appl.dependencies if d.group == g)
+                on = {m.instances[(g, i)].node for i in action.indexes}
+                assert on <= up_nodes  # an instance starts only on a node that is up
+                if g in whole:  # all at once, once every node of the group is up
+                    assert sorted(action.indexes) == [r.index for r in m.of(g)]
+                    assert {r.node for r in m.of(g)} <= up_nodes
+                launched.extend((g, i) for i in action.indexes)
 
     pending_nodes = [f"n{k}" for k in range(nodes)]
     while True:
         pool: list[object] = [NodeUp(n) for n in pending_nodes]
         for (g, i), r in m.instances.items():
-            if g in launched and (g, i) not in acked:
+            if (g, i) in launched and (g, i) not in acked:
                 pool.append(Acked(g, i, {p.process: 1 for p in r.processes}))
             for p in r.processes:
                 if (g, i) in acked and (g, i, p.process) not in exited:
                     pool.append(Exited(g, i, p.process, 0))
-        pool += [PluginReady(g) for g in launched if g not in plugin_ready
+        pool += [PluginReady(g) for g in m.launched if g not in plugin_ready
                  and not asynchronous[g] and all((g, r.index) in acked for r in m.of(g))]
         if not pool:
             break
@@ -236,6 +262,7 @@ def test_no_group_launches_before_its_dependencies_met_their_condition(
         match ev:
             case NodeUp(node):
                 pending_nodes.remove(node)
+                up_nodes.add(node)
             case Acked(g, i, _):
                 acked.add((g, i))
             case Exited(g, i, p, _):
@@ -244,8 +271,8 @@ def test_no_group_launches_before_its_dependencies_met_their_condition(
                 plugin_ready.add(g)
         apply(ev)
         assert_counts_match_records(m)
-    assert sorted(launched) == sorted(g.id for g in appl.groups)
-    assert len(launched) == len(set(launched))
+    assert sorted(launched) == sorted(m.instances)  # every instance, once
+    assert m.launched == {g.id for g in appl.groups}
     assert m.finished and m.deployed
 
 

@@ -6,7 +6,7 @@ once and the front end's uplink is used once, whatever the number of nodes.
 - The relay is a small Python program (``RELAY``) run on each node as ``python3 -c BOOT RELAY
   HOPS SSH``: ``BOOT`` executes ``RELAY``, which starts the next hop with the same three
   arguments minus its own hop (``shlex.join`` quotes them: the nodes' shell is never given a
-  word to parse by hand). ``HOPS`` is JSON: ``[[name, address, directory, python, control],
+  word to parse by hand). ``HOPS`` is JSON: ``[[name, address, directory, [python...], control],
   ...]``;
   ``SSH`` the ssh command line node-to-node (SshTransport's base options, no multiplexing).
 - Setting the chain up hop by hop would cost one ssh handshake per node, in series: before
@@ -55,7 +55,7 @@ tar = subprocess.Popen(["sh", "-c", 'mkdir -p "$1" && exec tar -C "$1" -xf -', "
                        stdin=subprocess.PIPE)
 nxt = None
 if rest:
-    remote = shlex.join([rest[0][3], "-c", "import sys; exec(sys.argv[1])",
+    remote = shlex.join([*rest[0][3], "-c", "import sys; exec(sys.argv[1])",
                          sys.argv[1], json.dumps(rest), sys.argv[3]])
     nxt = subprocess.Popen([*to_next, rest[0][1], "--", remote], stdin=subprocess.PIPE)
 CHUNK = 1 << 20
@@ -151,17 +151,17 @@ class Hop:
     name: str  # the node's name in the deployment
     address: str  # what ssh connects to
     directory: str  # where the node extracts the stream
-    python: str = "python3"
+    python: tuple[str, ...] = ("python3",)  # the command running the node's Python
     control: str = "none"  # ssh's ControlPath for the node's connection to the next hop
 
-    def row(self) -> list[str]:
-        return [self.name, self.address, self.directory, self.python, self.control]
+    def row(self) -> list[object]:
+        return [self.name, self.address, self.directory, list(self.python), self.control]
 
 
 def relay_argv(hops: Sequence[Hop], ssh: Sequence[str]) -> list[str]:
     """What runs on the first hop (and, from it, on every other): the relay (pure)."""
     rows = [h.row() for h in hops]
-    return [hops[0].python, "-c", BOOT, RELAY, json.dumps(rows), json.dumps(list(ssh))]
+    return [*hops[0].python, "-c", BOOT, RELAY, json.dumps(rows), json.dumps(list(ssh))]
 
 
 PERSIST = 120  # seconds a preconnected master outlives its last session (if the relay's

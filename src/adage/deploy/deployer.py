@@ -55,6 +55,7 @@ from adage.plugin import Plugin
 from adage.status import FINAL, Failure, Status
 
 KILL_WAIT = 5.0  # seconds to wait for satellites to confirm a kill
+DETACH_WAIT = 10.0  # seconds to wait for satellites to confirm a detach
 
 
 class DeployError(AdageError, RuntimeError):
@@ -139,7 +140,8 @@ class Deployer:
         self.machine = Machine(
             self.appl, self.plan,
             {g.id: self.plugins[g.id].is_asynchronous(g) for g in self.appl.groups},
-            needs(self.appl), self.options.timeout)
+            needs(self.appl), self.options.timeout,
+            {g.id for g in self.appl.groups if self.plugins[g.id].launches_group(g)})
         self.stages = node_stages(self.appl, self.plan, self.layout)
         self.ctx = DeployContext(self.appl, self.plan, self.resources, self.ctrl, self.layout,
                                  self.machine, self.stages, launcher=self._launch)
@@ -194,8 +196,7 @@ class Deployer:
         return Result(self.dep, self.machine, time.time() - self.started, self.acked_after)
 
     def _satellite_argv(self, node: str) -> list[str]:
-        n = self.layout.node(node)
-        return ["env", f"ADAGE_DEPLOYMENT={self.dep_id}", n.prop("python") or "python3",
+        return ["env", f"ADAGE_DEPLOYMENT={self.dep_id}", *self.layout.python(node),
                 "-S", self.layout.satellite(node), node]  # -S: stdlib only, fast start
 
     def _watch(self, source: Source) -> None:
@@ -230,6 +231,8 @@ class Deployer:
                 self._feed(NodeUp(link.node))
             case protocol.Killed():
                 link.killed = True
+            case protocol.Detached():
+                link.detached = True
             case None:
                 pass
             case _:
@@ -266,8 +269,8 @@ class Deployer:
         actions = self.machine.feed(event, time.time())
         for action in actions:
             match action:
-                case Launch(group):
-                    self._launch_group(group)
+                case Launch(group, indexes):
+                    self._launch_group(group, indexes)
                 case Fail(message, failure):
                     raise DeployError(message, failure)
                 case Deployed():
@@ -284,13 +287,14 @@ class Deployer:
         if actions or not isinstance(event, Tick):
             self._notify()
 
-    def _launch_group(self, group_id: str) -> None:
-        insts = self.ctx.instances(group_id)
-        if self.plugins[group_id].launch_group(self.appl.group(group_id), insts, self.ctx):
+    def _launch_group(self, group_id: str, indexes: tuple[int, ...]) -> None:
+        group, plugin = self.appl.group(group_id), self.plugins[group_id]
+        if plugin.launches_group(group):
+            plugin.launch_group(group, self.ctx.instances(group_id), self.ctx)
             return
-        for inst in insts:
-            self._launch(inst.node, group_id, [inst.index],
-                         self.ctx.instance_specs(group_id, inst.index))
+        for i in indexes:
+            self._launch(self.machine.instances[(group_id, i)].node, group_id, [i],
+                         self.ctx.instance_specs(group_id, i))
 
     def _launch(self, node: str, group: str, indexes: list[int], specs: list[ProcSpec]) -> None:
         key = protocol.launch_key(group, indexes)
@@ -303,8 +307,17 @@ class Deployer:
         self.propagation.links[node].send(op)
 
     def _detach(self) -> None:
+        """Tell every satellite to go on alone and wait (DETACH_WAIT at most) until each says
+        so or is gone: only then may the propagation cut its connections (``close``)."""
         self.done = True
         self.propagation.detach()
+        deadline = time.time() + DETACH_WAIT
+        links = self.propagation.links.values()
+        while time.time() < deadline and any(not k.detached and k.running() for k in links):
+            for key, _ in self.sel.select(timeout=0.05):
+                for link, msgs in key.data.poll():  # what else comes now is the satellite's
+                    link.detached |= any(isinstance(protocol.parse(m), protocol.Detached)
+                                         for m in msgs or ())
 
     def _abort(self) -> None:
         """Kill every launched process through its satellite (a satellite that never said

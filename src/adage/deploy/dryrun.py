@@ -29,7 +29,8 @@ def dry_run(ctx: DeployContext, plugins: Mapping[str, Plugin], propagation: Prop
         out.append(f"group {g.id} ({g.type}) after {', '.join(deps) or 'nothing'}:")
         insts = ctx.instances(g.id)
         ctx.extra_launches.clear()
-        if plugins[g.id].launch_group(g, insts, ctx):
+        if plugins[g.id].launches_group(g):
+            plugins[g.id].launch_group(g, insts, ctx)
             out += [f"  {line}" for line in ctx.extra_launches]
             continue
         for inst in insts:

@@ -84,7 +84,11 @@ Event = NodeStarting | NodeUp | Acked | LaunchError | Value | PluginReady | Exit
 # ------------------------------------------------------------------ actions
 @dataclass(frozen=True)
 class Launch:
+    """Start these instances of ``proc_group`` (all of them at once if the group's plugin
+    launches it as a whole)."""
+
     proc_group: str
+    indexes: tuple[int, ...]
 
 
 @dataclass(frozen=True)

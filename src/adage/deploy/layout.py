@@ -29,6 +29,12 @@ from adage.model import (
 
 REPORT_FILE = "adage.report"
 EXIT_FILE = "adage.exit"
+# A node's Python when it names none: the system's, else the first python3 on the PATH. The
+# satellite and the chain's relay need only the standard library, and a python3 found on the
+# PATH may be a shim (pyenv's costs a bash start-up of ~60 forks: 65 ms of CPU per node).
+PYTHON = ("sh", "-c", 'for p in /usr/bin/python3 python3; do command -v "$p" >/dev/null && '
+          'exec "$p" "$@"; done; echo "adage: no python3 on $(hostname)" >&2; exit 127',
+          "python3")
 
 
 class LayoutError(AdageError, ValueError):
@@ -79,6 +85,11 @@ class Layout:
 
     def adage_dir(self, node: str) -> str:
         return f"{self.root(node)}/_adage"
+
+    def python(self, node: str) -> tuple[str, ...]:
+        """The command running a Python on ``node``: its ``python`` property, else ``PYTHON``."""
+        python = self.node(node).prop("python")
+        return (python,) if python else PYTHON
 
     def satellite(self, node: str) -> str:
         """One satellite file per node, so that nodes sharing a file system (destdir=shared,

@@ -40,6 +40,7 @@ class Link(Protocol):
     pid: int | None  # the satellite's pid on its node (from "hello")
     closed: bool
     killed: bool
+    detached: bool  # the satellite said "detached": nothing more will come
 
     def send(self, obj: dict[str, Any]) -> None:
         """One operation (a JSON line on the satellite's stdin)."""
@@ -87,6 +88,7 @@ class PipeLink:
     pid: int | None = None
     closed: bool = False
     killed: bool = False
+    detached: bool = False
     ended: bool = False
 
     def __post_init__(self) -> None:
@@ -149,6 +151,7 @@ class TaktukLink:
         self.pid: int | None = None
         self.closed = False
         self.killed = False
+        self.detached = False
 
     def send(self, obj: dict[str, Any]) -> None:
         if not self.closed and self.running():

@@ -15,7 +15,7 @@ import shlex
 import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import pairwise
 from pathlib import Path
 from subprocess import Popen
@@ -106,7 +106,25 @@ class Propagation:
 
 
 class SshPropagation(Propagation):
-    """A session per node from the front end, through the deployment's transport."""
+    """A session per node from the front end, through the deployment's transport. When each
+    node gets one session (the tree and the satellite in one stream: the tar transfer, a
+    stage per node), without master connections: one would cost a fork per node, and an
+    ``ssh -O exit`` per node to end it."""
+
+    def __init__(self, setup: Setup, transport: Transport) -> None:
+        super().__init__(setup, transport)
+        if isinstance(transport, SshTransport) and self._one_session_each():
+            transport.options = replace(transport.options, multiplex=False)
+
+    def _one_session_each(self) -> bool:
+        return all(self._streamed(first) for first in self.setup.stages)
+
+    def close(self) -> None:
+        """End every satellite's session (its ssh process here: the satellites were told to
+        detach, or killed), then the transport's connections."""
+        for link in self.links.values():
+            link.force_kill()
+        super().close()
 
     def origin(self, first: str) -> str:
         return ("one tar stream, then the satellite" if self._streamed(first) else
@@ -214,6 +232,9 @@ class ChainPropagation(SshPropagation):
 
     names: dict[str, str]
 
+    def _one_session_each(self) -> bool:
+        return False  # the preconnections and the chain's first hop ride on the masters
+
     def header(self) -> list[str]:
         return [f"chain: {' -> '.join(self.setup.stages)}"]
 
@@ -227,7 +248,7 @@ class ChainPropagation(SshPropagation):
         """The chain: the first node of every stage, in order, and where its copy goes."""
         s = self.setup
         return [chain.Hop(first, s.layout.address(first), self._common(first),
-                          s.layout.node(first).prop("python") or "python3",
+                          s.layout.python(first),
                           f"{s.layout.adage_dir(first)}/chain-%C")
                 for first in s.stages]
 

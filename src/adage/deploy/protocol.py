@@ -74,7 +74,12 @@ class Killed:
     """The satellite killed its processes and exits."""
 
 
-Message = Hello | Started | StartFailed | Reported | Ended | Killed
+@dataclass(frozen=True)
+class Detached:
+    """The satellite read "detach": it goes on alone and says nothing more."""
+
+
+Message = Hello | Started | StartFailed | Reported | Ended | Killed | Detached
 
 
 def proc_key(name: str) -> ProcKey:
@@ -92,6 +97,8 @@ def parse(obj: Mapping[str, Any]) -> Message | None:
                 return Hello(int(obj["pid"]))
             case "killed":
                 return Killed()
+            case "detached":
+                return Detached()
             case "started":
                 return Started(str(obj["key"]),
                                {proc_key(k): int(v) for k, v in obj["pids"].items()})

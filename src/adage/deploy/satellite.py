@@ -14,6 +14,7 @@ and reads events on its stdout:
   {"ev": "exit", "key", "proc", "code", "stderr"}             (negative code: signal; stderr:
                                                               its last lines if code != 0)
   {"ev": "killed"}                                            after "kill", before exiting
+  {"ev": "detached"}                                          after "detach", its last line
 Each process runs in its run directory (``cwd``), in its own session, stdout and stderr to
 files ``stdout`` and ``stderr`` there; its exit code is also written to ``adage.exit``. If stdin
 closes without "detach" (the front end died), every process is killed.
@@ -171,6 +172,7 @@ class Satellite:
                         self.kill()
                         return
                     elif msg["op"] == "detach":
+                        self.emit({"ev": "detached"})
                         self.attached = False
             else:
                 if not self.procs:

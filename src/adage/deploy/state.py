@@ -1,9 +1,12 @@
 """The deployment state machine: events in, actions out; no processes, sockets or clocks.
 
-It launches a process group once every group it depends on has reached the dependency's
+It releases a process group once every group it depends on has reached the dependency's
 condition on all its instances (``ack``: processes started and acknowledged, and ready if the
 plugin says the group is not asynchronous; ``ready``: ready; ``exit``: every process exited 0)
-and once every value its placeholders use has been reported. It turns a missing callback into
+and once every value its placeholders use has been reported; then each instance is launched
+as soon as its node is up (as clush starts each node's command as soon as it is connected),
+or, for a group its plugin launches as a whole (``whole``: MPI's ``mpirun``), every instance
+at once when all of the group's nodes are up. It turns a missing callback into
 a failure naming the node and the processes after ``timeout`` seconds (``Tick`` events carry
 the time), and any failed process into a failure.
 """
@@ -12,7 +15,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from adage.deploy.events import (
@@ -88,8 +91,10 @@ class Machine:
     are two heaps (entries that no longer hold are skipped when they surface)."""
 
     def __init__(self, appl: GenericAppl, plan: Plan, asynchronous: dict[str, bool],
-                 needs: dict[str, set[tuple[str, int, str]]], timeout: float) -> None:
+                 needs: dict[str, set[tuple[str, int, str]]], timeout: float,
+                 whole: Collection[str] = ()) -> None:
         self.appl = appl
+        self.whole = set(whole)
         self.timeout = timeout
         self.asynchronous = asynchronous
         self.needs = needs
@@ -120,7 +125,9 @@ class Machine:
         self._total = sum(len(r.processes) for r in self.instances.values())
         self._node_deadlines: list[tuple[float, str]] = []
         self._deadlines: list[tuple[float, Key]] = []
-        self.launched: set[str] = set()
+        self._unlaunched = Counter(r.proc_group for r in self.instances.values())
+        self.released: set[str] = set()  # dependencies met: instances launch as nodes are up
+        self.launched: set[str] = set()  # every instance launched
         self.plugin_ready: set[str] = set()
         self.nodes_up: set[str] = set()
         self.node_deadline: dict[str, float] = {}
@@ -154,8 +161,11 @@ class Machine:
             return self._ready[group] == len(self._by_group[group])
         return self.all_acked(group)
 
-    def can_launch(self, group: str) -> bool:
-        if group in self.launched or self._down[group]:
+    def can_release(self, group: str) -> bool:
+        """Whether ``group``'s instances may start: its dependencies are met, the values its
+        placeholders use are known and, for a group launched as a whole, every node of it
+        is up."""
+        if group in self.released or (group in self.whole and self._down[group]):
             return False
         for d in self.appl.dependencies:
             if d.group == group and not self.met(d.on, d.condition):
@@ -184,6 +194,12 @@ class Machine:
                         self._down[r.proc_group] -= 1
                         for p in r.processes:
                             self._set(p, PState.STAGED)
+                    ready: dict[str, list[InstanceRecord]] = {}
+                    for r in self._by_node.get(node, ()):
+                        if r.proc_group in self.released and r.proc_group not in self.whole:
+                            ready.setdefault(r.proc_group, []).append(r)
+                    for g, rs in ready.items():
+                        actions += self._launch(g, rs, now)
             case Acked(group, index, pids):
                 r = self.instances[(group, index)]
                 if not r.acked:
@@ -230,14 +246,10 @@ class Machine:
         if expired:
             return self._fail(expired)
         for g in self.appl.groups:
-            if self.can_launch(g.id):
-                self.launched.add(g.id)
-                for r in self.of(g.id):
-                    r.launched_at = now
-                    self._deadline(r, now)
-                    for p in r.processes:
-                        self._set(p, PState.LAUNCHED)
-                actions.append(Launch(g.id))
+            if self.can_release(g.id):
+                self.released.add(g.id)
+                actions += self._launch(g.id, [r for r in self.of(g.id)
+                                               if r.node in self.nodes_up], now)
         all_launched = len(self.launched) == len(self.appl.groups)
         if not self.deployed and all_launched and sum(self._ready.values()) == len(
                 self.instances):
@@ -247,6 +259,18 @@ class Machine:
             self.finished = True
             actions.append(Finished())
         return actions
+
+    def _launch(self, group: str, records: list[InstanceRecord], now: float) -> list[Action]:
+        """Mark ``records`` of ``group`` launched: one ``Launch`` for them, if any."""
+        for r in records:
+            r.launched_at = now
+            self._deadline(r, now)
+            for p in r.processes:
+                self._set(p, PState.LAUNCHED)
+        self._unlaunched[group] -= len(records)
+        if not self._unlaunched[group]:
+            self.launched.add(group)
+        return [Launch(group, tuple(r.index for r in records))] if records else []
 
     def _set(self, p: ProcRecord, state: PState) -> None:
         """Move ``p`` to ``state``, keeping the counts."""

@@ -61,8 +61,11 @@ class MpiPlugin(Plugin):
                 ctx.stage_text(node, f"{ctx.group_dir(group.id)}/machinefile",
                                machinefile(group, ctx))
 
+    def launches_group(self, group: ProcGroup) -> bool:
+        return True
+
     def launch_group(self, group: ProcGroup, instances: list[PgInstance],
-                     ctx: DeployContext) -> bool:
+                     ctx: DeployContext) -> None:
         """Run ``mpirun`` once, on the node of instance 0, in that instance's run directory;
         its start acknowledges every rank and its exit is every rank's exit."""
         params = dict(group.params)
@@ -83,7 +86,6 @@ class MpiPlugin(Plugin):
         argv += [v for k, v in group.params if k == "mpirun_option"]
         spec = replace(spec, argv=(*argv, *spec.argv), env=tuple(env))
         ctx.launch(instances[0].node, group.id, [i.index for i in instances], [spec])
-        return True
 
 
 def machinefile(group: ProcGroup, ctx: DeployContext) -> str:
