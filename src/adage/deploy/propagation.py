@@ -120,10 +120,12 @@ class SshPropagation(Propagation):
         return all(self._streamed(first) for first in self.setup.stages)
 
     def close(self) -> None:
-        """End every satellite's session (its ssh process here: the satellites were told to
-        detach, or killed), then the transport's connections."""
-        for link in self.links.values():
-            link.force_kill()
+        """End every satellite's ssh session (the satellites were told to detach, or were
+        killed), then the transport's connections. A local satellite is our own child: it
+        goes on."""
+        if isinstance(self.transport, SshTransport):
+            for link in self.links.values():
+                link.force_kill()
         super().close()
 
     def origin(self, first: str) -> str:
