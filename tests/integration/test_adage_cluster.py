@@ -153,14 +153,15 @@ def test_job_resources_match_oar_and_the_node_file_gives_the_same_plan(job: int,
 
 
 def wait_launched(work: Path, proc: subprocess.Popen[str], count: int) -> None:
-    """Wait (60 s at most) until the running deployment ``proc`` has ``count`` processes
-    launched on nodes; fail with its output if it ends first."""
+    """Wait (60 s at most) until the running deployment ``proc`` has processes launched on
+    ``count`` nodes (each instance starts as soon as its node is up); fail with its output if
+    it ends first."""
     deadline = time.time() + 60
     while time.time() < deadline:
         assert proc.poll() is None, proc.communicate()
         home = work / "home" / "deployments"
         if home.exists() and any(home.iterdir()) and \
-                len([n for n in processes_of(deployment(work)).values() if n]) >= count:
+                len({n for n in processes_of(deployment(work)).values() if n}) >= count:
             return
         time.sleep(0.1)
 

@@ -42,7 +42,7 @@ from adage.deploy.events import (
     PluginReady,
     Tick,
 )
-from adage.deploy.layout import Layout, ProcSpec, Stage, stages
+from adage.deploy.layout import Layout, ProcSpec, node_stages
 from adage.deploy.links import Link, Source, log_tail
 from adage.deploy.propagation import Setup, propagation
 from adage.deploy.snapshot import snapshot
@@ -50,7 +50,7 @@ from adage.deploy.ssh import SshOptions
 from adage.deploy.state import Machine
 from adage.deploy.transport import TransportError
 from adage.errors import AdageError
-from adage.model import CtrlParams, GenericAppl, PgInstance, Plan, Resources
+from adage.model import CtrlParams, GenericAppl, Plan, Resources
 from adage.plugin import Plugin
 from adage.status import FINAL, Failure, Status
 
@@ -109,19 +109,6 @@ def user() -> str:
 
 def satellite_source() -> str:
     return (pkg_resources.files("adage.deploy") / "satellite.py").read_text()
-
-
-def node_stages(appl: GenericAppl, plan: Plan, layout: Layout) -> dict[str, Stage]:
-    """With destdir=scratch every node gets its own transfer of its own instances, even when
-    nodes name the same scratch directory (``/tmp`` on every node of a cluster): only
-    destdir=shared means one directory seen by several nodes."""
-    if layout.ctrl.transfer.destdir == "shared":
-        return stages(appl, plan, layout)
-    by_node: dict[str, list[PgInstance]] = {}
-    for i in plan.instances:
-        by_node.setdefault(i.node, []).append(i)
-    return {node: st for insts in by_node.values()
-            for node, st in stages(appl, replace(plan, instances=tuple(insts)), layout).items()}
 
 
 @dataclass

@@ -10,7 +10,7 @@ plugins' files (MPI machinefiles).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 from adage.errors import AdageError
@@ -20,6 +20,7 @@ from adage.model import (
     FileSpec,
     GenericAppl,
     Node,
+    PgInstance,
     Plan,
     Process,
     ProcGroup,
@@ -165,6 +166,19 @@ def stages(appl: GenericAppl, plan: Plan, layout: Layout) -> dict[str, Stage]:
                         raise LayoutError(f"{st.files[dest]} and {f.src} would both be copied "
                                           f"to {st.base}/{dest} (give them different dest)")
     return {s.nodes[0]: s for s in by_base.values()}
+
+
+def node_stages(appl: GenericAppl, plan: Plan, layout: Layout) -> dict[str, Stage]:
+    """With destdir=scratch every node gets its own transfer of its own instances, even when
+    nodes name the same scratch directory (``/tmp`` on every node of a cluster): only
+    destdir=shared means one directory seen by several nodes."""
+    if layout.ctrl.transfer.destdir == "shared":
+        return stages(appl, plan, layout)
+    by_node: dict[str, list[PgInstance]] = {}
+    for i in plan.instances:
+        by_node.setdefault(i.node, []).append(i)
+    return {node: st for insts in by_node.values()
+            for node, st in stages(appl, replace(plan, instances=tuple(insts)), layout).items()}
 
 
 # ------------------------------------------------------------------ launch specs
