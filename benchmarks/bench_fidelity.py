@@ -1,8 +1,14 @@
 """OAR under Orpheus against a real OAR: the 800-job workloads a real OAR 2.5 ran on 32
 Grid'5000 nodes in 2016 (``data/real-oar/``), replayed on the virtual clock at time scale 1.
 
-For each seed: the test bed becomes 32 nodes with one resource each on the virtual clock
-(Debian's scheduler settings unless told otherwise), the workload is replayed with
+For each seed: the test bed becomes the real run's platform on the virtual clock (Debian's
+scheduler settings unless told otherwise): one resource per node, as many nodes as the
+reference lists (an ``oarstat -J --gantt`` export) or, for a ``.real.csv``, as the real run
+had busy at once at most (seed 1's Grid'5000 reservation had 22 nodes alive, seed 0's 32;
+``--nodes`` overrides). The workload is the one given when the reference ran it (the same
+resource count and walltime for at least 90 % of its jobs, by id); otherwise the reference
+ran another workload (seed 0's did) and its own jobs are replayed as they ran (submission,
+resources, walltime, execution time: :func:`orpheus.compare.as_run`). It is replayed with
 ``--unit node`` (jobs ask ``nodes=res,walltime=...`` as the real replay did; oarexec mode),
 reported, and compared with the real run by ``orpheus compare``. Prints, per seed, the
 makespan and the mean wait of both runs with their deviation, against the targets (makespan
@@ -29,11 +35,14 @@ from rich.console import Console
 from rich.table import Table
 
 from oarlib.testbed import Config
+from orpheus import compare
 from orpheus.testbed_cli import bring_up
+from orpheus.workload import read_workload
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "real-oar"
 ORPHEUS = [sys.executable, "-m", "orpheus.cli"]
 TARGETS = {"makespan": 0.005, "mean_waiting_time": 0.10}
+SAME_WORKLOAD = 0.9  # the share of jobs that must agree for the reference to have run it
 
 
 def orpheus(*args: str) -> None:
@@ -71,15 +80,12 @@ def main() -> int:
                     help="SCHEDULER_FAIRSHARING_MAX_JOB_PER_USER (default: Debian's)")
     ap.add_argument("--security-time", type=int, default=Config.security_time,
                     help="SCHEDULER_JOB_SECURITY_TIME (default: Debian's)")
-    ap.add_argument("--nodes", type=int, default=32,
-                    help="nodes of the real run's platform, one resource each (32)")
+    ap.add_argument("--nodes", type=int,
+                    help="nodes of the real run's platform, one resource each (default: "
+                    "the reference's, see above)")
     benchbed.add_options(ap)
     args = ap.parse_args()
     found = benchbed.claim(args)
-    bring_up(Config(nodes=args.nodes, cores=1, clock="virtual",
-                    sched_interval=args.sched_interval,
-                    max_jobs_per_user=args.max_jobs_per_user,
-                    security_time=args.security_time))
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     try:
@@ -87,6 +93,11 @@ def main() -> int:
                   DATA / f"g5k_workload_delay_seed{seed}_size32.real.csv") for seed in args.seeds]
         for workload, reference in pairs + [tuple(p) for p in args.pair]:
             seed = workload.stem
+            workload, nodes, ran = platform(workload, reference, args)
+            bring_up(Config(nodes=nodes, cores=1, clock="virtual",
+                            sched_interval=args.sched_interval,
+                            max_jobs_per_user=args.max_jobs_per_user,
+                            security_time=args.security_time))
             runs, walls = [], []
             for n in range(args.runs):
                 out = args.out / f"{seed}-run{n}"
@@ -95,11 +106,27 @@ def main() -> int:
             cmp_dir = args.out / f"{seed}-compare"
             orpheus("compare", *runs, str(reference), "-o", str(cmp_dir))
             metas = [json.loads((Path(r) / "replay.json").read_text()) for r in runs]
-            rows.append((seed, json.loads((cmp_dir / "compare.json").read_text()), walls,
-                         [m["speedup"] for m in metas]))
+            rows.append((seed, nodes, ran, json.loads((cmp_dir / "compare.json").read_text()),
+                         walls, [m["speedup"] for m in metas]))
     finally:
         benchbed.give_back(found)
     return report(rows)
+
+
+def platform(workload: Path, reference: Path,
+             args: argparse.Namespace) -> tuple[Path, int, str]:
+    """(the workload to replay, the nodes of the platform, what is replayed): the given
+    workload if the reference ran it, else the reference's jobs as they ran."""
+    ref = compare.read_schedule(reference)
+    nodes = args.nodes or compare.platform_size(ref)
+    share = compare.agreement(read_workload(workload).jobs, ref)
+    if share >= SAME_WORKLOAD:
+        return workload, nodes, "given"
+    print(f"{reference.name} did not run {workload.name} (only {share:.0%} of its jobs "
+          "agree): replaying the reference's own jobs as they ran")
+    as_run = args.out / f"{workload.stem}.as-run.json"
+    as_run.write_text(json.dumps(compare.as_run(ref), indent=1))
+    return as_run, nodes, f"as run ({share:.0%} agree)"
 
 
 def _metric(cmp: dict, name: str) -> tuple[float, float]:
@@ -110,12 +137,12 @@ def _metric(cmp: dict, name: str) -> tuple[float, float]:
 
 def report(rows: list) -> int:
     table = Table(title="OAR under Orpheus (virtual clock, time scale 1) vs the real OAR run")
-    for col in ("workload", "makespan real", "ours", "dev", "mean wait real", "ours", "dev",
-                "wall s", "speed-up", "targets"):
+    for col in ("workload", "nodes", "jobs replayed", "makespan real", "ours", "dev",
+                "mean wait real", "ours", "dev", "wall s", "speed-up", "targets"):
         table.add_column(col, justify="right")
     ok = True
-    for seed, cmp, walls, speedups in rows:
-        cells, met = [seed.removeprefix("g5k_workload_delay_")], []
+    for seed, nodes, ran, cmp, walls, speedups in rows:
+        cells, met = [seed.removeprefix("g5k_workload_delay_"), str(nodes), ran], []
         for name, target in TARGETS.items():
             ours, real = _metric(cmp, name)
             dev = ours / real - 1

@@ -24,6 +24,7 @@ from typing import Any
 
 from orpheus import metrics
 from orpheus.errors import OrpheusError
+from orpheus.workload import TraceJob
 
 METRICS = ("makespan", "mean_waiting_time", "max_waiting_time", "mean_turnaround_time",
            "mean_bounded_slowdown", "nb_walltime_reached")
@@ -53,6 +54,7 @@ class Schedule:
     records: tuple[metrics.JobRecord, ...]
     knows_walltime: bool  # whether a walltime kill can be told (COMPLETED_WALLTIME_REACHED)
     has_resources: bool  # whether jobs name their resources (else the Gantt is first-fit)
+    platform: int | None = None  # the resources the export lists (oarstat --gantt), if any
 
 
 # ------------------------------------------------------------------------------ readers
@@ -251,7 +253,10 @@ def _parse_json(text: str, path: str) -> Schedule:
         raise CompareError(f"{path}: a Batsim workload (the jobs to submit), not a schedule: "
                            "compare its replay's jobs.csv, or Batsim's jobs.csv")
     if isinstance(doc.get("jobs"), dict):  # oarstat -J --gantt: {jobs, resources, ...}
-        return parse_oarstat(doc["jobs"], path, "oarstat-gantt", doc.get("resources"))
+        schedule = parse_oarstat(doc["jobs"], path, "oarstat-gantt", doc.get("resources"))
+        listed = doc.get("resources")
+        return replace(schedule, platform=len(listed) if isinstance(listed, list) and listed
+                       else None)
     return parse_oarstat(doc, path, "oarstat")
 
 
@@ -474,6 +479,60 @@ def summary_rows(spread: Mapping[str, Mapping[str, Any]]) -> list[dict[str, str]
              "mean": _fmt(v["mean"]), "std": _fmt(v["std"]), "min": _fmt(v["min"]),
              "max": _fmt(v["max"]), "ratio": _fmt(v["ratio"]),
              "difference": _fmt(v["difference"])} for k, v in spread.items()]
+
+
+# ------------------------------------------------------------ what a reference ran, and on what
+
+def busiest(records: Iterable[metrics.JobRecord]) -> int:
+    """The most resources in use at once (requested counts over [start, finish); an end and
+    a start at the same instant do not overlap): a lower bound of the run's platform."""
+    events: list[tuple[float, int]] = []
+    for r in records:
+        if r.starting_time is not None and r.finish_time is not None:
+            n = r.requested_number_of_resources or len(r.allocated) or 1
+            events += [(r.starting_time, n), (r.finish_time, -n)]
+    busy = most = 0
+    for _, n in sorted(events):
+        busy += n
+        most = max(most, busy)
+    return most
+
+
+def platform_size(schedule: Schedule) -> int:
+    """The resources the run had: those its export lists, else the most it used at once
+    (the platform itself in a run whose jobs queued)."""
+    return schedule.platform or busiest(schedule.records)
+
+
+def agreement(jobs: Iterable[TraceJob], schedule: Schedule) -> float:
+    """The share of a workload's jobs that the schedule's job of the same id ran as asked
+    (same resource count, same walltime when both say one): 1.0 for a run of that workload."""
+    ran = {r.job_id: r for r in schedule.records}
+    jobs = list(jobs)
+    same = sum(1 for j in jobs if (r := ran.get(j.id)) is not None
+               and r.requested_number_of_resources == j.res
+               and (r.requested_time is None or j.walltime is None
+                    or round(r.requested_time) == round(j.walltime)))
+    return same / len(jobs) if jobs else 0.0
+
+
+def as_run(schedule: Schedule) -> dict[str, Any]:
+    """A Batsim workload of the jobs a schedule ran, as they ran: each submitted at its
+    submission time, asking its resource count and walltime, and running its execution time
+    (a delay profile). Jobs that never ran are left out."""
+    jobs, profiles = [], {}
+    for r in sorted(schedule.records, key=lambda r: (r.submission_time, r.job_id)):
+        if r.execution_time is None:
+            continue
+        name = f"as_run_{r.execution_time:g}"
+        profiles[name] = {"type": "delay", "delay": r.execution_time}
+        job = {"id": r.job_id, "subtime": r.submission_time, "profile": name,
+               "res": max(1, r.requested_number_of_resources or len(r.allocated) or 1)}
+        if r.requested_time is not None:
+            job["walltime"] = r.requested_time
+        jobs.append(job)
+    return {"description": f"the jobs of {schedule.path} as they ran", "nb_res":
+            platform_size(schedule), "jobs": jobs, "profiles": profiles}
 
 
 # --------------------------------------------------------------------------- Gantt data

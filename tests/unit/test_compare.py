@@ -137,6 +137,7 @@ def test_oarstat_gantt_json(tmp_path: Path) -> None:
                                             ("805", 20, None, None, None)]
     assert s.records[0].allocated == (1, 0)
     assert s.records[0].requested_number_of_resources == 2
+    assert (s.platform, compare.platform_size(s)) == (2, 2)  # the resources it lists
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -320,6 +321,68 @@ def test_outputs_and_figures(tmp_path: Path) -> None:
     assert (walltime["reference"], walltime["mean"], walltime["ratio"]) == (None, 1, None)
     with (tmp_path / "out" / "compare_jobs.csv").open() as f:
         assert [r["run"] for r in csv.DictReader(f)] == ["1", "1", "1", "2", "2", "2"]
+
+
+# ------------------------------------------------------- what a reference ran, and on what
+
+def record(job_id: str, start: float | None, stop: float | None, res: int,
+           submit: float = 0.0, walltime: float | None = None) -> JobRecord:
+    return JobRecord(job_id, submit, SUCCESS if stop is not None else None, res, walltime,
+                     start, stop)
+
+
+def test_busiest_counts_resources_in_use_at_once() -> None:
+    # 0-10 uses 2, 5-15 uses 3 (5 at once), 10-20 uses 4 starts as the first ends (7 at 10)
+    records = [record("a", 0, 10, 2), record("b", 5, 15, 3), record("c", 10, 20, 4),
+               record("d", None, None, 32)]  # never ran: not counted
+    assert compare.busiest(records) == 7
+    assert compare.busiest([record("a", 0, 10, 2), record("b", 10, 20, 3)]) == 3
+    assert compare.busiest([]) == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 50), st.integers(0, 20), st.integers(1, 8)),
+                max_size=30))
+def test_busiest_is_the_peak_of_the_usage_profile(jobs: list[tuple[int, int, int]]) -> None:
+    records = [record(str(i), s, s + d, n) for i, (s, d, n) in enumerate(jobs)]
+    peak = max((sum(n for s, d, n in jobs if s <= t < s + d) for t in range(71)), default=0)
+    assert compare.busiest(records) == peak
+
+
+def test_the_real_runs_platforms() -> None:
+    """Seed 1's reservation had 22 nodes alive (upstream's oar_gant export lists 22
+    resources; its jobs never had more busy at once), seed 0's 32."""
+    assert [compare.platform_size(read_schedule(SEED[s])) for s in (0, 1)] == [32, 22]
+
+
+def test_agreement_tells_whether_a_reference_ran_a_workload() -> None:
+    from orpheus.workload import read_workload
+    jobs = {s: read_workload(REAL / f"g5k_workload_delay_seed{s}_size32.json").jobs
+            for s in (0, 1)}
+    refs = {s: read_schedule(SEED[s]) for s in (0, 1)}
+    assert compare.agreement(jobs[1], refs[1]) == 1.0
+    assert compare.agreement(jobs[0], refs[0]) < 0.1  # seed 0's real run ran other jobs
+    assert compare.agreement(jobs[1], refs[0]) < 0.1
+    assert compare.agreement([], refs[1]) == 0.0
+
+
+def test_as_run_replays_a_reference_as_it_ran(tmp_path: Path) -> None:
+    from orpheus.workload import read_workload
+    ref = read_schedule(SEED[0])
+    doc = compare.as_run(ref)
+    assert (len(doc["jobs"]), doc["nb_res"]) == (800, 32)
+    path = write(tmp_path, "as-run.json", json.dumps(doc))
+    workload = read_workload(path)
+    by_id = {r.job_id: r for r in ref.records}
+    for job in workload.jobs:
+        r = by_id[job.id]
+        assert (job.submit, job.res, job.walltime, job.run_time) == (
+            r.submission_time, r.requested_number_of_resources, r.requested_time,
+            r.execution_time)
+    assert compare.agreement(workload.jobs, ref) == 1.0
+    # a job that never ran is left out
+    s = parse_schedule(REAL_CSV, "x.real.csv")
+    assert [j["id"] for j in compare.as_run(s)["jobs"]] == ["7", "8"]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
