@@ -7,7 +7,9 @@ user, the real Orpheus daemon runs as user ``oar``, and results are read from OA
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -188,6 +190,20 @@ def quiet_test_bed(tmp_path_factory: pytest.TempPathFactory) -> None:
         quiet()
     finally:
         daemon.stop()
+
+
+RUN_TREES = ("/tmp/*/adage-*", "/tmp/*/prestage-tree-adage-*")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_run_trees_left() -> Iterator[None]:
+    """Remove the nodes' run directories that this session's deployments left: a failed
+    deployment keeps its files on purpose (to be looked at), and tests fail deployments on
+    purpose."""
+    before = {p for pattern in RUN_TREES for p in glob.glob(pattern)}
+    yield
+    for path in {p for pattern in RUN_TREES for p in glob.glob(pattern)} - before:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

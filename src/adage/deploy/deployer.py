@@ -275,9 +275,9 @@ class Deployer:
             self._notify()
 
     def _launch_group(self, group_id: str, indexes: tuple[int, ...]) -> None:
-        group, plugin = self.appl.group(group_id), self.plugins[group_id]
-        if plugin.launches_group(group):
-            plugin.launch_group(group, self.ctx.instances(group_id), self.ctx)
+        if group_id in self.machine.whole:
+            self.plugins[group_id].launch_group(self.appl.group(group_id),
+                                                self.ctx.instances(group_id), self.ctx)
             return
         for i in indexes:
             self._launch(self.machine.instances[(group_id, i)].node, group_id, [i],
