@@ -99,3 +99,5 @@ def test_decoded_lines_drive_the_state_machine_to_the_end() -> None:
 def test_launch_key_and_operation() -> None:
     assert protocol.launch_key("A", [3]) == "A/3" and protocol.launch_key("A", [0, 1]) == "A/*"
     assert protocol.launch_op("A/3", []) == {"op": "launch", "key": "A/3", "procs": []}
+    assert protocol.launch_op("A/3", [], watch=True) == {"op": "launch", "key": "A/3",
+                                                         "procs": [], "watch": True}

@@ -16,11 +16,41 @@ def start(tmp_path: Path) -> subprocess.Popen[str]:
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
 
-def launch(tmp_path: Path, *argv: str) -> str:
+def launch(tmp_path: Path, *argv: str, watch: bool = False) -> str:
     run = tmp_path / "run"
-    run.mkdir(exist_ok=True)
-    return json.dumps({"op": "launch", "key": "A/0", "procs": [
-        {"id": "p/0", "cwd": str(run), "argv": list(argv), "env": []}]}) + "\n"
+    run.mkdir(parents=True, exist_ok=True)
+    report = ["ADAGE_REPORT", str(run / "report"), "set"]
+    op = {"op": "launch", "key": "A/0", "procs": [
+        {"id": "p/0", "cwd": str(run), "argv": list(argv), "env": [report]}]}
+    return json.dumps({**op, "watch": True} if watch else op) + "\n"
+
+
+def timed_events(sat: subprocess.Popen[str], n: int) -> dict[str, float]:
+    """The next ``n`` events, each with the time it came at (s from now)."""
+    assert sat.stdout is not None
+    t0 = time.monotonic()
+    return {json.loads(sat.stdout.readline())["ev"]: time.monotonic() - t0 for _ in range(n)}
+
+
+def test_an_idle_satellite_still_tells_values_and_tells_an_end_at_once(
+        tmp_path: Path) -> None:
+    """After 3 s of nothing, report files are read every POLL_MAX s: a value written then
+    comes within POLL_MAX (at once for a watched process), an end at once (SIGCHLD)."""
+    for watch in (False, True):
+        sat = start(tmp_path)
+        assert sat.stdin is not None and sat.stdout is not None
+        assert json.loads(sat.stdout.readline())["ev"] == "hello"
+        script = 'sleep 3; echo A=1 >>"$ADAGE_REPORT"; exec sleep 1'
+        sat.stdin.write(launch(tmp_path / str(watch), "sh", "-c", script, watch=watch))
+        sat.stdin.flush()
+        assert json.loads(sat.stdout.readline())["ev"] == "started"
+        at = timed_events(sat, 2)
+        assert list(at) == ["value", "exit"]
+        late = at["exit"] - at["value"]  # the value came this long before the end (1 s)
+        assert late > 1 - (2 * satellite.POLL if watch else satellite.POLL_MAX + 0.25)
+        assert at["exit"] - 4 < 0.3  # the end, at once
+        sat.stdin.close()
+        sat.wait(timeout=10)
 
 
 def test_a_detached_satellite_says_so_last_then_outlives_its_stdin_until_its_processes_end(

@@ -288,7 +288,8 @@ class Deployer:
         whole = len(indexes) > 1 or len(specs) != len(
             self.machine.instances[(group, indexes[0])].processes)
         self.covers[key] = protocol.Cover(group, tuple(indexes), whole, node, tuple(specs))
-        op = protocol.launch_op(key, specs)
+        op = protocol.launch_op(key, specs, watch=any(
+            self.machine.required.get((group, i)) for i in indexes))
         if self.options.trace is not None:
             self.options.trace(node, "->", op)
         self.propagation.links[node].send(op)

@@ -145,8 +145,11 @@ def launch_key(proc_group: str, indexes: list[int]) -> str:
     return f"{proc_group}/{indexes[0]}" if len(indexes) == 1 else f"{proc_group}/*"
 
 
-def launch_op(key: str, specs: Iterable[ProcSpec]) -> dict[str, Any]:
-    return {"op": "launch", "key": key, "procs": [s.to_json() for s in specs]}
+def launch_op(key: str, specs: Iterable[ProcSpec], watch: bool = False) -> dict[str, Any]:
+    """The launch operation; ``watch``: other groups wait for these processes' values (the
+    satellite then reads their report files at its fastest)."""
+    op = {"op": "launch", "key": key, "procs": [s.to_json() for s in specs]}
+    return {**op, "watch": True} if watch else op
 
 
 def events(msg: Message, cover: Cover,
