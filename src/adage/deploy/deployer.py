@@ -302,7 +302,8 @@ class Deployer:
         deadline = time.time() + DETACH_WAIT
         links = self.propagation.links.values()
         while time.time() < deadline and any(not k.detached and k.running() for k in links):
-            for key, _ in self.sel.select(timeout=0.05):
+            self.sel.select(timeout=0.05)
+            for key in list(self.sel.get_map().values()):  # a TakTuk barrier read ahead
                 for link, msgs in key.data.poll():  # what else comes now is the satellite's
                     link.detached |= any(isinstance(protocol.parse(m), protocol.Detached)
                                          for m in msgs or ())
