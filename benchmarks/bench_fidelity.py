@@ -1,8 +1,10 @@
 """OAR under Orpheus against a real OAR: the 800-job workloads a real OAR 2.5 ran on 32
 Grid'5000 nodes in 2016 (``data/real-oar/``), replayed on the virtual clock at time scale 1.
 
-For each seed: the test bed becomes the real run's platform on the virtual clock (Debian's
-scheduler settings unless told otherwise): one resource per node, as many nodes as the
+For each seed: the test bed becomes the real run's platform on the virtual clock, with
+Debian's scheduler settings unless told otherwise (the real run's queue used OAR3's kamelot,
+which reads every waiting job, where OAR 2.5.9's scheduler takes 30 per user a pass:
+``--max-jobs-per-user 1000`` lets every job in). One resource per node, as many nodes as the
 reference lists (an ``oarstat -J --gantt`` export) or, for a ``.real.csv``, as the real run
 had busy at once at most (seed 1's Grid'5000 reservation had 22 nodes alive, seed 0's 32;
 ``--nodes`` overrides). The workload is the one given when the reference ran it (the same
@@ -77,7 +79,8 @@ def main() -> int:
     ap.add_argument("--sched-interval", type=int, default=Config.sched_interval,
                     help="SCHEDULER_MIN_TIME_BETWEEN_2_CALLS (default: Debian's)")
     ap.add_argument("--max-jobs-per-user", type=int, default=Config.max_jobs_per_user,
-                    help="SCHEDULER_FAIRSHARING_MAX_JOB_PER_USER (default: Debian's)")
+                    help="SCHEDULER_FAIRSHARING_MAX_JOB_PER_USER (default: Debian's, "
+                    "%(default)s; the real run's kamelot read every waiting job)")
     ap.add_argument("--security-time", type=int, default=Config.security_time,
                     help="SCHEDULER_JOB_SECURITY_TIME (default: Debian's)")
     ap.add_argument("--nodes", type=int,
