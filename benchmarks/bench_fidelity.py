@@ -155,7 +155,7 @@ def report(rows: list) -> int:
         cells += [f"{sum(walls) / len(walls):.0f}", f"{sum(speedups) / len(speedups):.0f}",
                   "met" if all(met) else "[red]missed[/]"]
         table.add_row(*cells)
-    Console().print(table)
+    Console(width=160).print(table)  # whole in a log, not cut to 80 columns
     return 0 if ok else 1
 
 
