@@ -8,6 +8,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from adage.deploy import satellite
 
 
@@ -82,3 +86,92 @@ def test_a_satellite_whose_stdin_closes_without_detach_kills_its_processes(
     assert events == ["hello", "started", "exit", "killed"]
     assert sat.wait(timeout=10) == 0 and time.monotonic() - t0 < 10
     assert (tmp_path / "run" / "adage.exit").read_text() == "-15\n"
+
+
+def events_of(tmp_path: Path, *argv: str, env: list[list[str]] | None = None) -> list[dict]:
+    """Every event of a satellite given one launch of ``argv`` then ``detach``."""
+    run = tmp_path / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    op = {"op": "launch", "key": "A/0", "procs": [
+        {"id": "p/0", "cwd": str(run), "argv": list(argv), "env": env or []}]}
+    sat = subprocess.run([sys.executable, "-S", satellite.__file__, "n1"], text=True,
+                         input=json.dumps(op) + '\n{"op": "detach"}\n', capture_output=True,
+                         timeout=30, check=True)
+    return [json.loads(line) for line in sat.stdout.splitlines()]
+
+
+def test_a_process_runs_in_its_directory_in_its_own_session_as_subprocess_would_start_it(
+        tmp_path: Path) -> None:
+    """stdin from /dev/null, stdout and stderr to its files, SIGPIPE not ignored."""
+    script = ('pwd; ls -l /proc/self/fd/0; grep SigIgn /proc/self/status; '
+              'ps -o sid= -p $$; echo $$; echo oops >&2')
+    events = events_of(tmp_path, "sh", "-c", script)
+    assert [e["ev"] for e in events] == ["hello", "started", "detached"]
+    run = tmp_path / "run"
+    for _ in range(100):
+        if (run / "adage.exit").exists():
+            break
+        time.sleep(0.05)
+    lines = (run / "stdout").read_text().splitlines()
+    assert lines[0] == str(run) and lines[1].endswith("/dev/null")
+    ignored = int(lines[2].split()[1], 16)
+    assert not ignored & (1 << (13 - 1))  # SIGPIPE (13) at its default
+    assert lines[3].strip() == lines[4] == str(events[1]["pids"]["p/0"])  # session leader
+    assert (run / "stderr").read_text() == "oops\n"
+    assert (run / "adage.exit").read_text() == "0\n"
+
+
+def test_an_executable_is_looked_up_on_the_processs_own_path(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "hello-adage").write_text("#!/bin/sh\necho hi\n")
+    (bin_dir / "hello-adage").chmod(0o755)
+    events = events_of(tmp_path, "hello-adage", env=[["PATH", str(bin_dir), "prepend"]])
+    assert events[1]["ev"] == "started"
+    assert satellite.which("hello-adage", {"PATH": f"/nowhere:{bin_dir}"}) == \
+        str(bin_dir / "hello-adage")
+    assert satellite.which("./x", {}) == "./x"
+
+
+def test_a_process_that_cannot_start_is_an_error_event_naming_it(tmp_path: Path) -> None:
+    events = events_of(tmp_path, "no-such-program-adage", "x")
+    assert events[1] == {"ev": "error", "key": "A/0", "proc": "p/0", "message":
+                         "no-such-program-adage: [Errno 2] No such file or directory: "
+                         "'no-such-program-adage'"}
+    (tmp_path / "plain").write_text("not a program")
+    events = events_of(tmp_path, str(tmp_path / "plain"))
+    assert events[1]["ev"] == "error" and "Permission denied" in events[1]["message"]
+
+
+def test_the_satellite_imports_neither_json_subprocess_re_enum_nor_contextlib() -> None:
+    """Its start is paid on every node (module docstring)."""
+    code = ("import sys; sys.argv = ['satellite', 'n1']; "
+            f"sys.path.insert(0, {str(Path(satellite.__file__).parent)!r}); import satellite; "
+            "print(' '.join(m for m in ('json', 'subprocess', 're', 'enum', 'contextlib') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == ""
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda inner: st.dictionaries(st.text(), inner, max_size=4), max_leaves=12)
+
+
+@given(json_values)
+def test_events_are_written_as_json_dumps_writes_them(value: object) -> None:
+    assert satellite.dumps(value) == json.dumps(value)
+
+
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text()
+                    | st.floats(allow_nan=False),
+                    lambda inner: st.lists(inner, max_size=4)
+                    | st.dictionaries(st.text(), inner, max_size=4), max_leaves=12))
+def test_operations_are_read_as_json_loads_reads_them(value: object) -> None:
+    assert satellite.loads(json.dumps(value) + " ") == json.loads(json.dumps(value))
+
+
+def test_an_operation_with_extra_data_is_refused() -> None:
+    with pytest.raises(ValueError, match="extra data"):
+        satellite.loads('{"op": "detach"} x')

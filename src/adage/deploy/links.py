@@ -54,8 +54,8 @@ class Link(Protocol):
         """Whether the satellite (or what carries it) still runs."""
         ...
 
-    def force_kill(self) -> None:
-        """Kill the satellite without asking it."""
+    def force_kill(self, wait: bool = True) -> None:
+        """Kill the satellite without asking it (and wait until it is gone)."""
         ...
 
     def gone_reason(self) -> str:
@@ -113,11 +113,12 @@ class PipeLink:
     def running(self) -> bool:
         return self.popen.poll() is None
 
-    def force_kill(self) -> None:
+    def force_kill(self, wait: bool = True) -> None:
         if self.popen.poll() is None:
             with suppress(OSError):
                 os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait()
+            if wait:
+                self.popen.wait()
 
     def gone_reason(self) -> str:
         return f"satellite exited with code {self.popen.wait()}"
@@ -166,8 +167,8 @@ class TaktukLink:
         self.session.pump()
         return self.peer.code is None and not self.peer.lost
 
-    def force_kill(self) -> None:
-        if self.running():
+    def force_kill(self, wait: bool = True) -> None:
+        if self.running():  # the session tells when it is gone
             self.session.send(f"{self.peer.rank} kill 9")
 
     def gone_reason(self) -> str:

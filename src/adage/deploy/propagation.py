@@ -1,12 +1,11 @@
 """How the front end reaches the nodes of a deployment: puts each node's tree on it, starts
 its satellite, and lets go. ``SshPropagation``: from the front end, a transport session per
-node (``fanout`` transfers at a time; over ssh with the tar transfer one session carries the
-tree then the satellite's lines). ``TaktukPropagation``: one ``taktuk`` whose tree stages every
-node and carries every satellite's lines. ``ChainPropagation``: the common files once along a
-chain of nodes (``chain``), then a session per node as over ssh. All own their ``links`` and
-start satellites at most ``fanout`` not yet up at a time; the deployer only sees
-``Propagation`` (which one: ``adage.deploy.choice``).
-"""
+node (``fanout`` transfers at a time, in the background: ``transfers``; over ssh with the tar
+transfer one session carries the tree then the satellite's lines). ``TaktukPropagation``: one
+``taktuk`` whose tree stages every node and carries every satellite's lines.
+``ChainPropagation``: the common files once along a chain of nodes (``chain``), then a session
+per node as over ssh. All own their ``links`` and start satellites at most ``fanout`` not yet
+up at a time; the deployer only sees ``Propagation`` (which one: ``adage.deploy.choice``)."""
 
 from __future__ import annotations
 
@@ -14,7 +13,7 @@ import contextlib
 import shlex
 import shutil
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from itertools import pairwise
 from pathlib import Path
@@ -28,6 +27,7 @@ from adage.deploy.links import Link, PipeLink, Source, TaktukLink, TaktukSource
 from adage.deploy.protocol import DETACH
 from adage.deploy.ssh import SshOptions, SshTransport
 from adage.deploy.taktuk_session import TaktukSession, release_fifo, stream_fifo
+from adage.deploy.transfers import Transfers
 from adage.deploy.transport import Transport, TransportError, link_or_copy
 from oarlib.sshopts import base_options
 
@@ -115,6 +115,7 @@ class SshPropagation(Propagation):
         super().__init__(setup, transport)
         if isinstance(transport, SshTransport) and self._one_session_each():
             transport.options = replace(transport.options, multiplex=False)
+        self.transfers: Transfers | None = None
 
     def _one_session_each(self) -> bool:
         return all(self._streamed(first) for first in self.setup.stages)
@@ -123,7 +124,10 @@ class SshPropagation(Propagation):
         """End every satellite's ssh session (the satellites were told to detach, or were
         killed), then the transport's connections. A local satellite is our own child: it
         goes on."""
+        self._stop_transfers()
         if isinstance(self.transport, SshTransport):
+            for link in self.links.values():  # every session at once, not one after another
+                link.force_kill(wait=False)
             for link in self.links.values():
                 link.force_kill()
         super().close()
@@ -140,6 +144,8 @@ class SshPropagation(Propagation):
         return t if isinstance(t, SshTransport) and t.transfer == "tar" and one else None
 
     def stage(self) -> None:
+        """Start the transfers, ``fanout`` at a time, in the background: ``start_ready``
+        follows each satellite they start and raises the first failure."""
         prestage, s = self.setup.prestage, self.setup
         shutil.rmtree(prestage, ignore_errors=True)
         self._check_files()
@@ -147,11 +153,10 @@ class SshPropagation(Propagation):
             for first, st in s.stages.items():
                 if self._streamed(first) is None:
                     self._prestage(prestage / first, st)
-            self._put_trees()
         except OSError as e:
-            raise PropagationError(f"prestage tree {prestage}: {e}") from None
-        finally:
             shutil.rmtree(prestage, ignore_errors=True)
+            raise PropagationError(f"prestage tree {prestage}: {e}") from None
+        self._put_trees()
 
     def _check_files(self) -> None:
         for first, st in self.setup.stages.items():
@@ -173,48 +178,55 @@ class SshPropagation(Propagation):
         for node in st.nodes:
             (root / st.rel(self.setup.layout.satellite(node))).write_text(self.setup.satellite)
 
-    def _put(self, first: str) -> tuple[str, Popen[bytes] | None]:
+    def _put(self, first: str) -> Popen[bytes] | None:
+        """The tree of the stage of ``first`` on its node(s); the session left open, if it
+        starts the satellite too."""
         s = self.setup
         st, node = s.stages[first], s.layout.node(first)
         streamed = self._streamed(first)
         if streamed is not None:
             texts = {**st.texts, st.rel(s.layout.satellite(first)): s.satellite}
-            return first, streamed.start_with_tree(
+            return streamed.start_with_tree(
                 node, lambda tf: archive.write_tree(tf, st.dirs, files=st.files, texts=texts),
                 st.base, s.argv(first), s.log(first))
         self.transport.put_tree(node, s.prestage / first, st.base, s.timeout)
-        return first, None
+        return None
 
     def _put_trees(self) -> None:
-        """One transfer per stage, ``fanout`` at a time; a node's satellite is started as soon
-        as its transfer is done. On the first failure the transfers not started are dropped
-        and those under way killed."""
-        stages = self.setup.stages
+        """Every stage's transfer, in the background (``Transfers``): ``start_ready``
+        follows the satellites they start and raises the first failure."""
         self.to_start = sorted(self.setup.nodes, reverse=True)
-        pool = ThreadPoolExecutor(min(self.fanout, len(stages) or 1))
-        futures = [pool.submit(self._put, first) for first in stages]
-        failed: BaseException | None = None
-        for fut in as_completed(futures):
-            failed = fut.exception()
-            if failed is not None:
-                break
-            first, popen = fut.result()
-            self.staged.update(stages[first].nodes)
-            if popen is not None:
-                self.to_start.remove(first)
+        self.transfers = Transfers(self._put, list(self.setup.stages), self.fanout,
+                                   self.setup.timeout, self.transport.cancel)
+
+    def start_ready(self) -> None:
+        if self.transfers is not None:
+            try:
+                done = self.transfers.collect()
+            except OSError as e:
+                self._stop_transfers()
+                raise PropagationError(f"prestage tree {self.setup.prestage}: {e}") from None
+            except BaseException:
+                self._stop_transfers()
+                raise
+            if not self.transfers.pending:  # all done (and closed)
+                self.transfers = None
+                shutil.rmtree(self.setup.prestage, ignore_errors=True)
+            for first, popen in done:
+                self.staged.update(self.setup.stages[first].nodes)
+                if popen is not None:
+                    self.to_start.remove(first)
+                    self._follow(first, popen)
+        super().start_ready()
+
+    def _stop_transfers(self) -> None:
+        """Stop the transfers under way (if any); the satellites they started meanwhile are
+        followed, to be killed with the others."""
+        if self.transfers is not None:
+            for first, popen in self.transfers.stop():
                 self._follow(first, popen)
-            self.start_ready()
-        if failed is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
-            self.transport.cancel()
-            for fut in futures:  # satellites started by transfers that finished meanwhile
-                if fut.done() and not fut.cancelled() and fut.exception() is None:
-                    first, popen = fut.result()
-                    if popen is not None and first not in self.links:
-                        self._follow(first, popen)
-        pool.shutdown(wait=True)
-        if failed is not None:
-            raise failed
+            self.transfers = None
+            shutil.rmtree(self.setup.prestage, ignore_errors=True)
 
     def _follow(self, node: str, popen: Popen[bytes]) -> None:
         link = PipeLink(node, popen, self.setup.log(node))
@@ -293,12 +305,12 @@ class ChainPropagation(SshPropagation):
         assert isinstance(self.transport, SshTransport)  # choose() wants ssh and tar
         return self.transport
 
-    def _put(self, first: str) -> tuple[str, Popen[bytes] | None]:
+    def _put(self, first: str) -> Popen[bytes] | None:
         s = self.setup
         st, common = s.stages[first], self._common(first)
         sats = [st.rel(s.layout.satellite(n)) for n in st.nodes]
         argv = ["sh", "-c", 'rm -rf "$1" && shift && exec "$@"', "sh", common, *s.argv(first)]
-        return first, self._ssh().start_with_tree(
+        return self._ssh().start_with_tree(
             s.layout.node(first),
             lambda tf: archive.write_node_tree(tf, st, st.rel(common), self.names, sats),
             st.base, argv, s.log(first))

@@ -1,0 +1,81 @@
+"""Transfers in the background: a session left open holds its place until it speaks."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+
+import pytest
+
+from adage.deploy.transfers import Transfers
+
+
+def collect_all(t: Transfers, timeout: float = 10) -> dict[str, subprocess.Popen[bytes] | None]:
+    done: dict[str, subprocess.Popen[bytes] | None] = {}
+    deadline = time.monotonic() + timeout
+    while t.pending and time.monotonic() < deadline:
+        done.update(t.collect())
+        time.sleep(0.01)
+    return done
+
+
+def test_no_more_than_fanout_sessions_are_opening_at_a_time() -> None:
+    opening, peak, lock = [0], [0], threading.Lock()
+    popens: list[subprocess.Popen[bytes]] = []
+
+    def put(first: str) -> subprocess.Popen[bytes] | None:
+        with lock:
+            opening[0] += 1
+            peak[0] = max(peak[0], opening[0])
+        p = subprocess.Popen(["sh", "-c", "sleep 0.2; echo hello; sleep 5"],
+                             stdout=subprocess.PIPE)
+        popens.append(p)
+        threading.Timer(0.2, lambda: opening.__setitem__(0, opening[0] - 1)).start()
+        return p if first != "plain" else None
+
+    t0 = time.monotonic()
+    t = Transfers(put, ["a", "b", "c", "d", "plain"], 2, 10, lambda: None)
+    done = collect_all(t)
+    assert sorted(done) == ["a", "b", "c", "d", "plain"] and done["plain"] is None
+    assert peak[0] <= 2 + 1  # a timer may end a little after the next put
+    assert time.monotonic() - t0 >= 0.4  # 4 sessions, 2 at a time, 0.2 s each to speak
+    assert t.pending == {} and t.wake_r == -1  # closed once all were collected
+    for p in popens:
+        p.kill()
+        p.wait()
+
+
+def test_a_failure_is_raised_and_stop_gives_the_sessions_started_meanwhile() -> None:
+    cancelled = []
+    started: dict[str, subprocess.Popen[bytes]] = {}
+
+    def put(first: str) -> subprocess.Popen[bytes] | None:
+        if first == "bad":
+            raise RuntimeError("node bad: ssh could not connect")
+        started[first] = subprocess.Popen(["sleep", "30"], stdout=subprocess.PIPE)
+        return started[first]  # never speaks: held until stop()
+
+    t = Transfers(put, ["bad", "x", "y", "z"], 2, 60, lambda: cancelled.append(True))
+    with pytest.raises(RuntimeError, match="node bad"):
+        collect_all(t)
+    t0 = time.monotonic()
+    left = t.stop()
+    assert time.monotonic() - t0 < 2  # the waits end at once
+    assert cancelled == [True]
+    assert sorted(first for first, _ in left) == sorted(started)
+    assert "x" in started and "z" not in started  # y, if it started before the stop
+    assert t.pending == {}
+    for p in started.values():
+        p.kill()
+        p.wait()
+
+
+def test_a_session_that_never_speaks_holds_its_place_until_the_timeout() -> None:
+    p = subprocess.Popen(["sleep", "30"], stdout=subprocess.PIPE)
+    t0 = time.monotonic()
+    t = Transfers(lambda first: p, ["a"], 1, 0.3, lambda: None)
+    assert collect_all(t) == {"a": p}
+    assert 0.3 <= time.monotonic() - t0 < 2
+    p.kill()
+    p.wait()
