@@ -22,7 +22,7 @@ from rich.table import Table
 from adage import documents
 from adage.deploy import statedir
 from adage.deploy.choice import KINDS
-from adage.deploy.deployer import Deployer, Options
+from adage.deploy.deployer import DETACH_WAIT, Deployer, Options
 from adage.deploy.progress import Progress
 from adage.deploy.sources import SourceError, local_nodes
 from adage.deploy.ssh import SshOptions
@@ -250,6 +250,10 @@ def run(args: argparse.Namespace, out: Output) -> int:
     finally:
         out.dump("status", deployer.status())
     m = result.machine
+    if result.undetached:
+        out.say(0, f"adage: warning: {len(result.undetached)} satellite(s) did not confirm "
+                   f"the detach within {DETACH_WAIT:g} s, their sessions were cut: "
+                   f"{', '.join(result.undetached[:10])}")
     out.say(1, f"deployment {deployer.dep_id}: {len(m.instances)} instance(s) acknowledged in "
                f"{result.acked_after or result.elapsed:.2f} s; ./get_status.sh, ./cleanup.sh "
                f"or 'adage status|clean {deployer.dep_id}'")

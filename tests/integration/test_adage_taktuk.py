@@ -110,6 +110,7 @@ def generic_chain_then_status_and_clean(nodes: list[str], work: Path,
     r = adage(work, "-a", str(EXAMPLES / "chain.xml"), "-o", nodefile(work, nodes[:3]), "-x",
               "-l", "1", "--propagation", propagation, "--timeout", "60")
     assert r.returncode == 0, r.stderr
+    assert "did not confirm the detach" not in r.stderr  # every satellite said "detached"
     base = run_dir(work)
     deadline = time.time() + 30
     out = base / "C" / "0" / "stage" / "0" / "stdout"

@@ -6,6 +6,7 @@ import io
 import os
 import subprocess
 import tarfile
+import tempfile
 from pathlib import Path, PurePosixPath
 
 from hypothesis import given
@@ -52,3 +53,55 @@ def test_every_parent_comes_before_what_it_holds(dirs: list[str], paths: list[st
         chain = ["/".join(parts[:i]) for i in range(1, len(parts) + 1) if parts[:i] != (".",)]
         assert all(d in position for d in chain)
         assert [position[d] for d in chain] == sorted(position[d] for d in chain)
+
+
+@given(st.lists(st.integers(0, 3 * tarfile.RECORDSIZE), min_size=1, max_size=3))
+def test_a_stream_sends_files_whole_and_ends_on_a_record_leaving_what_follows(
+        sizes: list[int]) -> None:
+    """Files of any size (padding), read back by tarfile and by GNU tar, which reads whole
+    records and leaves the satellite's lines after them on the stream."""
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        files = {}
+        for i, size in enumerate(sizes):
+            src = d / f"f{i}"
+            src.write_bytes(os.urandom(size))
+            src.chmod(0o640 if i % 2 else 0o755)
+            files[f"base/g/{i}/f{i}"] = str(src)
+        stream = d / "stream"
+        with open(stream, "wb") as out:
+            with archive.Stream(out) as tf:
+                archive.write_tree(tf, ["base/_adage"], files=files,
+                                   texts={"base/_adage/sat.py": "print('é')\n"})
+            out.write(b'{"op": "detach"}\n')
+        data = stream.read_bytes()
+        assert data.index(b'{"op"') % tarfile.RECORDSIZE == 0
+        with tarfile.open(stream) as tf:
+            for dest, src in files.items():
+                member = tf.getmember(dest)
+                assert member.mode == Path(src).stat().st_mode & 0o777
+                assert member.mtime == int(Path(src).stat().st_mtime)
+                assert tf.extractfile(member).read() == Path(src).read_bytes()  # type: ignore[union-attr]
+        out_dir = d / "out"
+        out_dir.mkdir()
+        with open(stream, "rb") as f:
+            rest = subprocess.run(["sh", "-c", 'tar -C "$1" -xf - && cat', "sh", str(out_dir)],
+                                  stdin=f, capture_output=True, check=True).stdout
+        assert rest == b'{"op": "detach"}\n'
+        for dest, src in files.items():
+            assert (out_dir / dest).read_bytes() == Path(src).read_bytes()
+        assert (out_dir / "base/_adage/sat.py").read_text() == "print('é')\n"
+
+
+def test_a_stream_sends_a_file_through_a_pipe_and_a_link_as_its_content(tmp_path: Path) -> None:
+    src = tmp_path / "big"
+    src.write_bytes(os.urandom(300_000))
+    (tmp_path / "link").symlink_to(src)
+    tar = subprocess.Popen(["tar", "-C", str(tmp_path), "-xf", "-"], stdin=subprocess.PIPE)
+    assert tar.stdin is not None
+    with archive.Stream(tar.stdin) as tf:
+        tf.add(str(tmp_path / "link"), arcname="copy")
+    tar.stdin.close()
+    assert tar.wait(timeout=30) == 0
+    assert (tmp_path / "copy").read_bytes() == src.read_bytes()
+    assert not (tmp_path / "copy").is_symlink()

@@ -88,6 +88,7 @@ class Result:
     machine: Machine
     elapsed: float
     acked_after: float | None = None  # seconds from start until every instance was acked
+    undetached: tuple[str, ...] = ()  # nodes whose satellite did not confirm the detach
 
 
 def load_plugin(name: str) -> Plugin:
@@ -151,6 +152,7 @@ class Deployer:
         self.covers: dict[str, protocol.Cover] = {}  # launch key -> what it stands for
         self.started = time.time()
         self.acked_after: float | None = None
+        self.undetached: tuple[str, ...] = ()
         self.done = False
 
     def dry_run(self) -> str:
@@ -180,7 +182,8 @@ class Deployer:
             finally:
                 self.sel.close()
                 self.propagation.close()
-        return Result(self.dep, self.machine, time.time() - self.started, self.acked_after)
+        return Result(self.dep, self.machine, time.time() - self.started, self.acked_after,
+                      self.undetached)
 
     def _satellite_argv(self, node: str) -> list[str]:
         return ["env", f"ADAGE_DEPLOYMENT={self.dep_id}", *self.layout.python(node),
@@ -307,6 +310,7 @@ class Deployer:
                 for link, msgs in key.data.poll():  # what else comes now is the satellite's
                     link.detached |= any(isinstance(protocol.parse(m), protocol.Detached)
                                          for m in msgs or ())
+        self.undetached = tuple(sorted(k.node for k in links if not k.detached and k.running()))
 
     def _abort(self) -> None:
         """Kill every launched process through its satellite (a satellite that never said

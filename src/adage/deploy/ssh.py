@@ -24,7 +24,6 @@ import shlex
 import shutil
 import signal
 import subprocess
-import tarfile
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
@@ -32,13 +31,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from adage.deploy import archive
 from adage.deploy.transport import TransportError
 from adage.model import Node
 from oarlib.sshopts import base_options
 
 SSH_TRANSFERS = ("tar", "scp", "rsync")
 OARSH_TRANSFERS = ("tar", "oarcp")
-BUFSIZE = 1 << 16  # bytes per write of a tar stream to ssh (tarfile's default: 10 KiB)
 
 
 @dataclass(frozen=True)
@@ -188,7 +187,7 @@ class SshTransport:
                             stderr=subprocess.PIPE)
             self._wait(node, [p], timeout, what)
 
-    def start_with_tree(self, node: Node, write: Callable[[tarfile.TarFile], None], dest: str,
+    def start_with_tree(self, node: Node, write: Callable[[archive.Stream], None], dest: str,
                         argv: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
         """Put a tree under ``dest`` and start ``argv`` (the satellite) in one ssh session:
         ``write`` puts the tree's members in a tar stream that goes first on the session's
@@ -200,7 +199,7 @@ class SshTransport:
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
         assert p.stdin is not None
         try:
-            with tarfile.open(fileobj=p.stdin, mode="w|", bufsize=BUFSIZE) as tf:
+            with archive.Stream(p.stdin) as tf:
                 write(tf)
             p.stdin.flush()
         except OSError:
