@@ -22,7 +22,8 @@ Figures printed:
    each node forwarding it to the next), ``clush --copy`` (to one path, which
    on this one file system is one file overwritten 32 times; and to a file per node, one
    ``clush`` per node at once) and TakTuk's own ``broadcast put``; for the TakTuk runs, how
-   many nodes the front end sent the file to.
+   many nodes the front end sent the file to. Each copy starts after ``sync``: the last
+   tool's gigabytes, still being written back to the disk, slowed the next one by up to 30 %.
 Every started process is killed and every copy removed at the end; the sshd nodes found
 running are left as they were.
 """
@@ -279,6 +280,7 @@ def bench_copy(work: Path, nodes: list[str], size_mb: int, repeat: int) -> None:
     for _ in range(repeat):
         for prop in ("ssh", "chain", "taktuk"):
             name = f"adage -x --propagation {prop}"
+            os.sync()  # no writeback of the last tool's copies during this one
             before = connections(nodes)
             with FrontEndCopies() as copies:
                 wall, _ = adage(work, "-a", str(appl(work / "c.xml", len(nodes), "K", str(big))),
@@ -291,6 +293,7 @@ def bench_copy(work: Path, nodes: list[str], size_mb: int, repeat: int) -> None:
             adage(work, "clean")
             kill_marked("K")
         timed(["clush", "-w", spec, f"mkdir -p {dest}"])
+        os.sync()
         before = connections(nodes)
         name = "clush --copy (one shared file)"
         walls.setdefault(name, []).append(timed(
@@ -299,6 +302,7 @@ def bench_copy(work: Path, nodes: list[str], size_mb: int, repeat: int) -> None:
         shutil.rmtree(dest, ignore_errors=True)
         # the nodes share this file system: made here, outside the timing
         timed(["mkdir", "-p", *(f"{dest}/{n}" for n in nodes)])
+        os.sync()
         before = connections(nodes)
         t0 = time.perf_counter()
         each = [subprocess.Popen([*AS, "clush", "-w", n, "--copy", str(big), "--dest",
@@ -310,6 +314,7 @@ def bench_copy(work: Path, nodes: list[str], size_mb: int, repeat: int) -> None:
         name = "clush --copy (a file per node)"
         walls.setdefault(name, []).append(time.perf_counter() - t0)
         what[name] = f"connections/node {per_node(before, nodes)}"
+        os.sync()
         before = connections(nodes)
         argv = ["taktuk", "-s", "-c", "ssh -o BatchMode=yes"]
         for n in nodes:
