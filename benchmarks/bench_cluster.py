@@ -1,12 +1,12 @@
 """ADAGE over ssh against ClusterShell and TakTuk, on the loopback sshd test bed (as root).
 
 Run: ``python benchmarks/bench_cluster.py [--nodes 32] [--procs 256] [--size-mb 200]
-[--repeat 3] [--user alice] [--skip-start|--skip-copy]``. Each tool runs ``--repeat`` times,
-in turn; every figure is the median, with the spread (min-max) beside it. Every tool runs as
-``--user`` (default ``alice``, the test bed's user; setpriv, with that user's HOME and a plain
-PATH), as a user would: root's shell on these machines runs ``pyenv rehash`` under one global
-lock at every ssh login, which serialises hundreds of concurrent logins (ADAGE on 128 nodes:
-60 s as root, 13.6 s as alice).
+[--repeat 3] [--user alice] [--skip-start|--skip-copy] [--copy-propagations ssh,chain,taktuk]``.
+Each tool runs ``--repeat`` times, in turn; every figure is the median, with the spread
+(min-max) beside it. Every tool runs as ``--user`` (default ``alice``, the test bed's user;
+setpriv, with that user's HOME and a plain PATH), as a user would: root's shell on these
+machines runs ``pyenv rehash`` under one global lock at every ssh login, which serialises
+hundreds of concurrent logins (ADAGE on 128 nodes: 60 s as root, 13.6 s as alice).
 Figures printed:
 1. start ``--procs`` processes (``sleep``) on ``--nodes`` ssh nodes: ADAGE over ssh and
    through TakTuk (``adage -x [--propagation taktuk]``, wall time of the command and ADAGE's
@@ -267,7 +267,8 @@ def _ppid(q: Path) -> int:
         return 0
 
 
-def bench_copy(work: Path, nodes: list[str], size_mb: int, repeat: int) -> None:
+def bench_copy(work: Path, nodes: list[str], size_mb: int, repeat: int,
+               propagations: list[str]) -> None:
     big = work / "big.bin"
     with open(big, "wb") as f:
         f.write(os.urandom(1 << 20) * size_mb)
@@ -278,7 +279,7 @@ def bench_copy(work: Path, nodes: list[str], size_mb: int, repeat: int) -> None:
     dest = Path(f"/tmp/{MARK}")
     spec = f"node[1-{len(nodes)}]"
     for _ in range(repeat):
-        for prop in ("ssh", "chain", "taktuk"):
+        for prop in propagations:
             name = f"adage -x --propagation {prop}"
             os.sync()  # no writeback of the last tool's copies during this one
             before = connections(nodes)
@@ -350,6 +351,9 @@ def main() -> None:
                     help="who runs every tool (default alice, the test bed's user; root too)")
     ap.add_argument("--skip-copy", action="store_true")
     ap.add_argument("--skip-start", action="store_true", help="only the copy")
+    ap.add_argument("--copy-propagations", default="ssh,chain,taktuk",
+                    help="ADAGE's copy rows (default ssh,chain,taktuk; through TakTuk, 128 "
+                         "nodes take 15 minutes here)")
     args = ap.parse_args()
     CONNECT_TIMEOUT[1] = args.connect_timeout
     had = len(sshnodes.running())
@@ -365,7 +369,8 @@ def main() -> None:
             bench_start(work, nodes, args.procs, args.repeat)
             bench_fanout(work, nodes, args.procs)
         if not args.skip_copy:
-            bench_copy(work, nodes, args.size_mb, args.repeat)
+            bench_copy(work, nodes, args.size_mb, args.repeat,
+                       args.copy_propagations.split(","))
     finally:
         for tag in "ACTFK":
             kill_marked(tag)
