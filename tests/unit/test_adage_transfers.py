@@ -79,3 +79,23 @@ def test_a_session_that_never_speaks_holds_its_place_until_the_timeout() -> None
     assert 0.3 <= time.monotonic() - t0 < 2
     p.kill()
     p.wait()
+
+
+def test_a_failure_leaves_the_sessions_done_beside_it_to_stop() -> None:
+    """Both finished before the loop looked: the failure is raised, and the session that
+    did start is still given by ``stop`` (to be killed), not lost."""
+    p = subprocess.Popen(["echo", "hello"], stdout=subprocess.PIPE)
+
+    def put(first: str) -> subprocess.Popen[bytes] | None:
+        if first == "bad":
+            raise RuntimeError("node bad: ssh could not connect")
+        return p
+
+    t = Transfers(put, ["a", "bad"], 2, 10, lambda: None)
+    deadline = time.monotonic() + 10
+    while not all(f.done() for f in t.pending) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with pytest.raises(RuntimeError):
+        t.collect()
+    assert t.stop() == [("a", p)]
+    p.wait()

@@ -38,16 +38,16 @@ class Transfers:
 
     def collect(self) -> list[tuple[str, Popen[bytes] | None]]:
         """The transfers done since last time (the first node, the session left open); raises
-        the first failure (then ``stop``)."""
-        done = []
-        for fut in [f for f in self.pending if f.done()]:
+        the first failure, leaving every transfer to ``stop``."""
+        done = [f for f in self.pending if f.done()]
+        for fut in done:
             failed = fut.exception()
             if failed is not None:
                 raise failed
-            done.append((self.pending.pop(fut), fut.result()))
+        out = [(self.pending.pop(fut), fut.result()) for fut in done]
         if not self.pending:
             self.close()
-        return done
+        return out
 
     def stop(self) -> list[tuple[str, Popen[bytes]]]:
         """Drop the transfers not started and kill those under way; the sessions that were
