@@ -1,14 +1,12 @@
-"""The deployer: a short loop over typed events. The propagation (``propagation.py``: ssh or
-TakTuk) stages every node and starts one satellite per node; each satellite line is decoded
-(``protocol.py``) into the state machine's events (``state.py``); the machine's actions launch
-groups in dependency order, or fail, and on any failure, timeout, SIGINT or SIGTERM
-everything launched is killed.
-
-Steps: (1) lay out run directories and files per node (``layout``); (2) plugins'
-``pre_configure``; (3) ``propagation.stage()``: each node's tree in one transfer, its
-satellite started; (4) loop: callbacks -> events -> ``Machine`` -> actions, until every
-instance is acknowledged (or, with ``wait``, every process has exited); (5) ``detach``.
-"""
+"""The deployer: a short loop over typed events. The propagation (``propagation.py``: ssh,
+chain or TakTuk) stages every node and starts one satellite per node; each satellite line is
+decoded (``protocol.py``) into the state machine's events (``state.py``); the machine's actions
+launch groups in dependency order, or fail, and on any failure, timeout, SIGINT or SIGTERM
+everything launched is killed. Steps: (1) run directories and files per node (``layout``);
+(2) plugins' ``pre_configure``; (3) ``propagation.stage()`` starts the transfers, which go on
+in the background while (4) the loop turns callbacks into events, the ``Machine``'s actions
+and more satellites, until every instance is acknowledged (or, with ``wait``, every process
+has exited); (5) ``detach``."""
 
 from __future__ import annotations
 
