@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -175,3 +176,18 @@ def test_operations_are_read_as_json_loads_reads_them(value: object) -> None:
 def test_an_operation_with_extra_data_is_refused() -> None:
     with pytest.raises(ValueError, match="extra data"):
         satellite.loads('{"op": "detach"} x')
+
+
+def test_a_missing_run_directory_is_an_error_and_the_satellite_stays_where_it_was(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    fds = sorted(os.listdir("/proc/self/fd"))
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        satellite.spawn(["true"], str(tmp_path / "nowhere"), {})
+    (tmp_path / "run").mkdir()
+    with pytest.raises(FileNotFoundError, match="no-such-program"):
+        satellite.spawn(["no-such-program"], str(tmp_path / "run"), {"PATH": "/usr/bin"})
+    assert sorted(os.listdir("/proc/self/fd")) == fds  # nothing left open
+    pid = satellite.spawn(["true"], str(tmp_path / "run"), {"PATH": "/usr/bin:/bin"})
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    assert Path.cwd() == tmp_path and (tmp_path / "run" / "stdout").exists()
