@@ -81,7 +81,7 @@ class Stream:
             self._write(fileobj.read(info.size))
             self._write(tarfile.NUL * (-info.size % tarfile.BLOCKSIZE))
 
-    def add(self, name: str, arcname: str, recursive: bool = False) -> None:
+    def add(self, name: str, arcname: str) -> None:
         """The file ``name`` as ``arcname``, with its mode and time."""
         with open(name, "rb") as f:
             st = os.fstat(f.fileno())
@@ -112,7 +112,7 @@ def write_tree(tf: tarfile.TarFile | Stream, dirs: Iterable[str], *,
         info.type, info.mode = tarfile.DIRTYPE, 0o755
         tf.addfile(info)
     for dest, src in files.items():
-        tf.add(src, arcname=dest, recursive=False)
+        tf.add(src, arcname=dest)
     for dest, target in links.items():
         info = _owned(tarfile.TarInfo(dest), now)
         info.type, info.linkname = tarfile.LNKTYPE, target
@@ -139,7 +139,7 @@ def write_common(out: IO[bytes], names: Mapping[str, str], satellite: str) -> No
         info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
         tf.addfile(info, io.BytesIO(data))
         for src, name in names.items():
-            tf.add(src, arcname=name, recursive=False)
+            tf.add(src, arcname=name)
 
 
 def write_node_tree(tf: tarfile.TarFile | Stream, st: Stage, common_rel: str,
