@@ -46,6 +46,16 @@ def interval_count(text: str) -> int:
     return n
 
 
+def oar_events(row: dict[str, str]) -> list[tuple[str, int]]:
+    """OAR's events of a report row's job, each with its date in seconds from the job's start
+    (what a failure needs to tell a late kill from a lost one)."""
+    job = json.loads(row["metadata"])["oar_job_id"]
+    with db() as conn:
+        return [(kind, int(date) - int(start)) for kind, date, start in conn.query(
+            "SELECT e.type, e.date, j.start_time FROM event_logs e JOIN jobs j "
+            "ON j.job_id = e.job_id WHERE e.job_id = %s ORDER BY e.event_id", [job])]
+
+
 def oar_rows(job_ids: list[int]) -> dict[int, dict[str, int | str]]:
     """Straight from OAR: times, state and the number of assigned resources of each job; a
     job's start is when it first entered Running in job_state_logs."""
@@ -169,7 +179,7 @@ def test_batsim_walltime_workload(orpheus_daemon, tmp_path: Path) -> None:
         if wall is not None:
             assert row["requested_time"] == str(wall * 4)
         if wall is not None and wall <= 6:
-            assert row["final_state"] == "COMPLETED_WALLTIME_REACHED", row
+            assert row["final_state"] == "COMPLETED_WALLTIME_REACHED", (row, oar_events(row))
             assert float(row["execution_time"]) < 40
         elif wall is None or wall >= 11:
             assert row["final_state"] == "COMPLETED_SUCCESSFULLY", row
