@@ -30,7 +30,6 @@ from adage.errors import AdageError
 from adage.model import Resources
 from adage.planners import get_planner
 from adage.resources.oar import job_resources, oar_nodefile
-from adage.resources.oarapi import api_job_resources
 from adage.status import PState, Status
 
 
@@ -170,9 +169,12 @@ def resources_of(args: argparse.Namespace) -> Resources:
     docs = [p for p in [args.res, *args.addres] if p]
     parts = [documents.read_resources(docs)] if docs else []
     jobs = [j for j in [args.jobid, *args.addjobid] if j is not None]
-    if jobs:
-        parts.append(api_job_resources(jobs, args.oar_api) if args.oar_api
-                     else job_resources(jobs))
+    if jobs and args.oar_api:
+        from adage.resources.oarapi import api_job_resources  # urllib: only when used
+
+        parts.append(api_job_resources(jobs, args.oar_api))
+    elif jobs:
+        parts.append(job_resources(jobs))
     if args.oarnodefile:
         parts.append(oar_nodefile(args.oarnodefile))
     if not parts:

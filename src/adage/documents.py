@@ -261,7 +261,6 @@ def _merge(parts: list[tuple[_Source, GenericAppl]]) -> GenericAppl:
     plugins, dependencies on existing groups and without cycle, placeholders naming groups
     depended on, existing files with destinations below their directory."""
     owner: dict[str, _Source] = {}
-    plugins = plugin.available()
     for src, appl in parts:
         for g in appl.groups:
             where = "//proc_group[@id=$g]"
@@ -271,9 +270,10 @@ def _merge(parts: list[tuple[_Source, GenericAppl]]) -> GenericAppl:
             if g.id in RESERVED:
                 raise src.fail(where, f"proc_group id '{g.id}' is reserved by the run "
                                "directory layout", g=g.id)
-            if g.type not in plugins:
+            if plugin.named(g.type) is None:
+                known = ", ".join(sorted(plugin.available()))
                 raise src.fail(where, f"type '{g.type}': no plugin named '{g.type}' is "
-                               f"installed (known: {', '.join(sorted(plugins))})", g=g.id)
+                               f"installed (known: {known})", g=g.id)
             owner[g.id] = src
     merged = GenericAppl(tuple(g for _, a in parts for g in a.groups),
                          tuple(d for _, a in parts for d in a.dependencies))

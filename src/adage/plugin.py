@@ -2,13 +2,15 @@
 configure after planning, launch a process group (synchronously or not), say when a
 non-asynchronous group is ready, configure after launch.
 
-Plugins are found through the ``adage.plugins`` entry point group and chosen by the root
-element of a specific document (``Plugin.root``).
+The built-in plugins are known by name; others are found through the ``adage.plugins`` entry
+point group, read only when a name or root element is not a built-in one (reading the
+installed distributions' metadata costs more than the rest of a small deployment's start).
+A plugin is chosen by the root element of a specific document (``Plugin.root``).
 """
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
+import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -60,15 +62,40 @@ class Plugin:
         """After every group is launched."""
 
 
+BUILTIN = {"generic": "adage.plugins.generic:GenericPlugin",
+           "mpi": "adage.plugins.mpi:MpiPlugin",
+           "dask": "adage.plugins.dask:DaskPlugin"}
+
+
+def _builtin(name: str) -> type[Plugin]:
+    module, _, attr = BUILTIN[name].partition(":")
+    return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+
+
 def available() -> dict[str, type[Plugin]]:
-    """Installed plugins by name (entry point group ``adage.plugins``)."""
-    return {ep.name: ep.load() for ep in entry_points(group="adage.plugins")}
+    """Plugins by name: the built-in ones, then the installed entry points (``adage.plugins``)
+    under other names."""
+    from importlib.metadata import entry_points
+
+    found = {name: _builtin(name) for name in BUILTIN}
+    for ep in entry_points(group="adage.plugins"):
+        found.setdefault(ep.name, ep.load())
+    return found
+
+
+def named(name: str) -> type[Plugin] | None:
+    """The plugin called ``name`` (a proc_group's type), if any is installed."""
+    return _builtin(name) if name in BUILTIN else available().get(name)
 
 
 def for_root(root: str) -> Plugin:
     """The plugin whose specific documents have this root element."""
-    for cls in available().values():
+    for name in BUILTIN:
+        if _builtin(name).root == root:
+            return _builtin(name)()
+    plugins = available().values()
+    for cls in plugins:
         if cls.root == root:
             return cls()
-    known = ", ".join(sorted(c.root for c in available().values()))
+    known = ", ".join(sorted(c.root for c in plugins))
     raise LookupError(f"no plugin reads documents with root <{root}> (known: {known})")

@@ -10,6 +10,7 @@ has exited); (5) ``detach``."""
 
 from __future__ import annotations
 
+import getpass
 import os
 import selectors
 import signal
@@ -21,7 +22,6 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from importlib import resources as pkg_resources
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ from adage.deploy.state import Machine
 from adage.deploy.transport import TransportError
 from adage.errors import AdageError
 from adage.model import CtrlParams, GenericAppl, Plan, Resources
-from adage.plugin import Plugin
+from adage.plugin import named
 from adage.status import FINAL, Failure, Status
 
 KILL_WAIT = 5.0  # seconds to wait for satellites to confirm a kill
@@ -89,21 +89,8 @@ class Result:
     undetached: tuple[str, ...] = ()  # nodes whose satellite did not confirm the detach
 
 
-def load_plugin(name: str) -> Plugin:
-    """The plugin named ``name`` (entry point group ``adage.plugins``)."""
-    for ep in entry_points(group="adage.plugins", name=name):
-        return ep.load()()
-    raise DeployError(f"no plugin named {name!r} is installed (proc_group type)")
-
-
 def new_id() -> str:
     return f"{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}"
-
-
-def user() -> str:
-    import getpass
-
-    return getpass.getuser()
 
 
 def satellite_source() -> str:
@@ -119,9 +106,13 @@ class Deployer:
     options: Options = field(default_factory=Options)
 
     def __post_init__(self) -> None:
-        self.dep_id, self.pid, self.user = new_id(), os.getpid(), user()
+        self.dep_id, self.pid, self.user = new_id(), os.getpid(), getpass.getuser()
         self.layout = Layout(self.resources, self.ctrl, self.user, self.pid, self.dep_id)
-        by_type = {g.type: load_plugin(g.type) for g in self.appl.groups}
+        classes = {g.type: named(g.type) for g in self.appl.groups}
+        missing = [t for t, c in classes.items() if c is None]
+        if missing:  # a description that ``documents`` did not read
+            raise DeployError(f"no plugin named {missing[0]!r} is installed (proc_group type)")
+        by_type = {t: c() for t, c in classes.items() if c is not None}
         self.plugins = {g.id: by_type[g.type] for g in self.appl.groups}
         self.machine = Machine(
             self.appl, self.plan,
@@ -142,7 +133,7 @@ class Deployer:
             propagation=kind, fanout=max(1, self.options.ssh.fanout))
         self.sel = selectors.DefaultSelector()
         self.propagation = propagation(kind, Setup(
-            self.layout, self.stages, nodes, satellite_source(), self._satellite_argv,
+            self.layout, self.stages, nodes, satellite_source(), self.layout.satellite_argv,
             self.dep.dir, Path(f"/tmp/{self.user}/prestage-tree-adage-{self.pid}"),
             self.options.timeout, self.options.ssh, self._watch,
             lambda node: self._feed(NodeStarting(node))),
@@ -182,10 +173,6 @@ class Deployer:
                 self.propagation.close()
         return Result(self.dep, self.machine, time.time() - self.started, self.acked_after,
                       self.undetached)
-
-    def _satellite_argv(self, node: str) -> list[str]:
-        return ["env", f"ADAGE_DEPLOYMENT={self.dep_id}", *self.layout.python(node),
-                "-S", self.layout.satellite(node), node]  # -S: stdlib only, fast start
 
     def _watch(self, source: Source) -> None:
         self.sel.register(source, selectors.EVENT_READ, source)
@@ -280,11 +267,19 @@ class Deployer:
             self.plugins[group_id].launch_group(self.appl.group(group_id),
                                                 self.ctx.instances(group_id), self.ctx)
             return
+        ops: dict[str, list[dict[str, Any]]] = {}  # a node's operations go in one write
         for i in indexes:
-            self._launch(self.machine.instances[(group_id, i)].node, group_id, [i],
-                         self.ctx.instance_specs(group_id, i))
+            node = self.machine.instances[(group_id, i)].node
+            ops.setdefault(node, []).append(
+                self._launch_op(node, group_id, [i], self.ctx.instance_specs(group_id, i)))
+        for node, batch in ops.items():
+            self.propagation.links[node].send(*batch)
 
     def _launch(self, node: str, group: str, indexes: list[int], specs: list[ProcSpec]) -> None:
+        self.propagation.links[node].send(self._launch_op(node, group, indexes, specs))
+
+    def _launch_op(self, node: str, group: str, indexes: list[int],
+                   specs: list[ProcSpec]) -> dict[str, Any]:
         key = protocol.launch_key(group, indexes)
         whole = len(indexes) > 1 or len(specs) != len(
             self.machine.instances[(group, indexes[0])].processes)
@@ -293,7 +288,7 @@ class Deployer:
             self.machine.required.get((group, i)) for i in indexes))
         if self.options.trace is not None:
             self.options.trace(node, "->", op)
-        self.propagation.links[node].send(op)
+        return op
 
     def _detach(self) -> None:
         """Tell every satellite to go on alone and wait (DETACH_WAIT at most) until each says

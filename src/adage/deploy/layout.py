@@ -10,6 +10,7 @@ plugins' files (MPI machinefiles).
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
@@ -96,6 +97,18 @@ class Layout:
         """One satellite file per node, so that nodes sharing a file system (destdir=shared,
         or the loopback test bed) never rewrite one another's while it starts."""
         return f"{self.adage_dir(node)}/satellite-{node}.py"
+
+    def satellite_argv(self, node: str) -> list[str]:
+        """The command starting the satellite of ``node``: one ``sh`` marking it with
+        ``ADAGE_DEPLOYMENT`` (how ``clean`` finds it) and running the node's Python (its
+        ``python`` property, else ``/usr/bin/python3`` or the first ``python3`` on the PATH)
+        with ``-S`` (the standard library only: a fast start)."""
+        python = self.node(node).prop("python")
+        candidates = shlex.quote(python) if python else "/usr/bin/python3 python3"
+        script = (f"ADAGE_DEPLOYMENT={shlex.quote(self.deployment)}; export ADAGE_DEPLOYMENT; "
+                  f'for p in {candidates}; do command -v "$p" >/dev/null && exec "$p" -S "$@"; '
+                  'done; echo "adage: no python3 on $(hostname)" >&2; exit 127')
+        return ["sh", "-c", script, "sh", self.satellite(node), node]
 
 
 def is_binlib(f: FileSpec) -> bool:

@@ -42,8 +42,8 @@ class Link(Protocol):
     killed: bool
     detached: bool  # the satellite said "detached": nothing more will come
 
-    def send(self, obj: dict[str, Any]) -> None:
-        """One operation (a JSON line on the satellite's stdin)."""
+    def send(self, *objs: dict[str, Any]) -> None:
+        """Operations (JSON lines on the satellite's stdin), in one write where it can."""
         ...
 
     def close_input(self) -> None:
@@ -95,11 +95,11 @@ class PipeLink:
         assert self.popen.stdout is not None
         os.set_blocking(self.popen.stdout.fileno(), False)
 
-    def send(self, obj: dict[str, Any]) -> None:
+    def send(self, *objs: dict[str, Any]) -> None:
         if self.closed or self.popen.stdin is None:
             return
         try:
-            self.popen.stdin.write((json.dumps(obj) + "\n").encode())
+            self.popen.stdin.write("".join(json.dumps(o) + "\n" for o in objs).encode())
             self.popen.stdin.flush()
         except OSError:
             self.closed = True
@@ -154,9 +154,10 @@ class TaktukLink:
         self.killed = False
         self.detached = False
 
-    def send(self, obj: dict[str, Any]) -> None:
+    def send(self, *objs: dict[str, Any]) -> None:
         if not self.closed and self.running():
-            self.session.send(input_line(self.peer.rank, obj))
+            for obj in objs:
+                self.session.send(input_line(self.peer.rank, obj))
 
     def close_input(self) -> None:
         if not self.closed and self.running():

@@ -179,14 +179,20 @@ class Satellite:
         self.node = node
         self.procs = []
         self.attached = True
+        self.out = []  # lines emitted since the last flush
 
     def emit(self, obj):
-        if not self.attached:
-            return
+        if self.attached:
+            self.out.append(dumps(obj) + "\n")
+
+    def flush(self):
+        """Send the lines emitted since the last flush, in one write (a batch of operations
+        read at once is answered at once)."""
+        data, self.out = "".join(self.out).encode(), []
         try:
-            sys.stdout.write(dumps(obj) + "\n")
-            sys.stdout.flush()
-        except (BrokenPipeError, OSError):
+            while data and self.attached:
+                data = data[os.write(1, data):]
+        except OSError:
             self.attached = False
 
     def launch(self, msg):
@@ -255,10 +261,12 @@ class Satellite:
                 time.sleep(POLL)
         self.poll()
         self.emit({"ev": "killed"})
+        self.flush()
 
     def run(self):
         self.emit({"ev": "hello", "node": self.node, "pid": os.getpid(),
                    "python": sys.version.split()[0]})
+        self.flush()
         fd = sys.stdin.fileno()
         wake = wakeup_on_child_exit()
         buf = b""
@@ -283,8 +291,10 @@ class Satellite:
                         return
                     elif msg["op"] == "detach":
                         self.emit({"ev": "detached"})
+                        self.flush()
                         self.attached = False
             news = self.poll()
+            self.flush()
             busy = ready or news or any(p.watch for p in self.procs)
             wait = POLL if busy else min(wait * 2, POLL_MAX)
 

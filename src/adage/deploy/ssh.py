@@ -40,6 +40,19 @@ SSH_TRANSFERS = ("tar", "scp", "rsync")
 OARSH_TRANSFERS = ("tar", "oarcp")
 
 
+TREE_FIRST = ('[ -d "$1" ] || mkdir -p "$1" || exit; '
+              'tar -C "$1" --no-overwrite-dir -xf - || exit; shift; ')
+
+
+def after_tree(dest: str, argv: Sequence[str]) -> list[str]:
+    """``sh -c`` extracting the tar on its stdin under ``dest``, then running ``argv``; an
+    ``sh -c SCRIPT NAME ARGS`` argv runs in the same shell (every process started on a node
+    costs it a millisecond or two: hundreds of nodes on one machine add them up)."""
+    if len(argv) >= 4 and list(argv[:2]) == ["sh", "-c"]:
+        return ["sh", "-c", TREE_FIRST + argv[2], argv[3], dest, *argv[4:]]
+    return ["sh", "-c", TREE_FIRST + 'exec "$@"', "sh", dest, *argv]
+
+
 @dataclass(frozen=True)
 class SshOptions:
     connect_timeout: float = 10.0  # seconds to connect and authenticate
@@ -193,9 +206,8 @@ class SshTransport:
         ``write`` puts the tree's members in a tar stream that goes first on the session's
         stdin (GNU tar stops reading at the end of the archive, padded to a whole record),
         then ``argv`` reads the rest."""
-        script = 'mkdir -p "$1" && tar -C "$1" --no-overwrite-dir -xf - && shift && exec "$@"'
         with open(log, "ab") as err:
-            p = self._spawn(node, self.command(node, ["sh", "-c", script, "sh", dest, *argv]),
+            p = self._spawn(node, self.command(node, after_tree(dest, argv)),
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
         assert p.stdin is not None
         try:

@@ -1,14 +1,13 @@
 """ADAGE planners: place every process group instance on a node.
 
-Planners are found through the ``adage.planners`` entry point group; the two built-in ones
-(``round-robin``, the default, and ``capacity``) are also known without distribution
-metadata, e.g. when running from a source checkout.
+The two built-in planners (``round-robin``, the default, and ``capacity``) are known by name,
+without distribution metadata; others are found through the ``adage.planners`` entry point
+group, read only when a name is not a built-in one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from importlib.metadata import entry_points
 
 from adage.planners.base import Planner, PlanningError
 from adage.planners.capacity import CapacityPlanner
@@ -23,14 +22,20 @@ BUILTIN: dict[str, Callable[[], Planner]] = {
 
 
 def available() -> dict[str, Callable[[], Planner]]:
-    """Planner factories by name: the built-in ones, then the installed entry points."""
+    """Planner factories by name: the built-in ones, then the installed entry points under
+    other names."""
+    from importlib.metadata import entry_points
+
     found = dict(BUILTIN)
-    found.update({ep.name: ep.load() for ep in entry_points(group="adage.planners")})
+    for ep in entry_points(group="adage.planners"):
+        found.setdefault(ep.name, ep.load())
     return found
 
 
 def get_planner(name: str) -> Planner:
     """The planner called ``name`` (the ``<planner>`` of the control parameters)."""
+    if name in BUILTIN:
+        return BUILTIN[name]()
     factories = available()
     if name not in factories:
         raise PlanningError(f"<planner>: unknown planner '{name}' (known: "
