@@ -9,6 +9,7 @@ import tarfile
 import tempfile
 from pathlib import Path, PurePosixPath
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -55,9 +56,10 @@ def test_every_parent_comes_before_what_it_holds(dirs: list[str], paths: list[st
         assert [position[d] for d in chain] == sorted(position[d] for d in chain)
 
 
-@given(st.lists(st.integers(0, 3 * tarfile.RECORDSIZE), min_size=1, max_size=3))
+@given(st.lists(st.integers(0, 3 * tarfile.RECORDSIZE), min_size=1, max_size=3),
+       st.sampled_from([512, 10_000, 1 << 16]))
 def test_a_stream_sends_files_whole_and_ends_on_a_record_leaving_what_follows(
-        sizes: list[int]) -> None:
+        sizes: list[int], bufsize: int) -> None:
     """Files of any size (padding), read back by tarfile and by GNU tar, which reads whole
     records and leaves the satellite's lines after them on the stream."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -70,7 +72,7 @@ def test_a_stream_sends_files_whole_and_ends_on_a_record_leaving_what_follows(
             files[f"base/g/{i}/f{i}"] = str(src)
         stream = d / "stream"
         with open(stream, "wb") as out:
-            with archive.Stream(out) as tf:
+            with archive.Stream(out, bufsize) as tf:  # files from bufsize on: sendfile
                 archive.write_tree(tf, ["base/_adage"], files=files,
                                    texts={"base/_adage/sat.py": "print('é')\n"})
             out.write(b'{"op": "detach"}\n')
@@ -105,3 +107,35 @@ def test_a_stream_sends_a_file_through_a_pipe_and_a_link_as_its_content(tmp_path
     assert tar.wait(timeout=30) == 0
     assert (tmp_path / "copy").read_bytes() == src.read_bytes()
     assert not (tmp_path / "copy").is_symlink()
+
+
+class Writes(io.RawIOBase):
+    """A stream that records the size of each write."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self.sizes.append(len(data))
+        return len(data)
+
+
+def test_small_members_go_in_writes_of_the_buffer_size() -> None:
+    """Hundreds of run directories (a header each) and small texts: each write to an ssh
+    session is packets, so they leave in writes of ``bufsize``, the last one shorter."""
+    out = Writes()
+    with archive.Stream(out, bufsize=1 << 16) as tf:  # type: ignore[arg-type]
+        archive.write_tree(tf, [f"g/{i}/p/0" for i in range(300)],
+                           texts={f"g/{i}/t": "x" * 100 for i in range(50)})
+    assert sum(out.sizes) % tarfile.RECORDSIZE == 0 and sum(out.sizes) > 4 * (1 << 16)
+    assert all(n >= 1 << 16 for n in out.sizes[:-1])
+
+
+def test_a_file_shorter_than_its_header_says_is_an_error() -> None:
+    info = tarfile.TarInfo("f")
+    info.size = 10
+    with pytest.raises(OSError, match="shorter than its 10 bytes"):
+        archive.Stream(io.BytesIO()).addfile(info, io.BytesIO(b"abc"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -214,3 +215,29 @@ def test_a_node_runs_its_own_python_or_the_systems_before_a_shim_on_the_path(
                          capture_output=True, text=True, check=True).stdout
     assert out == "/usr/bin/python3\n"  # the one the satellite needs: no shim's start-up
     assert Path("/usr/bin/python3").exists()
+
+
+def test_the_satellite_starts_through_one_sh_marked_with_its_deployment(
+        tmp_path: Path) -> None:
+    """``satellite_argv`` runs the satellite file with ``-S`` and the node's name, in an
+    environment carrying ``ADAGE_DEPLOYMENT`` (how ``clean`` finds it), through one ``sh``
+    (quoted: any deployment id and path), with the system's Python before a PATH shim."""
+    scratch = tmp_path / "scr dir"
+    shim = tmp_path / "bin" / "python3"
+    shim.parent.mkdir()
+    shim.write_text("#!/bin/sh\necho shim\n")
+    shim.chmod(0o755)
+    probe = ("import os, sys; print(os.environ['ADAGE_DEPLOYMENT'], sys.argv[1:], "
+             "sys.flags.no_site, sys.executable)\n")
+    for node, want in ((Node("n1", scratch=str(scratch)), "/usr/bin/python3"),
+                       (Node("n2", scratch=str(scratch),
+                             properties=(("python", sys.executable),)), sys.executable)):
+        lay = Layout(Resources((node,)), CtrlParams(), "alice", 42, "dep 'x' $1")
+        sat = Path(lay.satellite(node.name))
+        sat.parent.mkdir(parents=True, exist_ok=True)
+        sat.write_text(probe)
+        argv = lay.satellite_argv(node.name)
+        assert argv[:2] == ["sh", "-c"]
+        out = subprocess.run(argv, env={"PATH": f"{shim.parent}:/usr/bin:/bin"},
+                             capture_output=True, text=True, check=True).stdout
+        assert out == f"dep 'x' $1 ['{node.name}'] 1 {want}\n"

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
+import subprocess
 from pathlib import Path
 
-from adage.deploy.ssh import SshTransport, one_line
+from adage.deploy import archive
+from adage.deploy.ssh import SshTransport, after_tree, one_line
 from adage.model import Node
 
 
@@ -30,3 +33,32 @@ def test_stderr_becomes_one_line() -> None:
     assert one_line("ssh: connect timed out\n\n  Connection to x closed \n") == (
         "ssh: connect timed out | Connection to x closed")
     assert one_line("") == ""
+
+
+def tar_of(files: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with archive.Stream(out) as tf:
+        archive.write_tree(tf, [], texts={name: data.decode() for name, data in files.items()})
+    return out.getvalue()
+
+
+def test_after_tree_extracts_then_runs_an_sh_script_in_the_same_shell(tmp_path: Path) -> None:
+    """The tar is extracted under a destination made if missing, then the script of an
+    ``sh -c SCRIPT NAME ARGS`` argv sees its own name and arguments and the rest of stdin."""
+    dest = tmp_path / "a b" / "c"
+    argv = ["sh", "-c", 'printf "%s|" "$0" "$@"; cat', "name", "x y", "$1"]
+    cmd = after_tree(str(dest), argv)
+    assert cmd[:2] == ["sh", "-c"] and cmd[2].endswith(argv[2]) and cmd[3] == "name"
+    out = subprocess.run(cmd, input=tar_of({"d/f": b"data"}) + b"rest", capture_output=True,
+                         check=True).stdout
+    assert out == b"name|x y|$1|rest"
+    assert (dest / "d" / "f").read_text() == "data"
+
+
+def test_after_tree_execs_any_other_argv_and_stops_on_a_bad_tar(tmp_path: Path) -> None:
+    out = subprocess.run(after_tree(str(tmp_path), ["printf", "%s|", "x y"]),
+                         input=tar_of({"f": b""}), capture_output=True, check=True).stdout
+    assert out == b"x y|"
+    bad = subprocess.run(after_tree(str(tmp_path), ["sh", "-c", "echo ran", "sh"]),
+                         input=b"not a tar" * 100, capture_output=True)
+    assert bad.returncode != 0 and b"ran" not in bad.stdout
