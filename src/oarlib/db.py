@@ -87,6 +87,11 @@ class Db:
         rows = self.query(sql, args)
         return rows[0][0] if rows else None
 
+    def now(self) -> int:
+        """OAR's current time, as its ``get_date`` reads it: the database's clock (the virtual
+        one on a test bed under Orpheus's virtual clock)."""
+        return int(self.scalar(f"SELECT {self.now_sql}"))
+
     @contextmanager
     def transaction(self) -> Iterator[Db]:
         """Run the block in one transaction (commit on success, roll back on error)."""

@@ -537,7 +537,7 @@ def add_resources(db: Db, resources: Sequence[Resource]) -> list[int]:
     with db.transaction():
         lock_resources(db)
         before = db.scalar("SELECT COALESCE(MAX(resource_id), 0) FROM resources")
-        now = db.scalar(f"SELECT {db.now_sql}")
+        now = db.now()
         _insert(db, "resources",
                 ("network_address", "state", "state_num", "host", "cpu", "core", "cpuset"),
                 [(r.network_address, "Alive", STATE_NUM["Alive"], r.host, r.cpu, r.core,
@@ -562,7 +562,7 @@ def set_property(db: Db, ids: Sequence[int], prop: str, value: str) -> int:
             changed += [r[0] for r in db.query(
                 f"SELECT resource_id FROM resources WHERE resource_id IN ({marks(part)}) "
                 f"AND ({prop} != %s OR {prop} IS NULL)", [*part, value])]
-        now = db.scalar(f"SELECT {db.now_sql}")
+        now = db.now()
         for part in chunks(changed, 5000):
             db.execute(f"UPDATE resources SET {prop} = %s WHERE resource_id IN ({marks(part)})",
                        [value, *part])

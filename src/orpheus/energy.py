@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
-import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -254,15 +253,19 @@ class Inputs:
     state_changes: dict[str, list[tuple[float, str]]]
     busy: dict[str, list[tuple[float, float]]]
     earliest_job: float | None
+    until: float  # the window's end: as given, else OAR's now
 
 
-def read_inputs(conf: Path, since: float | None, until: float) -> Inputs:
-    """Read resources, their state changes and the Running spans of jobs from OAR's DB."""
+def read_inputs(conf: Path, since: float | None, until: float | None) -> Inputs:
+    """Read resources, their state changes and the Running spans of jobs from OAR's DB, up to
+    ``until`` (None: OAR's now, the virtual one under the virtual clock)."""
     from oarlib import conf as oarconf
     from oarlib.db import Db
 
     lower = since if since is not None else 0
     with Db(oarconf.DbParams.from_conf(oarconf.read(conf))) as db:
+        if until is None:
+            until = float(db.now())
         node_of = {int(r): n for r, n in db.query(
             "SELECT resource_id, network_address FROM resources WHERE type = %s",
             ("default",))}
@@ -289,7 +292,7 @@ def read_inputs(conf: Path, since: float | None, until: float) -> Inputs:
         busy[node].append((float(start), float(stop) if int(stop) else until))
     return Inputs(sorted(set(node_of.values()), key=natural_key),
                   node_state_changes(changes, node_of), dict(busy),
-                  float(earliest) if earliest is not None else None)
+                  float(earliest) if earliest is not None else None, until)
 
 
 def write_csv(path: Path | None, intervals: Sequence[Interval],
@@ -333,7 +336,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="fake halt/wake-up log (missing: no energy saving happened)")
     p.add_argument("--since", type=float,
                    help="window start, epoch seconds (default: the earliest job's submission)")
-    p.add_argument("--until", type=float, help="window end, epoch seconds (default: now)")
+    p.add_argument("--until", type=float,
+                   help="window end, epoch seconds (default: OAR's now, the virtual one on a "
+                        "virtual-clock test bed)")
     p.add_argument("--watts", default="",
                    help="power per state, e.g. idle=95,busy=190,off=8,booting=120 (defaults)")
     p.add_argument("-o", "--output", type=Path,
@@ -351,13 +356,13 @@ def _main(args: argparse.Namespace) -> int:
 
     try:
         watts = parse_watts(args.watts)
-        until = args.until if args.until is not None else time.time()
         try:
             text = args.energy_log.read_text()
         except FileNotFoundError:
             text = ""
         events = parse_energy_log(text, str(args.energy_log))
-        inputs = read_inputs(args.conf, args.since, until)
+        inputs = read_inputs(args.conf, args.since, args.until)
+        until = inputs.until
         since = args.since if args.since is not None else inputs.earliest_job
         if since is None:
             raise EnergyError("no job in OAR's database: give the window start with --since")

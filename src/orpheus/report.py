@@ -15,7 +15,6 @@ import csv
 import json
 import re
 import sys
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -305,6 +304,7 @@ def main(args: argparse.Namespace) -> int:
                 ids = ids_since(db, parse_since(args.since))
             jobs = fetch_jobs(db, ids)
             res = resources(db)
+            now = db.now()  # OAR's clock: running jobs are drawn up to it (virtual or not)
         index = metrics.resource_index(res,
                                        (r for j in jobs.values() for r in j.resources))
         if run is not None:
@@ -317,8 +317,7 @@ def main(args: argparse.Namespace) -> int:
             records = [metrics.record_from_oar(jobs[i], origin, index=index)
                        for i in sorted(jobs)]
             title = args.title or "OAR jobs"
-        now = time.time()
-        origin_now = now - _origin_epoch(records, jobs)
+        origin_now = now - _origin_epoch(records, jobs, now)
         schedule = write_outputs(records, len(res), args.output, tau=args.tau, title=title,
                                  plot=not args.no_plots, now=origin_now, nodes=node_spans(res))
     except (ReportError, OSError) as e:
@@ -332,10 +331,11 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _origin_epoch(records: list[metrics.JobRecord], jobs: dict[int, metrics.OarJob]) -> float:
-    """The epoch of time 0 of the records (for drawing running jobs up to now)."""
+def _origin_epoch(records: list[metrics.JobRecord], jobs: dict[int, metrics.OarJob],
+                  now: float) -> float:
+    """The epoch of time 0 of the records (for drawing running jobs up to ``now``)."""
     for r in records:
         oar_id = r.metadata.get("oar_job_id")
         if oar_id in jobs:
             return jobs[oar_id].submission_time - r.submission_time
-    return time.time()
+    return now

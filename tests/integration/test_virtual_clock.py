@@ -101,6 +101,19 @@ def test_a_one_hour_job_ends_one_virtual_hour_after_its_start(daemon_factory) ->
     assert (int(j["startTime"]), int(j["stopTime"])) == (row["start"], row["stop"])
     assert int(j["stopTime"]) - int(j["startTime"]) in (3599, 3600, 3601)
     assert int(j["stopTime"]) > time.time() + 3000  # virtual dates, ahead of the wall
+    # `orpheus energy` ends its window at OAR's now (virtual), after the job: its node was
+    # busy for the job's hour (on the wall clock's now, the window would end before it began)
+    with db() as conn:
+        [node] = {n for (n,) in conn.query(
+            "SELECT r.network_address FROM jobs j JOIN assigned_resources a "
+            "ON a.moldable_job_id = j.assigned_moldable_job JOIN resources r "
+            "ON r.resource_id = a.resource_id WHERE j.job_id = %s", (job,))}
+    res = subprocess.run([*ORPHEUS, "energy", "--since", str(start), "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["until"] >= stop
+    assert report["nodes"][node]["seconds"]["busy"] >= 3599
 
 
 def test_a_walltime_kill_happens_at_the_virtual_walltime(daemon_factory) -> None:
