@@ -252,13 +252,10 @@ class Deployer:
                     self.acked_after = time.time() - self.started
                     for p in dict.fromkeys(self.plugins.values()):
                         p.post_configure(self.ctx)
-                    self._write_state()
-                    if not self.options.wait:
-                        self._detach()
+                    # the deployment ends here (detach) or when every process has exited
+                    (self._write_state if self.options.wait else self._detach)()
                 case Finished():
-                    self._write_state()
-                    if self.options.wait:
-                        self._detach()
+                    (self._detach if self.options.wait else self._write_state)()
         if actions or not isinstance(event, Tick):
             self._notify()
 
@@ -291,10 +288,12 @@ class Deployer:
         return op
 
     def _detach(self) -> None:
-        """Tell every satellite to go on alone and wait (DETACH_WAIT at most) until each says
-        so or is gone: only then may the propagation cut its connections (``close``)."""
+        """Tell every satellite to go on alone, write the state while they answer, and wait
+        (DETACH_WAIT at most) until each says so or is gone: only then may the propagation
+        cut its connections (``close``)."""
         self.done = True
         self.propagation.detach()
+        self._write_state()
         deadline = time.time() + DETACH_WAIT
         links = self.propagation.links.values()
         while time.time() < deadline and any(not k.detached and k.running() for k in links):
