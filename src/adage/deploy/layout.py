@@ -31,12 +31,18 @@ from adage.model import (
 
 REPORT_FILE = "adage.report"
 EXIT_FILE = "adage.exit"
+
+
+def find_python(candidates: str, options: str = "") -> str:
+    """``sh``: exec the first of ``candidates`` found, with ``options`` then the arguments."""
+    return (f'for p in {candidates}; do command -v "$p" >/dev/null && exec "$p" {options}"$@"; '
+            'done; echo "adage: no python3 on $(hostname)" >&2; exit 127')
+
+
 # A node's Python when it names none: the system's, else the first python3 on the PATH. The
 # satellite and the chain's relay need only the standard library, and a python3 found on the
 # PATH may be a shim (pyenv's costs a bash start-up of ~60 forks: 65 ms of CPU per node).
-PYTHON = ("sh", "-c", 'for p in /usr/bin/python3 python3; do command -v "$p" >/dev/null && '
-          'exec "$p" "$@"; done; echo "adage: no python3 on $(hostname)" >&2; exit 127',
-          "python3")
+PYTHON = ("sh", "-c", find_python("/usr/bin/python3 python3"), "python3")
 
 
 class LayoutError(AdageError, ValueError):
@@ -106,8 +112,7 @@ class Layout:
         python = self.node(node).prop("python")
         candidates = shlex.quote(python) if python else "/usr/bin/python3 python3"
         script = (f"ADAGE_DEPLOYMENT={shlex.quote(self.deployment)}; export ADAGE_DEPLOYMENT; "
-                  f'for p in {candidates}; do command -v "$p" >/dev/null && exec "$p" -S "$@"; '
-                  'done; echo "adage: no python3 on $(hostname)" >&2; exit 127')
+                  + find_python(candidates, "-S "))
         return ["sh", "-c", script, "sh", self.satellite(node), node]
 
 
