@@ -90,9 +90,9 @@ def named(name: str) -> type[Plugin] | None:
 
 def for_root(root: str) -> Plugin:
     """The plugin whose specific documents have this root element."""
-    for name in BUILTIN:
-        if _builtin(name).root == root:
-            return _builtin(name)()
+    for cls in map(_builtin, BUILTIN):
+        if cls.root == root:
+            return cls()
     plugins = available().values()
     for cls in plugins:
         if cls.root == root:
