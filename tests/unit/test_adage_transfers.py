@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import subprocess
 import threading
 import time
@@ -21,24 +22,30 @@ def collect_all(t: Transfers, timeout: float = 10) -> dict[str, subprocess.Popen
 
 
 def test_no_more_than_fanout_sessions_are_opening_at_a_time() -> None:
-    opening, peak, lock = [0], [0], threading.Lock()
+    """At each put, the sessions handed back before it that have not spoken yet (stdout not
+    readable: nothing reads it here) are fewer than the fan-out."""
+    peak, lock = [0], threading.Lock()
     popens: list[subprocess.Popen[bytes]] = []
+    held: list[subprocess.Popen[bytes]] = []  # handed back: a place each until they speak
 
     def put(first: str) -> subprocess.Popen[bytes] | None:
         with lock:
-            opening[0] += 1
-            peak[0] = max(peak[0], opening[0])
+            silent = [p for p in held if not select.select([p.stdout], [], [], 0)[0]]
+            peak[0] = max(peak[0], len(silent) + 1)
         p = subprocess.Popen(["sh", "-c", "sleep 0.2; echo hello; sleep 5"],
                              stdout=subprocess.PIPE)
         popens.append(p)
-        threading.Timer(0.2, lambda: opening.__setitem__(0, opening[0] - 1)).start()
-        return p if first != "plain" else None
+        if first == "plain":
+            return None
+        with lock:
+            held.append(p)
+        return p
 
     t0 = time.monotonic()
     t = Transfers(put, ["a", "b", "c", "d", "plain"], 2, 10, lambda: None)
     done = collect_all(t)
     assert sorted(done) == ["a", "b", "c", "d", "plain"] and done["plain"] is None
-    assert peak[0] <= 2 + 1  # a timer may end a little after the next put
+    assert peak[0] == 2
     assert time.monotonic() - t0 >= 0.4  # 4 sessions, 2 at a time, 0.2 s each to speak
     assert t.pending == {} and t.wake_r == -1  # closed once all were collected
     for p in popens:
