@@ -81,10 +81,19 @@ class SpecError(OrpheusError, ValueError):
 
 
 def _where(text: str, pos: int) -> str:
-    """'column C' (1-based), with the line when the text has several."""
-    line = text.count("\n", 0, pos) + 1
-    column = pos - (text.rfind("\n", 0, pos) + 1) + 1
-    return f"column {column}" if line == 1 else f"line {line}, column {column}"
+    """'column C' (1-based), with the line when the text has several (a line ends, as in Lua,
+    at \\n, \\r, \\r\\n or \\n\\r)."""
+    breaks = len(_NEWLINE_RE.findall(text, 0, pos))
+    column = pos - max(text.rfind("\n", 0, pos), text.rfind("\r", 0, pos))
+    return f"column {column}" if not breaks else f"line {breaks + 1}, column {column}"
+
+
+def _clip(text: str, limit: int = 30) -> str:
+    """User text for an error message: at most `limit` characters, control characters (and
+    lone surrogates) escaped, so that the message stays short and on one line."""
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,9 +129,7 @@ class _Parser:
             return "end of text"
         if tok.kind == "op":
             return f"'{tok.value}'"
-        snippet = self.text[tok.pos : tok.end]
-        if len(snippet) > 24:
-            snippet = snippet[:21] + "..."
+        snippet = _clip(self.text[tok.pos : tok.end], 24)
         return f"{tok.kind} {snippet}" if tok.kind in ("number", "string") else (
             f"{tok.kind} '{snippet}'"
         )
@@ -161,7 +168,7 @@ class _Parser:
         close = "]" + opening.group(1) + "]"
         end = self.text.find(close, opening.end())
         if end < 0:
-            raise self.error(f"unfinished {what} starting", start, f"no closing '{close}'")
+            raise self.error(f"unfinished {what} starting", start, f"no closing '{_clip(close)}'")
         return end, end + len(close)
 
     def scan(self) -> _Token:
@@ -205,8 +212,7 @@ class _Parser:
         lexeme = text[start : self.i]
         value = _hex_number(lexeme[2:]) if is_hex else _decimal_number(lexeme)
         if value is None:
-            shown = lexeme if len(lexeme) <= 30 else lexeme[:27] + "..."
-            raise self.error(f"malformed number '{shown}'", start)
+            raise self.error(f"malformed number '{_clip(lexeme)}'", start)
         return _Token("number", value, start, self.i)
 
     def short_string(self, start: int) -> _Token:
@@ -260,7 +266,7 @@ class _Parser:
                 raise self.error(f"decimal escape '\\{m.group()}' too large", i, "at most 255")
             parts.append(bytes([int(m.group())]))
             return m.end()
-        raise self.error(f"invalid escape sequence '\\{c}'", i)
+        raise self.error(f"invalid escape sequence '\\{_clip(c)}'", i)
 
     def unicode_escape(self, i: int, parts: list[bytes]) -> int:
         text = self.text
@@ -274,7 +280,8 @@ class _Parser:
         code = int(m.group(), 16)
         if code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
             raise self.error(
-                f"'\\u{{{m.group()}}}' is not a Unicode character", i, "strings must be UTF-8 text"
+                f"'\\u{{{_clip(m.group(), 12)}}}' is not a Unicode character", i,
+                "strings must be UTF-8 text",
             )
         parts.append(chr(code).encode("utf-8"))
         return m.end() + 1
@@ -432,14 +439,27 @@ class _Parser:
         if tok.kind == "keyword" and tok.value in ("true", "false", "nil"):
             return {"true": True, "false": False, "nil": None}[tok.value]
         if tok.kind == "name":
-            hint = (
-                "it is not a number literal in Lua" if tok.value in ("inf", "nan")
-                else f"a string is written in quotes: \"{tok.value}\""
-            )
-            raise self.error(f"found name '{tok.value}'", tok.pos, f"{_EXPRESSION_HINT}; {hint}")
+            raise self.error(f"found name '{_clip(str(tok.value))}'", tok.pos,
+                             f"{_EXPRESSION_HINT}; {self.name_hint(str(tok.value))}")
         if tok.kind == "keyword" and tok.value == "function":
             raise self.error("found a function definition", tok.pos, _EXPRESSION_HINT)
         raise self.unexpected(tok, "a value")
+
+    def name_hint(self, name: str) -> str:
+        """What the user may have meant by a name where a value was expected."""
+        if name in ("inf", "nan"):
+            return "it is not a number literal in Lua"
+        if name.lower() in ("true", "false", "nil"):
+            return f"Lua writes it in lower case: {name.lower()}"
+        try:
+            after = self.peek()
+        except SpecError:  # the text after the name is malformed too: the name is the news
+            after = _Token("eof", None, self.i, self.i)
+        if after.kind == "string" or (after.kind == "op" and after.value in (".", ":", "(", "[")):
+            if name == "math":
+                return "math.huge is the literal 1e400 (infinity)"
+            return "variables and calls are not evaluated"
+        return f'a string is written in quotes: "{_clip(name)}"'
 
 
 def _hex_number(body: str) -> int | float | None:
@@ -544,7 +564,7 @@ def parse_command(command: str, default_exec_time: float = 10.0) -> JobSpec:
         word = first.group()
         if "{" in word:
             raise SpecError(
-                f"the program name '{word}' contains '{{': put a space before the table "
+                f"the program name '{_clip(word)}' contains '{{': put a space before the table "
                 f"(at {_where(command, start)})", start
             )
         rest = command[first.end() :]
@@ -582,7 +602,7 @@ def _sleep_seconds(command: str, start: int) -> float:
         pos = start + m.start()
         if not duration:
             raise SpecError(
-                f"sleep: invalid time interval '{m.group()}' at {_where(command, pos)} "
+                f"sleep: invalid time interval '{_clip(m.group())}' at {_where(command, pos)} "
                 "(a number of seconds, optionally with suffix s, m, h or d)", pos
             )
         total += float(m.group().rstrip("smhd")) * _SLEEP_UNITS[duration.group(1)]
@@ -648,7 +668,12 @@ def _check(kind: str, value: object) -> tuple[object, str]:
             or (kind == "flag01" and value in (0, 1))
         )
         if ok:
-            value = {"status": int, "flag01": bool}.get(kind, float)(value)
+            if kind == "status":
+                value = int(value)
+            elif kind == "flag01":
+                value = bool(value)
+            else:
+                value = float(value) + 0.0  # + 0.0: -0.0 is 0.0 in the spec
     else:
         ok = kind == "string" and isinstance(value, str)
     return (value, "") if ok else (None, _EXPECTED[kind])

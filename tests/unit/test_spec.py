@@ -80,7 +80,7 @@ def lua_eval(sources: list[str]) -> list[str]:
         [LUA, "-e", _DRIVER], input="\0".join(sources).encode("utf-8", "surrogatepass"),
         capture_output=True, timeout=60, check=True,
     ).stdout.decode("utf-8", "replace")
-    lines = out.splitlines()
+    lines = out.split("\n")[:-1]  # not splitlines(): Lua's messages may quote a U+0085 or \f
     assert len(lines) == len(sources), out
     return lines
 
@@ -331,6 +331,9 @@ def test_real_lua_agrees_on_tricky_tables() -> None:
         ("{true, false}", {1: True, 2: False}),
         ("{[1.0]=1, [2]=2}", {1: 1, 2: 2}),
         ("{[1e400]=1}", {math.inf: 1}),
+        ("{a=5--c\n, b=-5--[[c]], c=- --[==[c]==]\n5}", {"a": 5, "b": -5, "c": -5}),
+        ("{0x1e--5\n}", {1: 30}),  # 'e' is a hex digit: no exponent, then a comment
+        ("{\r\n\tend_=1\f,\vnil_=2\r}", {"end_": 1, "nil_": 2}),
     ],
 )
 def test_tables(text: str, expected: dict[object, object]) -> None:
@@ -448,6 +451,13 @@ def test_strings(literal: str, expected: str | None) -> None:
         ("{a=@}", "unexpected character '@'", 4),
         ("{a=\u00e9}", "unexpected character 'é'", 4),
         ("{a=\u00a01}", "unexpected character", 4),
+        ("{io=True}", "Lua writes it in lower case: true", 5),
+        ("{x=None}", 'a string is written in quotes: "None"', 4),
+        ("{exec_time=math.huge}", "math.huge is the literal 1e400", 12),
+        ("{x=f'a'}", "variables and calls are not evaluated", 4),
+        ("{x=y 'open}", "found name 'y'", 4),  # not the unfinished string after it
+        ("{\r\r x=y}", "line 3, column 4", 7),  # a lone \r ends a line, as in Lua
+        ("{\n\r\r\n x=y}", "line 3, column 4", 9),  # \n\r and \r\n are one line end each
         ("{\n  a = 1,\n  b = y }", "line 3, column 7", 18),
     ],
 )
@@ -456,7 +466,7 @@ def test_errors(text: str, message: str, column: int) -> None:
         parse_table(text)
     assert message in str(caught.value)
     assert caught.value.position == column - 1
-    if "\n" not in text:
+    if "\n" not in text and "\r" not in text:
         assert f"column {column}" in str(caught.value)
 
 
@@ -520,6 +530,41 @@ def test_mutations_raise_only_spec_error(text: str) -> None:
         parse_table(text)
     except SpecError as exc:
         assert 0 <= exc.position <= len(text)
+
+
+TOKENS = [
+    "{", "}", "[", "]", "[[", "]]", "[==[", "]==]", "=", ",", ";", "-", "--", "--[[", "'", '"',
+    "\\", "\\z", "\\u{", "\\x", "\\9", "\\256", "0x", "1", "9", ".", "e", "p", "+", "a", "_",
+    "end", "nil", "true", "exec_time", " ", "\n", "\r", "\t", "\0", "\x1b", "\ud800", "é", "\u2028",
+    "inf", "1e999", "9223372036854775808", "(", ")", "#", ":", "...", "sim ", "sleep ", "x" * 200,
+    "=" * 200, "f" * 200,
+]
+
+
+@settings(max_examples=500)
+@given(st.lists(st.sampled_from(TOKENS), max_size=30).map("".join))
+def test_token_soup_gives_short_one_line_errors(text: str) -> None:
+    """Any text: a result or a SpecError whose message is one short printable line (the
+    daemon logs it on one line), never another exception, whatever user text it quotes."""
+    for call, arg in ((parse_table, text), (parse_table, "{" + text), (parse_command, text)):
+        try:
+            call(arg)
+        except SpecError as exc:
+            assert str(exc).isprintable() and len(str(exc)) < 400, str(exc)
+            assert -1 <= exc.position <= len(arg)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["{" + "a" * 5000 + "}", "{[" + "=" * 5000 + "[}", "{'\\u{" + "f" * 5000 + "}'}",
+     "{1 [[" + "\n" * 5000 + "]]}", "sim{" + "x" * 5000, "sleep " + "5" * 5000 + "x",
+     "{'\\\0'}", "{\x1b[2J}", "sleep 5\x1b[2J"],
+)
+def test_errors_quote_user_text_short_and_printable(text: str) -> None:
+    parse = parse_command if text.startswith("s") else parse_table
+    with pytest.raises(SpecError) as caught:
+        parse(text)
+    assert str(caught.value).isprintable() and len(str(caught.value)) < 300, str(caught.value)
 
 
 def test_parser_never_evaluates() -> None:
@@ -623,6 +668,13 @@ def test_unknown_keys_are_kept() -> None:
     assert dict(spec.args) == {
         "exec_time": 1, "io_model": "linear", 1: 42, "weights": {1: 1, 2: 2}
     }
+
+
+def test_negative_zero_is_zero_in_the_spec() -> None:
+    spec = parse_command("sim {exec_time=-0.0, io_sensitivity=-0.0, fail_at=- 0.0, io_workload=-0}")
+    for value in (spec.exec_time, spec.io_sensitivity, spec.fail_at, spec.io_workload):
+        assert value == 0.0 and math.copysign(1, value) == 1  # type: ignore[arg-type]
+    assert math.copysign(1, spec.args["exec_time"]) == -1  # args keep Lua's value
 
 
 def test_sleep_without_table_has_no_args() -> None:
