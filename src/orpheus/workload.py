@@ -4,8 +4,12 @@ Pure: the readers take text (``parse_swf``, ``parse_batsim``) or a path (``read_
 return a :class:`Workload`; nothing is submitted here. Every error is a :class:`WorkloadError`
 naming the file and the line (SWF) or the job / profile (Batsim).
 
+Files are UTF-8 (a BOM is dropped), optionally gzip-compressed (told by their first bytes:
+the Parallel Workloads Archive publishes ``.swf.gz``); an SWF comment line may hold other bytes.
+
 SWF (Standard Workload Format, Parallel Workloads Archive): 18 whitespace-separated numeric
 fields per job, ``;`` comments, ``-1`` for unknown; lines end at ``\n`` (or ``\r\n``) only.
+Fields 1, 5, 8, 11, 12 and 15 (numbers, processors, status, user, queue) must be integers.
 The header's ``MaxProcs``, ``MaxNodes`` and ``Queues`` (the ``* name`` lines that follow it,
 numbered from 1 in that order) are used. A job number is unique, except that the
 partial-execution lines of a checkpointed or swapped job (status 2, 3, 4) repeat the number of
@@ -40,15 +44,19 @@ homogeneous_pfs``, ``ptask_on_storage_homogeneous``,       / bw (Batsim 2 ``msg_
 
 The amounts a type uses are required (``cpu`` and ``com``, ``delay``, ``nb_bytes``, one of the
 ``bytes_to_*``), finite and >= 0. A profile's ``ret`` is the job's exit code. Trace replays
-(SMPI, usage traces) are refused. A ``parallel`` profile whose ``cpu`` has not ``res`` values
-makes its jobs rejected (Batsim aborts on them).
+(SMPI, usage traces) and scheduler messages (``send``, ``recv``) cannot be replayed, nor a job
+on ``res`` 0, nor a ``parallel`` profile whose ``cpu`` has not ``res`` values (Batsim aborts on
+them): those jobs are kept and rejected (``skip``). A type Batsim does not know is an error.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import json
 import math
 import re
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -58,6 +66,13 @@ from orpheus.errors import OrpheusError
 from orpheus.spec import decimal
 
 SWF_FIELDS = 18
+SWF_FIELD_NAMES = (
+    "job number", "submit time", "wait time", "run time", "allocated processors",
+    "average CPU time", "used memory", "requested processors", "requested time",
+    "requested memory", "status", "user id", "group id", "executable", "queue", "partition",
+    "preceding job", "think time")
+SWF_INTEGERS = (0, 4, 7, 10, 11, 14)
+"""0-based indices of the fields read as integers: job number, processors, status, user, queue."""
 SWF_STATUS_EXIT = {0: 1, 4: 1, 5: 143}
 """Exit code of a job by SWF status: failed (0, or 4: its last partial execution failed) -> 1,
 cancelled -> 143 (128 + SIGTERM); others 0."""
@@ -72,7 +87,7 @@ class WorkloadError(OrpheusError, ValueError):
     """A workload that cannot be read; the message names the file and the line or job."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TraceJob:
     """One job of a trace, in the trace's own units (seconds, processors)."""
 
@@ -108,18 +123,22 @@ class Workload:
 
 _HEADER = re.compile(r"^;\s*([A-Za-z][A-Za-z ]*?)\s*:\s*(.*?)\s*$")
 _QUEUE_ITEM = re.compile(r"^;\s*\*\s*(\S+)")
+_PLAIN_LINE = re.compile(r"[-+.0-9eE \t]*")
+"""A data line whose characters are all these holds only tokens ``float`` reads as ``decimal``
+does (no ``nan``, ``inf``, ``_`` or non-ASCII digit): the fast path of :func:`_swf_fields`."""
 
 
-def _swf_header(lines: list[str]) -> tuple[dict[str, str], list[str]]:
-    """The ``; Key: value`` pairs of the header, and the ``* name`` items under ``Queues:``.
+def _swf_header(lines: list[tuple[int, str]]) -> tuple[dict[str, tuple[str, int]], list[str]]:
+    """The ``; Key: value`` pairs of the header (value, line number), and the ``* name`` items
+    under ``Queues:``.
 
     The queue block runs from ``Queues:`` to the next bare ``;`` line or the next key that is
     not indented deeper than ``Queues:`` (items carry sub-keys such as ``priority:``).
     """
-    keys: dict[str, str] = {}
+    keys: dict[str, tuple[str, int]] = {}
     queues: list[str] = []
     queues_indent: int | None = None
-    for line in lines:
+    for lineno, line in lines:
         body = line.lstrip()[1:]
         indent = len(body) - len(body.lstrip())
         if queues_indent is not None:
@@ -132,52 +151,67 @@ def _swf_header(lines: list[str]) -> tuple[dict[str, str], list[str]]:
         m = _HEADER.match(line)
         if m:
             key = m.group(1).replace(" ", "")
-            keys.setdefault(key, m.group(2))
+            keys.setdefault(key, (m.group(2), lineno))
             if key == "Queues":
                 queues_indent = indent
     return keys, queues
 
 
-def _header_int(keys: Mapping[str, str], key: str, path: str) -> int | None:
-    value = keys.get(key, "").split()
-    if not value:
+def _header_int(keys: Mapping[str, tuple[str, int]], key: str, path: str) -> int | None:
+    """The header's ``key`` as a count (``128``, ``128.0``, ``128 (nodes)``); None if absent or
+    not positive."""
+    text, lineno = keys.get(key, ("", 0))
+    if not text.split():
         return None
-    try:
-        n = int(value[0])
-    except ValueError:
-        raise WorkloadError(f"{path}: header {key}: {value[0]!r} is not an integer") from None
-    return n if n > 0 else None
+    value = decimal(text.split()[0])
+    if value is None or not math.isfinite(value) or not value.is_integer():
+        raise WorkloadError(f"{path}:{lineno}: header {key}: {text.split()[0]!r} is not an "
+                            "integer")
+    return int(value) if value > 0 else None
 
 
+def _swf_fields(body: str, where: str) -> list[float]:
+    """The 18 fields of a data line: plain decimal numbers (see :func:`orpheus.spec.decimal`),
+    finite, the :data:`SWF_INTEGERS` ones integers."""
+    parts = body.split()
+    if len(parts) != SWF_FIELDS:
+        raise WorkloadError(f"{where}: {len(parts)} fields, SWF has {SWF_FIELDS}")
+    values: list[float] = []
+    if _PLAIN_LINE.fullmatch(body):
+        with contextlib.suppress(ValueError):  # e.g. '1e' or '1-2': the slow path says which
+            values = [float(p) for p in parts]
+    if not values or not all(map(math.isfinite, values)):
+        values = [_swf_number(text, i, where) for i, text in enumerate(parts)]
+    if not all(values[i].is_integer() for i in SWF_INTEGERS):
+        i = next(i for i in SWF_INTEGERS if not values[i].is_integer())
+        raise WorkloadError(f"{where}: field {i + 1} ({SWF_FIELD_NAMES[i]}): {parts[i]} is "
+                            "not an integer")
+    return values
 
 
-def _number(text: str) -> float:
-    """A plain decimal number (not ``nan``, ``inf``, ``1_0`` or non-ASCII digits), finite."""
+def _swf_number(text: str, i: int, where: str) -> float:
     value = decimal(text)
     if value is None or not math.isfinite(value):
-        raise ValueError(text)
+        raise WorkloadError(f"{where}: field {i + 1} ({SWF_FIELD_NAMES[i]}): not a number: "
+                            f"{text!r}")
     return value
 
 
 def parse_swf(text: str, path: str = "<swf>") -> Workload:
     """Read an SWF trace; see the module docstring for what each field becomes."""
-    lines = [line.removesuffix("\r") for line in text.split("\n")]
-    keys, queue_names = _swf_header([ln for ln in lines if ln.lstrip().startswith(";")])
     jobs: dict[str, TraceJob] = {}  # by job number: its summary line, else its first line
     summary_line: dict[str, int] = {}
     partials: dict[str, int] = {}  # job number -> number of partial-execution lines
-    for lineno, line in enumerate(lines, 1):
+    comments: list[tuple[int, str]] = []
+    for lineno, line in enumerate(text.removeprefix("\ufeff").split("\n"), 1):
+        line = line.removesuffix("\r")
+        if line.lstrip().startswith(";"):
+            comments.append((lineno, line))
+            continue
         body = line.split(";", 1)[0].strip()
         if not body:
             continue
-        parts = body.split()
-        if len(parts) != SWF_FIELDS:
-            raise WorkloadError(f"{path}:{lineno}: {len(parts)} fields, SWF has {SWF_FIELDS}")
-        try:
-            f = [_number(p) for p in parts]
-        except ValueError as e:
-            raise WorkloadError(f"{path}:{lineno}: not a number: {e.args[0]!r}") from None
-        job = _swf_job(f, f"{path}:{lineno}")
+        job = _swf_job(_swf_fields(body, f"{path}:{lineno}"), f"{path}:{lineno}")
         if job.status in SWF_PARTIAL:
             partials[job.id] = partials.get(job.id, 0) + 1
             jobs.setdefault(job.id, job)
@@ -194,13 +228,19 @@ def parse_swf(text: str, path: str = "<swf>") -> Workload:
         if count > 1 and number not in summary_line:
             jobs[number] = replace(jobs[number], skip=(
                 f"{count} partial-execution lines (SWF status 2-4) and no summary line"))
+    keys, queue_names = _swf_header(comments)
     return Workload(
-        name=Path(path).stem, format="swf",
+        name=workload_name(path), format="swf",
         jobs=sorted(jobs.values(), key=lambda j: j.submit),
         max_procs=_header_int(keys, "MaxProcs", path),
         max_nodes=_header_int(keys, "MaxNodes", path),
-        queues=queue_numbers(queue_names, keys.get("Conversion", "")),
+        queues=queue_numbers(queue_names, keys.get("Conversion", ("", 0))[0]),
     )
+
+
+def workload_name(path: str) -> str:
+    """The file's name without its suffixes: ``data/ctc.swf.gz`` -> ``ctc``."""
+    return Path(path.removesuffix(".gz")).stem
 
 
 def queue_numbers(names: list[str], conversion: str) -> dict[int, str]:
@@ -216,12 +256,11 @@ def _swf_job(f: list[float], where: str) -> TraceJob:
     """One SWF record (fields 1..18 as f[0..17]) as a TraceJob."""
     number, submit, wait, run, alloc, req_procs, req_time, status, user, queue = (
         f[0], f[1], f[2], f[3], f[4], f[7], f[8], f[10], f[11], f[14])
-    if number != int(number) or number < 0:
-        raise WorkloadError(f"{where}: job number {number:g} is not a natural number")
+    if number < 0:
+        raise WorkloadError(f"{where}: field 1 (job number): {number:g} is negative")
     if submit < 0:
-        raise WorkloadError(f"{where}: job {int(number)}: negative submit time {submit:g}")
-    if status != int(status):
-        raise WorkloadError(f"{where}: job {int(number)}: status {status:g} is not an integer")
+        raise WorkloadError(f"{where}: job {int(number)}: field 2 (submit time): {submit:g} is "
+                            "negative (unknown)")
     res = int(req_procs) if req_procs > 0 else int(alloc) if alloc > 0 else 0
     skip = None
     if res <= 0:
@@ -229,7 +268,7 @@ def _swf_job(f: list[float], where: str) -> TraceJob:
         if status == 5:
             skip += ": cancelled before it started in the trace"
     elif run < 0:
-        skip = "unknown run time (field 4 is -1)"
+        skip = f"unknown run time (field 4 is {run:g})"
     st = int(status)
     return TraceJob(
         id=str(int(number)), submit=submit, res=res, run_time=run if run >= 0 else None,
@@ -255,6 +294,10 @@ _STAGING = {"ParallelTaskDataStagingBetweenStoragesProfile", "data_staging",
             "ptask_data_staging_between_storages", "ptask_data_staging"}
 _SEQUENCE = {"SequentialCompositionProfile", "sequential_composition", "composed", "sequence"}
 _SPREAD = {"DefinedAmountsSpreadUniformly", "defined_amount_spread_uniformly"}
+_UNREPLAYABLE = {"TraceReplayProfile", "smpi", "usage_trace", "send", "recv"}
+"""Batsim types that replay a trace file or talk to the scheduler: their jobs are rejected."""
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,23}")
+"""A Batsim ``user`` or ``queue``: a user becomes Unix user ``replay-u<user>`` (32 at most)."""
 MAX_PROFILE_DEPTH = 20
 
 
@@ -340,9 +383,12 @@ class ProfileRuns:
     def _run(self, name: str, profile: dict[str, Any], res: int, where: str,
              depth: int) -> ProfileRun:
         here = f"{where}profile {name!r}"
-        kind = profile.get("type")
+        kind, strategy = profile.get("type"), profile.get("generation_strategy")
+        if "type" not in profile or not isinstance(kind, str):
+            raise WorkloadError(f"{here}: " + ("missing 'type'" if "type" not in profile
+                                               else f"type must be a string, not {kind!r}"))
         flops, bw, n = self.rates.flops_per_second, self.rates.bytes_per_second, max(res, 1)
-        spread = kind in _TOTAL or profile.get("generation_strategy") in _SPREAD
+        spread = kind in _TOTAL or (isinstance(strategy, str) and strategy in _SPREAD)
         if kind in _DELAY:
             return ProfileRun(_amount(profile, "delay", here))
         if kind in _PTASK:
@@ -385,9 +431,12 @@ class ProfileRuns:
                               io=any(p.io for p in parts),
                               io_workload=max(p.io_workload for p in parts),
                               skip=next((p.skip for p in parts if p.skip), None))
-        raise WorkloadError(f"{here}: profile type {kind!r} cannot be replayed (supported: "
-                            "delay, parallel task, homogeneous parallel task, PFS and staging "
-                            "I/O, sequences)")
+        if kind in _UNREPLAYABLE:
+            return ProfileRun(0.0, skip=f"profile {name!r} is of type {kind!r} (a trace replay "
+                              "or a scheduler message), which Orpheus cannot replay")
+        raise WorkloadError(f"{here}: profile type {kind!r} is not a Batsim type Orpheus knows "
+                            "(delay, parallel task, homogeneous parallel task, PFS and staging "
+                            "I/O, sequences; trace replays and messages are rejected)")
 
 
 def _extra(job: Mapping[str, Any]) -> dict[str, Any]:
@@ -396,7 +445,7 @@ def _extra(job: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(extra, str):
         try:
             extra = json.loads(extra)
-        except ValueError:
+        except (ValueError, RecursionError):
             return {}
     return extra if isinstance(extra, dict) else {}
 
@@ -404,9 +453,11 @@ def _extra(job: Mapping[str, Any]) -> dict[str, Any]:
 def parse_batsim(text: str, path: str = "<batsim>", rates: Rates = Rates()) -> Workload:
     """Read a Batsim JSON workload; see the module docstring for the profile rules."""
     try:
-        doc = json.loads(text)
+        doc = json.loads(text.removeprefix("\ufeff"))
     except json.JSONDecodeError as e:
         raise WorkloadError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+    except (ValueError, RecursionError) as e:  # a 5000-digit number; arrays nested too deep
+        raise WorkloadError(f"{path}: invalid JSON: {e}") from None
     if not isinstance(doc, dict):
         raise WorkloadError(f"{path}: not a Batsim workload (the top level is not an object)")
     raw_jobs, profiles = doc.get("jobs"), doc.get("profiles")
@@ -429,7 +480,7 @@ def parse_batsim(text: str, path: str = "<batsim>", rates: Rates = Rates()) -> W
         jobs.append(job)
     if not jobs:
         raise WorkloadError(f"{path}: no job")
-    return Workload(name=Path(path).stem, format="batsim",
+    return Workload(name=workload_name(path), format="batsim",
                     jobs=sorted(jobs, key=lambda j: j.submit), max_procs=nb_res)
 
 
@@ -438,7 +489,8 @@ def _batsim_job(raw: Any, index: int, runs: ProfileRuns, path: str) -> TraceJob:
         raise WorkloadError(f"{path}: jobs[{index}] is not an object")
     if "id" not in raw:
         raise WorkloadError(f"{path}: jobs[{index}] has no id")
-    if isinstance(raw["id"], bool) or not isinstance(raw["id"], str | int):
+    if isinstance(raw["id"], bool) or not isinstance(raw["id"], str | int) or not _utf8(
+            str(raw["id"])):
         raise WorkloadError(f"{path}: jobs[{index}]: id must be a string or an integer, "
                             f"not {raw['id']!r}")
     where = f"{path}: job {raw['id']}"
@@ -446,43 +498,85 @@ def _batsim_job(raw: Any, index: int, runs: ProfileRuns, path: str) -> TraceJob:
         if key not in raw:
             raise WorkloadError(f"{where}: missing {key}")
     res = raw["res"]
-    if isinstance(res, bool) or not isinstance(res, int) or res < 1 or _finite(res) is None:
-        raise WorkloadError(f"{where}: res must be a positive integer, not {res!r}")
+    if isinstance(res, bool) or not isinstance(res, int) or res < 0 or _finite(res) is None:
+        raise WorkloadError(f"{where}: res must be an integer >= 0, not {res!r}")
     submit = _amount(raw, "subtime", where)
-    walltime = raw.get("walltime")
-    if walltime is not None:
-        if _finite(walltime) is None:
-            raise WorkloadError(f"{where}: walltime must be a finite number, not {walltime!r}")
-        walltime = float(walltime) if walltime > 0 else None  # Batsim uses -1 for none
+    walltime = raw.get("walltime", -1)
+    if _finite(walltime) is None or not (walltime == -1 or walltime > 0):
+        raise WorkloadError(f"{where}: walltime must be a number > 0, or -1 for none, "
+                            f"not {walltime!r}")
     name = raw["profile"]
-    if not isinstance(name, str):
+    if not isinstance(name, str) or not _utf8(name):
         raise WorkloadError(f"{where}: profile must be a name, not {name!r}")
     run = runs.run(name, res, f"{where}: ")
     ret = runs.profiles[name].get("ret", 0)
     if isinstance(ret, bool) or not isinstance(ret, int) or not 0 <= ret <= 255:
         raise WorkloadError(f"{where}: profile {name!r}: ret must be an integer 0-255")
     extra = _extra(raw)
-    user, queue = raw.get("user", extra.get("user")), raw.get("queue", extra.get("queue"))
+    user, queue = (_name(raw.get(key, extra.get(key)), f"{where}: {key}") for key in
+                   ("user", "queue"))
     return TraceJob(
-        id=str(raw["id"]), submit=submit, res=res, run_time=run.exec_time, walltime=walltime,
-        exit_code=ret, user=None if user is None else str(user),
-        queue=None if queue is None else str(queue), profile=name, io=run.io,
-        io_workload=run.io_workload, skip=run.skip,
+        id=str(raw["id"]), submit=submit, res=res, run_time=run.exec_time,
+        walltime=None if walltime == -1 else float(walltime), exit_code=ret, user=user,
+        queue=queue, profile=name, io=run.io, io_workload=run.io_workload,
+        skip=run.skip or (None if res else "res is 0: OAR cannot run a job on no resource"),
     )
+
+
+def _utf8(text: str) -> bool:
+    """Whether ``text`` can be written out (JSON's ``\\ud800`` escapes make lone surrogates)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _name(value: Any, where: str) -> str | None:
+    """A job's ``user`` or ``queue`` (a string or an integer), as a name; None when absent."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int) or not _NAME.fullmatch(
+            str(value)):
+        raise WorkloadError(f"{where} must be a string or an integer of at most 24 letters, "
+                            f"digits, '_', '.' or '-', not {value!r}")
+    return str(value)
 
 
 # ---------------------------------------------------------------------------------- both
 
 def parse_workload(text: str, path: str, rates: Rates = Rates()) -> Workload:
-    """SWF or Batsim JSON, told apart by the first non-blank character (``{`` is JSON)."""
-    if text.lstrip().startswith("{"):
+    """SWF or Batsim JSON, told apart by the first non-blank character (``{`` or ``[`` is
+    JSON)."""
+    if text.removeprefix("\ufeff").lstrip()[:1] in ("{", "["):
         return parse_batsim(text, path, rates)
     return parse_swf(text, path)
 
 
-def read_workload(path: Path, rates: Rates = Rates()) -> Workload:
+def decode(data: bytes, path: str) -> str:
+    """A file's bytes as text: UTF-8 without its BOM; bytes that are not UTF-8 are allowed in
+    ``;`` comment lines only (replaced), elsewhere an error naming the line."""
+    data = data.removeprefix(b"\xef\xbb\xbf")
     try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
+        return data.decode()
+    except UnicodeDecodeError:
+        pass
+    for lineno, line in enumerate(data.split(b"\n"), 1):
+        try:
+            line.decode()
+        except UnicodeDecodeError as e:
+            if not line.lstrip().startswith(b";"):
+                raise WorkloadError(f"{path}:{lineno}: not UTF-8 text (byte {line[e.start]:#04x} "
+                                    f"at column {e.start + 1})") from None
+    return data.decode(errors="replace")
+
+
+def read_workload(path: Path, rates: Rates = Rates()) -> Workload:
+    """Read an SWF trace or a Batsim workload file, gzip-compressed or not."""
+    try:
+        data = path.read_bytes()
+        if data.startswith(b"\x1f\x8b"):
+            data = gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as e:
         raise WorkloadError(f"{path}: cannot read: {e}") from None
-    return parse_workload(text, str(path), rates)
+    return parse_workload(decode(data, str(path)), str(path), rates)

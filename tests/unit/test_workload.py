@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
+import re
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,8 +32,10 @@ from orpheus.workload import (
     TraceJob,
     Workload,
     WorkloadError,
+    decode,
     parse_batsim,
     parse_swf,
+    parse_workload,
     read_workload,
 )
 
@@ -117,30 +122,59 @@ def test_swf_allocated_procs_when_none_requested_and_unknown_run_time() -> None:
 @pytest.mark.parametrize(("text", "message"), [
     ("1 0 0 10 1 -1 -1 1 100 -1 1 1 1 -1 1 -1 -1\n", "bad.swf:1: 17 fields, SWF has 18"),
     ("; comment\n\n1 0 0 ten 1 -1 -1 1 100 -1 1 1 1 -1 1 -1 -1 -1\n",
-     "bad.swf:3: not a number: 'ten'"),
+     "bad.swf:3: field 4 (run time): not a number: 'ten'"),
     ("1 0 0 10 1 -1 -1 1 100 -1 1 1 1 -1 1 -1 -1 -1\n"
      "1 0 0 10 1 -1 -1 1 100 -1 1 1 1 -1 1 -1 -1 -1\n",
      "bad.swf:2: job number 1 appears more than once (first at line 1;"),
-    ("1 -5 0 10 1 -1 -1 1 100 -1 1 1 1 -1 1 -1 -1 -1\n", "bad.swf:1: job 1: negative submit"),
-    ("1.5 0 0 10 1 -1 -1 1 100 -1 1 1 1 -1 1 -1 -1 -1\n", "not a natural number"),
-    ("1 0 0 nan 1 -1 -1 1 100 -1 1 1 1 -1 1 -1 -1 -1\n", "bad.swf:1: not a number: 'nan'"),
-    ("1 0 0 1_0 1 -1 -1 1 100 -1 1 1 1 -1 1 -1 -1 -1\n", "bad.swf:1: not a number: '1_0'"),
-    ("1 0 0 \u0661 1 -1 -1 1 100 -1 1 1 1 -1 1 -1 -1 -1\n", "bad.swf:1: not a number: '\u0661'"),
+    ("1 -5 0 10 1 -1 -1 1 100 -1 1 1 1 -1 1 -1 -1 -1\n",
+     "bad.swf:1: job 1: field 2 (submit time): -5 is negative"),
+    ("1 0 0 1e 1 -1 -1 1 100 -1 1 1 1 -1 1 -1 -1 -1 ; trailing comment\n",
+     "bad.swf:1: field 4 (run time): not a number: '1e'"),
+    ("1.5 0 0 10 1 -1 -1 1 100 -1 1 1 1 -1 1 -1 -1 -1\n",
+     "bad.swf:1: field 1 (job number): 1.5 is not an integer"),
+    ("-3 0 0 10 1 -1 -1 1 100 -1 1 1 1 -1 1 -1 -1 -1\n",
+     "bad.swf:1: field 1 (job number): -3 is negative"),
+    ("1 0 0 nan 1 -1 -1 1 100 -1 1 1 1 -1 1 -1 -1 -1\n",
+     "bad.swf:1: field 4 (run time): not a number: 'nan'"),
+    ("1 0 0 1_0 1 -1 -1 1 100 -1 1 1 1 -1 1 -1 -1 -1\n",
+     "bad.swf:1: field 4 (run time): not a number: '1_0'"),
+    ("1 0 0 \u0661 1 -1 -1 1 100 -1 1 1 1 -1 1 -1 -1 -1\n",
+     "bad.swf:1: field 4 (run time): not a number: '\u0661'"),
+    ("1 0 0 1e 1 -1 -1 1 100 -1 1 1 1 -1 1 -1 -1 -1\n",
+     "bad.swf:1: field 4 (run time): not a number: '1e'"),
+    ("1 0 0 1e999 1 -1 -1 1 100 -1 1 1 1 -1 1 -1 -1 -1\n",
+     "bad.swf:1: field 4 (run time): not a number: '1e999'"),
+    ("1 0 0 10 1 -1 -1 1 100 -1 1 1 1 -1 1 -1 -1 -1\x00\n",
+     "bad.swf:1: field 18 (think time): not a number: '-1\\x00'"),
     ("1 0 0 10 1 -1 -1 1 100 -1 5.9 1 1 -1 1 -1 -1 -1\n",
-     "bad.swf:1: job 1: status 5.9 is not an integer"),
+     "bad.swf:1: field 11 (status): 5.9 is not an integer"),
+    ("1 0 0 10 2.5 -1 -1 -1 100 -1 1 1 1 -1 1 -1 -1 -1\n",
+     "bad.swf:1: field 5 (allocated processors): 2.5 is not an integer"),
+    ("1 0 0 10 2 -1 -1 2.5 100 -1 1 1 1 -1 1 -1 -1 -1\n",
+     "bad.swf:1: field 8 (requested processors): 2.5 is not an integer"),
+    ("1 0 0 10 2 -1 -1 2 100 -1 1 3.7 1 -1 1 -1 -1 -1\n",
+     "bad.swf:1: field 12 (user id): 3.7 is not an integer"),
+    ("1 0 0 10 2 -1 -1 2 100 -1 1 3 1 -1 1.5 -1 -1 -1\n",
+     "bad.swf:1: field 15 (queue): 1.5 is not an integer"),
+    ("1 0 0 10 1 -1 -1 1 100 -1 1 1 1 -1 1 -1 -1 -1 0\n", "bad.swf:1: 19 fields, SWF has 18"),
+    ("; MaxProcs: 128\n;  MaxNodes: 1,024\n1 0 0 10 1 -1 -1 1 100 -1 1 1 1 -1 1 -1 -1 -1\n",
+     "bad.swf:2: header MaxNodes: '1,024' is not an integer"),
     ("; only a header\n", "bad.swf: no job line"),
 ])
 def test_malformed_swf_names_file_and_line(text: str, message: str) -> None:
-    with pytest.raises(WorkloadError, match=message.replace("(", r"\(")):
+    with pytest.raises(WorkloadError, match="^" + re.escape(message)):
         parse_swf(text, "bad.swf")
 
 
 def test_unreadable_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(WorkloadError, match="cannot read"):
         read_workload(tmp_path / "missing.swf")
-    (tmp_path / "bin.swf").write_bytes(b"\xff\xfe\x00")
-    with pytest.raises(WorkloadError, match=r"bin\.swf: cannot read"):
+    (tmp_path / "bin.swf").write_bytes(b"\xff\xfe\x00")  # UTF-16
+    with pytest.raises(WorkloadError, match=r"bin\.swf:1: not UTF-8 text \(byte 0xff at column 1"):
         read_workload(tmp_path / "bin.swf")
+    (tmp_path / "cut.swf.gz").write_bytes(gzip.compress(b"1 2 3\n" * 100)[:30])
+    with pytest.raises(WorkloadError, match=r"cut\.swf\.gz: cannot read"):
+        read_workload(tmp_path / "cut.swf.gz")
 
 
 def test_swf_queue_block_ends_at_a_shallower_key() -> None:
@@ -155,6 +189,93 @@ def test_swf_queue_numbers_follow_the_header_unless_oar_converted_it() -> None:
     assert parse_swf(queues + job).queues == {1: "short", 2: "long"}
     oar = ";    Conversion: oarDB-2-swf script\n" + queues
     assert parse_swf(oar + job).queues == {1: "long", 2: "short"}
+
+
+LINE = "1 0 0 10 1 -1 -1 1 100 -1 1 1 1 -1 1 -1 -1 -1"
+
+
+@pytest.mark.parametrize("data", [
+    b"\xef\xbb\xbf; MaxProcs: 8\n" + LINE.encode() + b"\n",  # UTF-8 BOM (Windows editors)
+    b"; MaxProcs: 8\r\n" + LINE.encode() + b"\r\n",  # CRLF
+    b"; MaxProcs: 8.0\n;  Note: Universit\xe9 (Latin-1)\n\n" + LINE.replace(" ", " \t  ").encode()
+    + b"  \t\n\n",  # several spaces and tabs, trailing blanks, blank lines
+    gzip.compress(b"; MaxProcs: 8\n" + LINE.encode() + b"\n"),  # as the Archive publishes it
+])
+def test_swf_files_as_archives_and_editors_write_them(tmp_path: Path, data: bytes) -> None:
+    (tmp_path / "t.swf.gz").write_bytes(data)
+    w = read_workload(tmp_path / "t.swf.gz")
+    assert (w.name, w.max_procs, [(j.id, j.res, j.run_time) for j in w.jobs]) == (
+        "t", 8, [("1", 1, 10)])
+
+
+def test_a_byte_that_is_not_utf8_outside_a_comment_names_its_line() -> None:
+    assert decode(b"; \xe9\n" + LINE.encode(), "t.swf") == "; \ufffd\n" + LINE
+    with pytest.raises(WorkloadError, match=r"^t\.swf:2: not UTF-8 text \(byte 0xe9 at column 4"):
+        decode(b"; \xe9\n1 2\xe9", "t.swf")
+    with pytest.raises(WorkloadError, match=r"^w\.json:1: not UTF-8 text"):
+        decode(b'{"jobs": "\xe9"}', "w.json")
+
+
+def test_swf_unknown_values_floats_and_unsorted_submissions() -> None:
+    w = parse_swf("3 20 -1 0 -1 -1 -1 2.0 0 -1 1 -1 -1 -1 -1 -1 -1 -1\n"   # run 0, no walltime
+                  "1 10.5 0 12.5 4 -1 -1 -1 -1 -1 1 1 1 -1 1 -1 -1 -1\n"  # requested -1: alloc
+                  "2 10.5 0 -7 4 -1 -1 4 60 -1 1 1 1 -1 1 -1 -1 -1\n"
+                  "4 0 0 5 0 -1 -1 0 60 -1 1 1 1 -1 1 -1 -1 -1\n")
+    assert [(j.id, j.submit, j.res, j.run_time, j.walltime, j.skip) for j in w.jobs] == [
+        ("4", 0, 0, 5, 60, "no processor count (requested and allocated are 0 or -1)"),
+        ("1", 10.5, 4, 12.5, None, None),
+        ("2", 10.5, 4, None, 60, "unknown run time (field 4 is -7)"),
+        ("3", 20, 2, 0, None, None)]
+    assert w.jobs[3].user is None and w.jobs[3].trace_wait is None and w.jobs[3].queue is None
+
+
+_swf_record = st.tuples(
+    st.integers(0, 10**6) | st.floats(0, 1e7).map(lambda x: round(x, 3)),  # submit
+    st.integers(-1, 10**5),  # wait
+    st.just(-1) | st.integers(0, 10**6) | st.floats(0, 1e6).map(lambda x: round(x, 2)),  # run
+    st.integers(-1, 512),  # allocated processors
+    st.integers(-1, 512),  # requested processors
+    st.just(-1) | st.integers(1, 10**6),  # requested time
+    st.sampled_from([-1, 0, 1, 5]),  # status
+    st.integers(-1, 99),  # user
+    st.integers(-1, 5),  # queue
+)
+
+
+@given(st.lists(_swf_record, min_size=1, max_size=30), st.sampled_from([" ", "\t", "  \t "]),
+       st.sampled_from(["\n", "\r\n"]), st.booleans(), st.booleans())
+def test_a_written_swf_reads_back_as_its_jobs(records: list[tuple], sep: str, eol: str,
+                                              bom: bool, gzipped: bool) -> None:
+    lines = ["; Version: 2.2", "; MaxProcs: 512", ";"]
+    expected = []
+    for number, (submit, wait, run, alloc, req, req_time, status, user, queue) in enumerate(
+            records, 1):
+        fields = [number, submit, wait, run, alloc, -1, -1, req, req_time, -1, status, user, 3,
+                  -1, queue, -1, -1, -1]
+        lines.append(sep.join(str(f) for f in fields))
+        res = req if req > 0 else alloc if alloc > 0 else 0
+        expected.append((str(number), submit, res, run if run >= 0 else None,
+                         req_time if req_time > 0 else None,
+                         None if user < 0 else str(user), None if queue < 0 else queue,
+                         status, res > 0 and run >= 0))
+    data = (b"\xef\xbb\xbf" if bom else b"") + eol.join(lines).encode()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, "t.swf.gz" if gzipped else "t.swf")
+        path.write_bytes(gzip.compress(data) if gzipped else data)
+        w = read_workload(path)
+    assert w.max_procs == 512
+    assert [(j.id, j.submit, j.res, j.run_time, j.walltime, j.user, j.queue, j.status,
+             j.skip is None) for j in w.jobs] == sorted(expected, key=lambda e: e[1])
+
+
+@given(st.text(st.sampled_from("0123456789 -.eE;\t\n\r{}[]\"ab:\ufeff\x00"), max_size=200)
+       | st.lists(st.sampled_from(["1", "-1", "0", "2.5", "1e3", "x", ";", "\n", " "]),
+                  max_size=60).map(" ".join))
+def test_any_text_reads_or_is_a_workload_error(text: str) -> None:
+    try:
+        parse_workload(text, "t")
+    except WorkloadError as e:
+        assert str(e).startswith("t")
 
 
 # ------------------------------------------------------------------------------ Batsim
@@ -195,6 +316,8 @@ PROFILES = {
     "seq": {"type": "SequentialCompositionProfile", "repeat": 2, "seq": ["d", "h"]},
     "loop": {"type": "composed", "seq": ["loop"]},
     "smpi": {"type": "TraceReplayProfile", "trace_type": "SMPI", "filename": "x"},
+    "what": {"type": "Whatever", "delay": 1},
+    "untyped": {"delay": 1},
 }
 
 
@@ -217,7 +340,8 @@ def test_profile_rules(name: str, res: int, exec_time: float, io: bool) -> None:
 
 @pytest.mark.parametrize(("name", "message"), [
     ("loop", "nested deeper than"),
-    ("smpi", "'TraceReplayProfile' cannot be replayed"),
+    ("what", "profile 'what': profile type 'Whatever' is not a Batsim type Orpheus knows"),
+    ("untyped", "profile 'untyped': missing 'type'"),
     ("nope", "profile 'nope': no such profile"),
 ])
 def test_bad_profiles(name: str, message: str) -> None:
@@ -236,14 +360,12 @@ def _batsim(jobs: object, profiles: object = None) -> str:
     (_batsim("x"), "w.json: 'jobs' must be a list"),
     (_batsim([{"subtime": 0}]), r"w.json: jobs\[0\] has no id"),
     (_batsim([{"id": 7, "subtime": 0, "res": 1}]), "w.json: job 7: missing profile"),
-    (_batsim([{"id": 7, "subtime": 0, "res": 0, "profile": "d"}]),
-     "w.json: job 7: res must be a positive integer"),
     (_batsim([{"id": 7, "subtime": -1, "res": 1, "profile": "d"}]),
      "w.json: job 7: subtime must be a finite number >= 0"),
     (_batsim([{"id": 7, "subtime": 0, "res": 1, "profile": "zz"}]),
      "w.json: job 7: profile 'zz': no such profile"),
     (_batsim([{"id": 7, "subtime": 0, "res": 1, "profile": "d", "walltime": "1h"}]),
-     "w.json: job 7: walltime must be a finite number, not '1h'"),
+     "w.json: job 7: walltime must be a number > 0, or -1 for none, not '1h'"),
     (_batsim([{"id": 7, "subtime": 0, "res": 1, "profile": "d"}],
              {"d": {"type": "DelayProfile"}}), "job 7: profile 'd': missing 'delay'"),
     (_batsim([{"id": 7, "subtime": 0, "res": 1, "profile": "d"}],
@@ -269,11 +391,21 @@ JOB7 = {"id": 7, "subtime": 0, "res": 2, "profile": "d"}
 
 
 @pytest.mark.parametrize(("job", "profiles", "message"), [
-    ({"walltime": math.inf}, None, "job 7: walltime must be a finite number, not inf"),
-    ({"walltime": math.nan}, None, "job 7: walltime must be a finite number, not nan"),
-    ({"walltime": 10**400}, None, "job 7: walltime must be a finite number"),
+    ({"walltime": math.inf}, None, "job 7: walltime must be a number > 0, or -1 for none, "
+     "not inf"),
+    ({"walltime": math.nan}, None, "job 7: walltime must be a number > 0, or -1 .*, not nan"),
+    ({"walltime": 10**400}, None, "job 7: walltime must be a number > 0"),
+    ({"walltime": 0}, None, "job 7: walltime must be a number > 0, or -1 for none, not 0"),
+    ({"walltime": -2}, None, "job 7: walltime must be a number > 0, or -1 for none, not -2"),
+    ({"walltime": True}, None, "job 7: walltime must be a number > 0"),
+    ({"res": -1}, None, "job 7: res must be an integer >= 0, not -1"),
+    ({"res": 2.0}, None, "job 7: res must be an integer >= 0, not 2.0"),
+    ({"id": "\ud800"}, None, r"jobs\[0\]: id must be a string or an integer, not '\\ud800'"),
+    ({"user": "john doe"}, None, "job 7: user must be a string or an integer of at most 24 "),
+    ({"user": [1]}, None, "job 7: user must be a string or an integer"),
+    ({"extra_data": {"queue": "a;b"}}, None, "job 7: queue must be a string or an integer"),
     ({"subtime": math.inf}, None, "job 7: subtime must be a finite number >= 0, not inf"),
-    ({"res": 10**400}, None, "job 7: res must be a positive integer"),
+    ({"res": 10**400}, None, "job 7: res must be an integer >= 0"),
     ({"id": None}, None, r"w.json: jobs\[0\]: id must be a string or an integer, not None"),
     ({"id": [1]}, None, r"jobs\[0\]: id must be a string or an integer, not \[1\]"),
     ({"id": True}, None, r"jobs\[0\]: id must be a string or an integer, not True"),
@@ -342,6 +474,81 @@ def test_nested_sequences_compute_each_profile_once(monkeypatch: pytest.MonkeyPa
     w = parse_batsim(_batsim(jobs, profiles))
     assert [j.run_time for j in w.jobs] == [1e7] * 3
     assert sorted(calls) == sorted(profiles)  # once each, for every job of the workload
+
+
+@pytest.mark.parametrize(("profile", "skip"), [
+    ({"type": "usage_trace", "trace": "u.txt"}, "profile 'x' is of type 'usage_trace'"),
+    ({"type": "smpi", "trace": "t.txt"}, "profile 'x' is of type 'smpi'"),
+    ({"type": "TraceReplayProfile", "trace_type": "FractionalComputation", "filename": "u"},
+     "profile 'x' is of type 'TraceReplayProfile'"),
+    ({"type": "composed", "seq": ["d", "m"]}, "profile 'm' is of type 'send'"),
+])
+def test_batsim_jobs_orpheus_cannot_replay_are_rejected_not_the_workload(
+        profile: dict[str, object], skip: str) -> None:
+    profiles = PROFILES | {"x": profile, "m": {"type": "send", "msg": {"a": 1}}}
+    w = parse_batsim(_batsim([JOB7, JOB7 | {"id": 8, "profile": "x"}], profiles))
+    assert w.jobs[0].skip is None and w.jobs[1].skip is not None
+    assert w.jobs[1].skip.startswith(skip)
+    (rejected,) = plan(w, CAP, PlanOptions()).rejections
+    assert rejected.job.id == "8" and rejected.reason == w.jobs[1].skip
+
+
+def test_batsim_res_0_is_rejected_and_res_beyond_nb_res_is_read() -> None:
+    w = parse_batsim(_batsim([JOB7 | {"res": 0}, JOB7 | {"id": 8, "res": 100}]))
+    assert w.max_procs == 4 and [j.res for j in w.jobs] == [0, 100]
+    assert w.jobs[0].skip == "res is 0: OAR cannot run a job on no resource"
+    p = plan(w, CAP, PlanOptions())
+    assert [r.reason for r in p.rejections] == [w.jobs[0].skip,
+                                                "requests 100 cores; the test bed has 64"]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("\ufeff" + _batsim([JOB7]), None),
+    (_batsim([JOB7 | {"extra_data": "[" * 100_000}]), None),  # unreadable extra_data: ignored
+    ("[" * 100_000, "w.json: invalid JSON: maximum recursion depth exceeded"),
+    ('{"nb_res": ' + "9" * 5000 + "}", "w.json: invalid JSON: Exceeds the limit"),
+    ('[{"id": 1}]', "w.json: not a Batsim workload"),
+])
+def test_batsim_bom_and_json_python_cannot_hold(text: str, message: str | None) -> None:
+    if message is None:
+        assert [j.id for j in parse_workload(text, "w.json").jobs] == ["7"]
+    else:
+        with pytest.raises(WorkloadError, match="^" + re.escape(message)):
+            parse_workload(text, "w.json")
+
+
+@given(st.lists(st.tuples(st.integers(0, 10**6) | st.text("ab!_-0123", min_size=1),
+                          st.floats(0, 1e6), st.integers(0, 64),
+                          st.none() | st.just(-1) | st.floats(0.001, 1e6),
+                          st.sampled_from(["d", "h", "seq"])), min_size=1, max_size=20,
+                unique_by=lambda t: str(t[0])))
+def test_a_written_batsim_workload_reads_back_as_its_jobs(jobs: list[tuple]) -> None:
+    raw = [{"id": i, "subtime": sub, "res": res, "profile": prof, "extra": [1]}
+           | ({} if wall is None else {"walltime": wall}) for i, sub, res, wall, prof in jobs]
+    w = parse_batsim(_batsim(raw))
+    runs = ProfileRuns(PROFILES, Rates())
+    assert [(j.id, j.submit, j.res, j.walltime, j.run_time, j.skip is None) for j in w.jobs] == [
+        (str(i), sub, res, None if wall in (None, -1) else wall,
+         runs.run(prof, res).exec_time, res > 0)
+        for i, sub, res, wall, prof in sorted(jobs, key=lambda t: t[1])]
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=3),
+                     lambda inner: st.lists(inner, max_size=3)
+                     | st.dictionaries(st.text(max_size=3), inner, max_size=3), max_leaves=6)
+
+
+@given(st.dictionaries(st.sampled_from(["id", "subtime", "res", "profile", "walltime", "user",
+                                        "queue", "extra_data"]), _json),
+       st.dictionaries(st.sampled_from(["type", "delay", "cpu", "com", "seq", "repeat", "ret",
+                                        "nb_bytes", "bytes_to_read"]),
+                       _json | st.sampled_from(["delay", "composed", "parallel", "p", "d"])))
+def test_any_batsim_job_reads_or_is_a_workload_error(job: dict[str, object],
+                                                      profile: dict[str, object]) -> None:
+    try:
+        parse_batsim(_batsim([JOB7 | job], {"d": profile, "p": profile}), "w.json")
+    except WorkloadError as e:
+        assert str(e).startswith("w.json")
 
 
 # -------------------------------------------------------------------------------- plan
