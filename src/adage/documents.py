@@ -40,7 +40,7 @@ from adage.model import (
     stays_below,
 )
 from adage.placeholders import PlaceholderError, refs
-from adage.plugins import resolve_src
+from adage.plugins import XML_SPACE, boolean, integer, resolve_src
 from adage.status import Failure, InstanceStatus, ProcessStatus, Status
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
@@ -63,9 +63,9 @@ class DocumentError(AdageError, ValueError):
 
 
 # ------------------------------------------------------------------ loading and validation
-def _parser() -> etree.XMLParser:
+def _parser(encoding: str | None = None) -> etree.XMLParser:
     return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
-                           huge_tree=False)
+                           huge_tree=False, encoding=encoding)
 
 
 @cache
@@ -94,22 +94,30 @@ def load(path: str | Path) -> etree._ElementTree:
 
 
 def loads(data: bytes | str, file: str = "<string>") -> etree._ElementTree:
-    """Like ``load`` for a document held in memory; ``file`` names it in errors."""
+    """Like ``load`` for a document held in memory; ``file`` names it in errors. A ``str`` is
+    taken as decoded already (its XML declaration's encoding is ignored)."""
+    encoding = None
     if isinstance(data, str):
-        data = data.encode()
+        data, encoding = data.encode(), "utf-8"
     try:
-        tree = etree.ElementTree(etree.fromstring(data, _parser(), base_url=file))
+        tree = etree.ElementTree(etree.fromstring(data, _parser(encoding), base_url=file))
     except etree.XMLSyntaxError as e:
-        line = e.lineno or 0
+        if doctype := _doctype_line(data):  # e.g. entities expanding beyond libxml2's limit
+            raise _no_dtd(file, doctype) from None
+        if not data.removeprefix(b"\xef\xbb\xbf").strip(b" \t\r\n"):
+            raise DocumentError(file, 0, "-", "the document is empty") from None
+        line, column = e.position if e.lineno else (0, 0)
         mismatch = re.search(r"tag mismatch: \S+ line \d+ and (\S+?),", e.msg)
-        element = mismatch[1] if mismatch else _open_tag_before(data, line)
+        element = mismatch[1] if mismatch else _open_tag_before(data, line, column)
         raise DocumentError(file, line, element, f"malformed XML: {e.msg}") from None
     if tree.docinfo.doctype:
-        line = data[: data.find(b"<!DOCTYPE")].count(b"\n") + 1
-        raise DocumentError(file, line, "!DOCTYPE", "a document type declaration (DTD, "
-                            "entities) is not allowed in ADAGE documents")
+        raise _no_dtd(file, _doctype_line(data) or 1)
     root = tree.getroot()
     tag = etree.QName(root).localname
+    if namespace := etree.QName(root).namespace:
+        raise DocumentError(file, root.sourceline or 1, tag, f"namespace '{namespace}': ADAGE "
+                            "documents use no XML namespace (remove the xmlns declaration "
+                            "and the prefixes)")
     try:
         xsd = schema(schema_name(tag))
     except LookupError as e:
@@ -122,11 +130,28 @@ def loads(data: bytes | str, file: str = "<string>") -> etree._ElementTree:
     return tree
 
 
-def _open_tag_before(data: bytes, line: int) -> str:
-    """The last element opened at or before ``line``: where a syntax error is."""
-    head = b"\n".join(data.splitlines()[: max(line, 1)]).decode("utf-8", "replace")
-    tags = re.findall(r"<([A-Za-z_][\w.\-]*)", head)
+def _open_tag_before(data: bytes, line: int, column: int) -> str:
+    """The last element opened before ``line``, ``column``: where a syntax error is."""
+    lines = data.splitlines()[: max(line, 1)] or [b""]
+    lines[-1] = lines[-1][: column] if column > 0 else lines[-1]
+    head = b"\n".join(lines).decode("utf-8", "replace")
+    tags = re.findall(r"<([A-Za-z_][\w.:\-]*)", head)
     return tags[-1] if tags else "-"
+
+
+_PROLOG_DOCTYPE = re.compile(  # BOM, then whitespace, processing instructions, comments
+    rb"\A(?:\xef\xbb\xbf)?(?:\s|<\?(?:[^?]|\?(?!>))*\?>|<!--(?:[^-]|-(?!->))*-->)*<!DOCTYPE")
+
+
+def _doctype_line(data: bytes) -> int:
+    """The line of the document type declaration of ``data``, 0 if it has none."""
+    m = _PROLOG_DOCTYPE.match(data)
+    return data[: m.end()].count(b"\n") + 1 if m else 0
+
+
+def _no_dtd(file: str, line: int) -> DocumentError:
+    return DocumentError(file, line, "!DOCTYPE", "a document type declaration (DTD, entities) "
+                         "is not allowed in ADAGE documents")
 
 
 _TYPES = {
@@ -137,6 +162,9 @@ _TYPES = {
     "xs:double": "a number",
     "xs:unsignedShort": "a port number (1 to 65535)",
     "cardinality": "a positive integer (1 to 1000000)",
+    "port": "a port number (1 to 65535)",
+    "speed": "a number above 0",
+    "time": "a time (seconds since the epoch, 0 or more)",
 }
 _PATTERNS = {  # the patterns of our schemas, in words
     r"[A-Za-z_][A-Za-z0-9_.\-]*": "letters, digits, '_', '.', '-', not starting with a digit",
@@ -171,6 +199,11 @@ _REWRITES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\[facet '\w+'\] The value '(.*)' is greater than the maximum value allowed "
                 r"\('(.*)'\)\."),
      "'{0}' is too large (at most {1})"),
+    (re.compile(r"\[facet '\w+'\] The value '(.*)' is less than the minimum value allowed "
+                r"\('(.*)'\)\."),
+     "'{0}' is too small (at least {1})"),
+    (re.compile(r"\[facet 'minExclusive'\] The value '(.*)' must be greater than '(.*)'\."),
+     "'{0}' is too small (it must be above {1})"),
     (re.compile(r"\[facet '(\w+)'\] The value '(.*)' is (?:less|greater) than.*"),
      "'{1}' is out of range ({0})"),
     (re.compile(r"\[facet 'minLength'\] The value (?:'.*' )?has a length of '0'.*"),
@@ -208,13 +241,19 @@ def _plain(message: str, path: str | None) -> tuple[str, str]:
     if pm := re.fullmatch(r"\[facet 'pattern'\] The value '(.*)' is not accepted by the "
                           r"pattern '(.*)'\.", text):
         words = f" ({_PATTERNS[pm[2]]})" if pm[2] in _PATTERNS else ""
+        if "[" in pm[1] and element in ("node", "node_ref"):
+            words += "; node ranges such as n[1-4] are not expanded: write each name out"
         return element, f"{prefix}'{pm[1]}' does not match the pattern {pm[2]}{words}"
     for pattern, template in _ATTRIBUTE_REWRITES:
         if rm := pattern.fullmatch(text):
             return element, template.format(*rm.groups())
     for pattern, template in _REWRITES:
         if rm := pattern.fullmatch(text):
-            return element, prefix + template.format(*rm.groups())
+            rule = prefix + template.format(*rm.groups())
+            nth = re.search(r"\[(\d+)\]$", path or "")  # the 2nd <planner/>: .../planner[2]
+            if rule == "element not allowed here" and nth and int(nth[1]) > 1:
+                rule += f" (a repeated <{element}>: it may be given once)"
+            return element, rule
     return element, prefix + text
 
 
@@ -413,9 +452,9 @@ def _node(src: _Source, elem: etree._Element) -> Node:
     _absolute(src, elem, "scratch")
     return Node(
         name=elem.get("name"),
-        cores=int(elem.get("cores")),
+        cores=_int(elem, "cores"),
         speed=speed,
-        memory=int(elem.get("memory")),
+        memory=_int(elem, "memory"),
         properties=tuple((p.get("name"), p.get("value")) for p in elem.iterfind("property")),
         submission=tuple(s.get("method") for s in elem.iterfind("submission")) or ("local",),
         transfer=tuple(t.get("method") for t in elem.iterfind("transfer")) or ("local",),
@@ -454,7 +493,7 @@ def read_ctrl(path: str | Path | None, appl: GenericAppl | None = None) -> CtrlP
     if (tf := root.find("transfer_files")) is not None:
         types = tuple(t for t in tf.get("type").split(",") if t)
         ctrl = replace(ctrl, transfer=Transfer(tf.get("method"), types,
-                                                _bool(tf.get("binlib_in_commondir")),
+                                                boolean(tf.get("binlib_in_commondir")),
                                                 tf.get("destdir")))
     envs = tuple(EnvSetting(e.get("name"), e.get("value"), e.get("action"))
                  for e in root.iterfind("envs/env"))
@@ -466,7 +505,7 @@ def read_ctrl(path: str | Path | None, appl: GenericAppl | None = None) -> CtrlP
             proc_group=c.get("proc_group"),
             predicates=tuple(PropertyPredicate(p.get("name"), p.get("op"), p.get("value"))
                              for p in c.iterfind("property")),
-            max_per_node=int(c.get("max_per_node")),
+            max_per_node=_int(c, "max_per_node"),
             collocate_with=c.get("collocate_with", ""),
             separate_from=c.get("separate_from", ""),
         )
@@ -479,7 +518,7 @@ def read_ctrl(path: str | Path | None, appl: GenericAppl | None = None) -> CtrlP
     if (pl := root.find("planner")) is not None:
         ctrl = replace(ctrl, planner=pl.get("name"))
     if (ov := root.find("oversubscribe")) is not None:
-        ctrl = replace(ctrl, oversubscribe=_bool(ov.get("value")))
+        ctrl = replace(ctrl, oversubscribe=boolean(ov.get("value")))
     if appl is not None:
         known = {g.id for g in appl.groups}
         for c in ctrl.constraints:
@@ -492,17 +531,13 @@ def read_ctrl(path: str | Path | None, appl: GenericAppl | None = None) -> CtrlP
     return ctrl
 
 
-def _bool(text: str) -> bool:
-    return text.strip() in ("true", "1")
-
-
 # ------------------------------------------------------------------ plan and status
 def read_plan(path: str | Path) -> Plan:
     """The plan at ``path``."""
     src = _Source(path)
     _expect_root(src, "plan")
-    return Plan(src.root.get("planner"), tuple(
-        PgInstance(i.get("proc_group"), int(i.get("index")), i.get("node"))
+    return Plan(_token(src.root.get("planner")), tuple(
+        PgInstance(i.get("proc_group"), _int(i, "index"), i.get("node"))
         for i in src.root.iterfind("pg_instance")))
 
 
@@ -514,7 +549,7 @@ def read_status(path: str | Path) -> Status:
     return Status(
         instances=tuple(
             InstanceStatus(
-                proc_group=i.get("proc_group"), index=int(i.get("index")), node=i.get("node"),
+                proc_group=i.get("proc_group"), index=_int(i, "index"), node=i.get("node"),
                 state=i.get("state"),
                 processes=tuple(_process_status(p) for p in i.iterfind("process")),
                 launched=_float(i.get("launched")), acked=_float(i.get("acked")),
@@ -522,7 +557,7 @@ def read_status(path: str | Path) -> Status:
             )
             for i in root.iterfind("pg_instance")
         ),
-        deployment=root.get("deployment", ""), planner=root.get("planner", ""),
+        deployment=root.get("deployment", ""), planner=_token(root.get("planner", "")),
         started=_float(root.get("started")), updated=_float(root.get("updated")),
         failure=_failure(root.find("failure")),
     )
@@ -532,14 +567,14 @@ def _failure(f: etree._Element | None) -> Failure | None:
     if f is None:
         return None
     return Failure(f.get("message"), f.get("node", ""), f.get("proc_group", ""),
-                   _int(f.get("index")), f.get("process", ""), _int(f.get("process_index")),
-                   _int(f.get("exit_code")), f.get("stderr", ""))
+                   _opt_int(f, "index"), _token(f.get("process", "")),
+                   _opt_int(f, "process_index"), _opt_int(f, "exit_code"), f.get("stderr", ""))
 
 
 def _process_status(p: etree._Element) -> ProcessStatus:
     return ProcessStatus(
-        id=p.get("id"), index=int(p.get("index")), state=p.get("state"),
-        pid=_int(p.get("pid")), exit_code=_int(p.get("exit_code")),
+        id=_token(p.get("id")), index=_int(p, "index"), state=p.get("state"),
+        pid=_opt_int(p, "pid"), exit_code=_opt_int(p, "exit_code"),
         rundir=p.get("rundir", ""), stdout=p.get("stdout", ""), stderr=p.get("stderr", ""),
         started=_float(p.get("started")), ended=_float(p.get("ended")),
         message=p.get("message", ""),
@@ -547,8 +582,25 @@ def _process_status(p: etree._Element) -> ProcessStatus:
     )
 
 
-def _int(text: str | None) -> int | None:
-    return None if text is None else int(text)
+def _opt_int(elem: etree._Element, attr: str) -> int | None:
+    return None if elem.get(attr) is None else _int(elem, attr)
+
+
+def _int(elem: etree._Element, attr: str) -> int:
+    """The xs:integer attribute ``attr`` of ``elem``."""
+    text = elem.get(attr)
+    try:
+        return integer(text)
+    except ValueError:  # beyond Python's limit of digits for int(str)
+        raise DocumentError(elem.getroottree().docinfo.URL or "-", elem.sourceline or 0,
+                            etree.QName(elem).localname,
+                            f"attribute '{attr}': '{text.strip(XML_SPACE)[:20]}...' is too "
+                            "large") from None
+
+
+def _token(text: str) -> str:
+    """An xs:token value: whitespace collapsed to single spaces, none around."""
+    return " ".join(re.split(f"[{XML_SPACE}]+", text.strip(XML_SPACE)))
 
 
 def _float(text: str | None) -> float | None:

@@ -713,3 +713,127 @@ def test_python_blocks_of_the_documentation_run(monkeypatch: pytest.MonkeyPatch,
     for code in blocks:
         exec(compile(code, str(DOC), "exec"), {})
     assert "<generic_appl_descr>" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------ unusual but valid, and malformed
+ODD = """<?xml version="1.0" encoding="{enc}"?>
+<!-- before the root --><?pi before?>
+<generic_appl_descr><!-- c --><?pi x?>
+  <proc_groups>
+    <proc_group cardinality="1" type="generic" id="cafe"><!-- c -->
+      <param value="&#x41;&amp;&lt;" name="n"/>
+      <process id="p"><executable>x</executable>
+        <arguments><arg>\u00e9t\u00e9</arg><arg>a<![CDATA[ & ]]>b</arg></arguments>
+      </process>
+    </proc_group>
+  </proc_groups>
+  <dependencies><!-- none --></dependencies>
+</generic_appl_descr>
+<!-- after the root --><?pi after?>
+"""
+
+
+@pytest.mark.parametrize(("enc", "bom"), [("ISO-8859-1", b""), ("UTF-8", b"\xef\xbb\xbf"),
+                                          ("UTF-8", b"")])
+def test_encodings_comments_and_references(tmp_path: Path, enc: str, bom: bytes) -> None:
+    text = ODD.format(enc=enc)
+    path = tmp_path / "odd.xml"
+    path.write_bytes(bom + text.encode(enc))
+    (group,) = documents.read_appls([path]).groups
+    assert group.params == (("n", "A&<"),)
+    assert group.processes[0].args == ("\u00e9t\u00e9", "a & b")
+
+
+def test_a_str_document_ignores_its_declared_encoding() -> None:
+    text = ODD.format(enc="ISO-8859-1")
+    tree = documents.loads(text, "odd.xml")
+    assert tree.getroot().find(".//arg").text == "\u00e9t\u00e9"
+    assert documents.loads("\ufeff" + text).getroot().find(".//arg").text == "\u00e9t\u00e9"
+
+
+@pytest.mark.parametrize("root", ['<generic_appl_descr xmlns="urn:adage">',
+                                  '<a:generic_appl_descr xmlns:a="urn:adage">'])
+def test_namespaced_documents_are_refused_clearly(root: str) -> None:
+    tag = root.split()[0][1:]
+    with pytest.raises(DocumentError) as err:
+        documents.loads(f"\n{root}<proc_groups/></{tag}>", "ns.xml")
+    assert (err.value.line, err.value.element) == (2, "generic_appl_descr")
+    assert err.value.rule.startswith("namespace 'urn:adage': ADAGE documents use no XML namespace")
+
+
+def test_numbers_booleans_and_tokens_as_xsd_writes_them(tmp_path: Path) -> None:
+    res = write(tmp_path, "r.xml", '<resources><node memory=" 0004096 " speed=" +2.5e0 " '
+                f'cores="+016" name="n"/><node name="m" memory="{"0" * 5000}1"/></resources>')
+    assert [(n.cores, n.speed, n.memory) for n in documents.read_resources([res]).nodes] == [
+        (16, 2.5, 4096), (1, 1.0, 1)]
+    ctrl = write(tmp_path, "c.xml", '<ctrl_params><oversubscribe value=" 1 "/><transfer_files '
+                 'binlib_in_commondir="\ntrue"/><constraints><constraint max_per_node="+02" '
+                 'proc_group="A"/></constraints></ctrl_params>')
+    got = documents.read_ctrl(ctrl)
+    assert got.oversubscribe and got.transfer.binlib_in_commondir
+    assert got.constraints[0].max_per_node == 2
+    plan = write(tmp_path, "p.xml", '<plan planner="  round-robin "><pg_instance node="n" '
+                 'index=" +01 " proc_group="A"/></plan>')
+    assert documents.read_plan(plan) == Plan("round-robin", (PgInstance("A", 1, "n"),))
+    status = write(tmp_path, "s.xml", '<status planner=" rr "><pg_instance proc_group="A" '
+                   'index="0" node="n" state="exited"><process id=" p " index="00" '
+                   'state="exited" exit_code=" -0001 "/></pg_instance></status>')
+    proc = documents.read_status(status).instances[0].processes[0]
+    assert (proc.id, proc.index, proc.exit_code) == ("p", 0, -1)
+
+
+def test_integers_beyond_pythons_digits_limit(tmp_path: Path) -> None:
+    path = write(tmp_path, "r.xml", f'<resources>\n<node name="n" cores="1{"0" * 5000}"/>'
+                 "</resources>")
+    with pytest.raises(DocumentError, match=r"r.xml:2: <node>: attribute 'cores': '1000.*' is "
+                                            "too large"):
+        documents.read_resources([path])
+
+
+def test_node_ranges_are_not_expanded(tmp_path: Path) -> None:
+    path = write(tmp_path, "r.xml", '<resources><node name="node[1-4,7]"/></resources>')
+    with pytest.raises(DocumentError, match=r"<node>: attribute 'name': 'node\[1-4,7\]' does not "
+                                            r"match .*node ranges .* are not expanded"):
+        documents.read_resources([path])
+
+
+LAUGHS = ('<?xml version="1.0"?>\n<!-- billion laughs -->\n<!DOCTYPE r [<!ENTITY a "ha">'
+          + "".join(f'<!ENTITY {e} "{f"&{p};" * 10}">' for p, e in itertools.pairwise("abcdefghij"))
+          + "]>\n<r>&j;</r>")
+
+
+@pytest.mark.parametrize(("text", "line", "element", "rule"), [
+    ("", 0, "-", "the document is empty"),
+    ("\ufeff \n\n", 0, "-", "the document is empty"),
+    ('<status>\n<pg_instance proc_group="A" proc_group="B"/><failure message="m"/></status>', 2,
+     "pg_instance", "malformed XML: Attribute proc_group redefined"),
+    (LAUGHS, 3, "!DOCTYPE", "a document type declaration (DTD, entities) is not allowed"),
+    ('<ctrl_params>\n<planner name="a"/>\n<planner name="b"/></ctrl_params>', 3, "planner",
+     "element not allowed here (a repeated <planner>: it may be given once)"),
+    ('<dask_application id="d"><scheduler port="0"/><workers count="1"/></dask_application>', 1,
+     "scheduler", "attribute 'port': '0' is too small (at least 1)"),
+    ('<resources><node name="n" speed="0"/></resources>', 1, "node",
+     "attribute 'speed': '0' is too small (it must be above 0)"),
+    ('<resources><node name="n" speed="0x1"/></resources>', 1, "node",
+     "attribute 'speed': '0x1' is not a number above 0"),
+    ('<status started="x"/>', 1, "status", "attribute 'started': 'x' is not a time"),
+])
+def test_malformed_documents_name_line_element_and_rule(text: str, line: int, element: str,
+                                                        rule: str) -> None:
+    with pytest.raises(DocumentError) as err:
+        documents.loads(text, "bad.xml")
+    assert (err.value.file, err.value.line, err.value.element) == ("bad.xml", line, element)
+    assert err.value.rule.startswith(rule), err.value.rule
+
+
+def test_a_directory_or_nothing_is_not_a_document(tmp_path: Path) -> None:
+    with pytest.raises(DocumentError, match=r":0: <->: cannot read the file: Is a directory"):
+        documents.read_resources([tmp_path])
+    with pytest.raises(DocumentError, match=r":0: <->: cannot read the file: No such file"):
+        documents.read_ctrl(tmp_path / "none.xml")
+
+
+def test_self_dependency_is_a_cycle(chain_dir: Path) -> None:
+    text = CHAIN.replace('group="C" on="B"', 'group="C" on="C"')
+    with pytest.raises(DocumentError, match=r"<dependency>: dependency cycle: C -> C"):
+        documents.read_appls([write(chain_dir, "a.xml", text)])

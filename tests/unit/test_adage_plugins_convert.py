@@ -136,3 +136,50 @@ def test_dask_rejects_bad_memory(tmp_path: Path) -> None:
 def test_dask_converted_groups_pass_the_merge_checks() -> None:
     appl = documents.read_appls([EXAMPLES / "dask.xml"])
     assert documents.ancestors(appl, "dask-client") == {"dask-scheduler", "dask-workers"}
+
+
+# ------------------------------------------------------------ text and values as XSD reads them
+def test_text_is_every_text_and_cdata_part_without_comments(tmp_path: Path) -> None:
+    path = tmp_path / "g.xml"
+    path.write_text('<generic_appl_descr><proc_groups><proc_group cardinality=" +003 " '
+                    'type="generic" id="A"><?pi x?><process cardinality="0002" id="p">'
+                    "<executable>\n  pro<!-- c -->g<?pi?>.sh\n</executable><arguments>"
+                    "<arg><!--c-->lead</arg><arg>x<![CDATA[<&>]]>y</arg><arg>&#x41;&amp;</arg>"
+                    "<arg> two\n lines </arg><arg/></arguments></process></proc_group>"
+                    "</proc_groups></generic_appl_descr>")
+    (group,) = convert(GenericPlugin, path).groups
+    assert group.cardinality == 3
+    assert group.processes == (Process("p", "prog.sh", ("lead", "x<&>y", "A&", " two\n lines ",
+                                                        ""), cardinality=2),)
+
+
+def test_only_xml_whitespace_is_trimmed(tmp_path: Path) -> None:
+    path = tmp_path / "g.xml"
+    path.write_text('<mpi_application id="r" processes="1"><executable>\u00a0x\t</executable>'
+                    "</mpi_application>", encoding="utf-8")
+    assert convert(MpiPlugin, path).groups[0].processes[0].executable == "\u00a0x"
+
+
+def test_mpi_options_with_comments_and_cdata(tmp_path: Path) -> None:
+    path = tmp_path / "m.xml"
+    path.write_text('<mpi_application processes=" 04 " id="r"><executable><?pi?>ring'
+                    "</executable><mpirun><option><!--c-->--bind-to</option><option>"
+                    "<![CDATA[ core ]]></option></mpirun></mpi_application>")
+    (group,) = convert(MpiPlugin, path).groups
+    assert group.cardinality == 4 and group.processes[0].executable == "ring"
+    assert [v for k, v in group.params if k == "mpirun_option"] == ["--bind-to", "core"]
+
+
+@pytest.mark.parametrize(("dashboard", "shown"), [(" 1 ", True), ("true", True), ("0", False),
+                                                  (" false", False)])
+def test_dask_values_as_xsd_writes_them(tmp_path: Path, dashboard: str, shown: bool) -> None:
+    path = tmp_path / "d.xml"
+    path.write_text(f'<dask_application id="x"><scheduler dashboard="{dashboard}" port=" +09000"'
+                    ' dashboard_port="08788 "/><workers threads=" +004 " count="002"/>'
+                    "</dask_application>")
+    sched, workers = convert(DaskPlugin, path).groups
+    assert ("--dashboard-address" in sched.processes[0].args) == shown
+    if shown:
+        assert sched.processes[0].args[-1] == ":8788"
+    assert sched.processes[0].args[3] == "9000" and workers.cardinality == 2
+    assert workers.processes[0].args[2:5] == ("tcp://@{x-scheduler.host}:9000", "--nthreads", "4")

@@ -23,7 +23,7 @@ from lxml import etree
 
 from adage.model import Dependency, FileSpec, GenericAppl, Process, ProcGroup
 from adage.plugin import Plugin
-from adage.plugins import args_of, env_of, files_of, resolve_src
+from adage.plugins import args_of, boolean, decimal, env_of, files_of, integer, resolve_src
 
 if TYPE_CHECKING:
     from adage.deploy.context import DeployContext
@@ -42,8 +42,8 @@ class DaskPlugin(Plugin):
         app = root.get("id")
         python = root.get("python", sys.executable)
         sched = root.find("scheduler")
-        port = int(sched.get("port")) if sched is not None else DEFAULT_PORT
-        dashboard = sched is not None and sched.get("dashboard") in ("true", "1")
+        port = integer(sched.get("port")) if sched is not None else DEFAULT_PORT
+        dashboard = sched is not None and boolean(sched.get("dashboard"))
         scheduler_id, workers_id, client_id = f"{app}-scheduler", f"{app}-workers", f"{app}-client"
         address = f"tcp://@{{{scheduler_id}.host}}:{port}"
 
@@ -53,17 +53,18 @@ class DaskPlugin(Plugin):
 
         sched_args = ["-m", "distributed.cli.dask_scheduler", "--port", str(port)]
         if dashboard:
-            sched_args += ["--dashboard", "--dashboard-address", f":{sched.get('dashboard_port')}"]
+            dashboard_port = integer(sched.get("dashboard_port"))
+            sched_args += ["--dashboard", "--dashboard-address", f":{dashboard_port}"]
         else:
             sched_args.append("--no-dashboard")
         groups = [group(scheduler_id, "scheduler", 1, Process("scheduler", python,
                                                                tuple(sched_args)))]
 
         workers = root.find("workers")
-        count = int(workers.get("count"))
+        count = integer(workers.get("count"))
         worker_args = (
             "-m", "distributed.cli.dask_worker", address,
-            "--nthreads", workers.get("threads"),
+            "--nthreads", decimal(workers.get("threads")),
             "--memory-limit", workers.get("memory"),
             "--name", f"{workers_id}-@{{self.index}}",
             "--no-dashboard",

@@ -10,18 +10,18 @@ from lxml import etree
 
 from adage.model import Dependency, GenericAppl, Process, ProcGroup
 from adage.plugin import Plugin
-from adage.plugins import args_of, env_of, files_of
+from adage.plugins import args_of, env_of, files_of, integer, trimmed
 
 
 def process_of(elem: etree._Element, source: Path) -> Process:
     """One ``process`` element."""
     return Process(
         id=elem.get("id"),
-        executable=elem.findtext("executable").strip(),
+        executable=trimmed(elem.find("executable")),
         args=args_of(elem),
         env=env_of(elem),
         files=files_of(elem, source),
-        cardinality=int(elem.get("cardinality")),
+        cardinality=integer(elem.get("cardinality")),
     )
 
 
@@ -37,7 +37,7 @@ class GenericPlugin(Plugin):
             ProcGroup(
                 id=g.get("id"),
                 type=g.get("type"),
-                cardinality=int(g.get("cardinality")),
+                cardinality=integer(g.get("cardinality")),
                 processes=tuple(process_of(p, source) for p in g.iterfind("process")),
                 params=tuple((p.get("name"), p.get("value")) for p in g.iterfind("param")),
             )

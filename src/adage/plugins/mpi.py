@@ -15,7 +15,7 @@ from lxml import etree
 
 from adage.model import GenericAppl, PgInstance, Process, ProcGroup
 from adage.plugin import Plugin
-from adage.plugins import args_of, env_of, files_of
+from adage.plugins import args_of, env_of, files_of, integer, trimmed
 
 if TYPE_CHECKING:
     from adage.deploy.context import DeployContext
@@ -33,12 +33,12 @@ class MpiPlugin(Plugin):
         params = [("flavour", root.get("flavour"))]
         if mpirun is not None:
             params.append(("mpirun", mpirun.get("path")))
-            params += [("mpirun_option", o.text.strip()) for o in mpirun.iterfind("option")]
+            params += [("mpirun_option", trimmed(o)) for o in mpirun.iterfind("option")]
         else:
             params.append(("mpirun", "mpirun"))
         rank = Process(
             id="rank",
-            executable=root.findtext("executable").strip(),
+            executable=trimmed(root.find("executable")),
             args=args_of(root),
             env=env_of(root),
             files=files_of(root, source),
@@ -46,7 +46,7 @@ class MpiPlugin(Plugin):
         group = ProcGroup(
             id=root.get("id"),
             type=self.name,
-            cardinality=int(root.get("processes")),
+            cardinality=integer(root.get("processes")),
             processes=(rank,),
             params=tuple(params),
         )
