@@ -13,10 +13,12 @@ defines every format, column and metric.
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import math
 import statistics
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -39,6 +41,12 @@ JOBS_CSV_NEEDS = ("job_id", "submission_time", "starting_time", "finish_time")
 REAL_CSV_NEEDS = ("batsim_id", "oar_id", "res", "state", "submission", "start", "stop")
 NOT_STARTED = ("Waiting", "Hold", "toAckReservation", "toLaunch", "Launching")
 MATCH_KEYS = ("id", "oar")
+# Batsim 1 and 2 name two columns after processors
+JOBS_CSV_ALIASES = {"requested_number_of_processors": "requested_number_of_resources",
+                    "allocated_processors": "allocated_resources"}
+NOT_OVER = ("NOT_SUBMITTED", "SUBMITTED", "RUNNING")  # Batsim 3's states of unfinished jobs
+MAX_NUMBER = 2.0**53  # beyond, seconds are no longer exact: refused
+MAX_RESOURCES = 1_000_000  # resources per job, and the highest resource number
 
 
 class CompareError(OrpheusError, ValueError):
@@ -72,20 +80,33 @@ def resolve(path: Path) -> Path:
 
 
 def read_schedule(path: Path) -> Schedule:
-    """Read any accepted format (see the module docstring), told apart by its content."""
+    """Read any accepted format (see the module docstring), told apart by its content;
+    gzip-compressed or not."""
     path = resolve(path)
+    return parse_schedule(decode(path.read_bytes(), str(path)), str(path))
+
+
+def decode(data: bytes, path: str) -> str:
+    """A file's text: UTF-8 with or without a BOM, gunzipped first if gzip-compressed."""
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as e:
+            raise CompareError(f"{path}: a damaged gzip file ({e or 'truncated'})") from None
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise CompareError(f"{path}: not a text file ({e.reason})") from None
-    return parse_schedule(text, str(path))
+        raise CompareError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
 
 
 def parse_schedule(text: str, path: str) -> Schedule:
     """:func:`read_schedule` on a file's text; ``path`` names it in errors."""
     if text.lstrip().startswith("{"):
         return _parse_json(text, path)
-    header = next(csv.reader(io.StringIO(text)), [])
+    try:
+        header = next(csv.reader(io.StringIO(text)), [])
+    except csv.Error as e:
+        raise CompareError(f"{path}:1: not valid CSV: {e}") from None
     columns = {c.strip() for c in header}
     if set(JOBS_CSV_NEEDS) <= columns:
         return parse_jobs_csv(text, path)
@@ -99,28 +120,43 @@ def parse_schedule(text: str, path: str) -> Schedule:
         f"{','.join(header)[:80]!r})")
 
 
-def _rows(text: str, path: str) -> Iterable[tuple[int, dict[str, str]]]:
-    """(line number, row) of a CSV text with a header; short rows are errors."""
-    reader = csv.DictReader(io.StringIO(text), skipinitialspace=True)
-    reader.fieldnames = [c.strip() for c in reader.fieldnames or []]
-    for row in reader:
-        if None in row:
-            raise CompareError(f"{path}:{reader.line_num}: more fields than the header has")
-        if None in row.values():
-            raise CompareError(f"{path}:{reader.line_num}: fewer fields than the header has")
-        yield reader.line_num, row
+def _rows(text: str, path: str, aliases: Mapping[str, str] | None = None,
+          ) -> Iterable[tuple[int, dict[str, str]]]:
+    """(line number, row) of a CSV text with a header, columns renamed by ``aliases`` (unless
+    the header has both names); short or long rows and malformed quoting are errors."""
+    reader = csv.DictReader(io.StringIO(text), skipinitialspace=True, strict=True)
+    line = 1  # where the row being read begins
+    try:
+        names = [c.strip() for c in reader.fieldnames or []]
+        reader.fieldnames = [
+            new if (new := (aliases or {}).get(c)) and new not in names else c for c in names]
+        while (line := reader.reader.line_num + 1) and (row := next(reader, None)) is not None:
+            if None in row:
+                raise CompareError(f"{path}:{line}: more fields than the header has")
+            if None in row.values():
+                raise CompareError(f"{path}:{line}: fewer fields than the header has")
+            yield line, row
+    except csv.Error as e:
+        raise CompareError(f"{path}:{line}: not valid CSV: {e}") from None
+
+
+def _quote(text: str) -> str:
+    """User text for a message: at most 40 characters, escaped."""
+    return repr(text if len(text) <= 40 else text[:40] + "...")
 
 
 def _number(text: str, where: str) -> float | None:
-    """A finite number; None for an empty field."""
+    """A finite number of magnitude at most :data:`MAX_NUMBER`; None for an empty field."""
     if not text.strip():
         return None
     try:
         value = float(text)
     except ValueError:
-        raise CompareError(f"{where}: not a number: {text!r}") from None
+        raise CompareError(f"{where}: not a number: {_quote(text)}") from None
     if not math.isfinite(value):
-        raise CompareError(f"{where}: not a finite number: {text!r}")
+        raise CompareError(f"{where}: not a finite number: {_quote(text)}")
+    if abs(value) > MAX_NUMBER:
+        raise CompareError(f"{where}: too large: {_quote(text)} (at most {MAX_NUMBER:.0f})")
     return value
 
 
@@ -129,19 +165,40 @@ def _integer(value: Any, where: str) -> int:
     if isinstance(value, bool) or value is None:
         raise CompareError(f"{where}: not an integer: {value!r}")
     number = _number(value, where) if isinstance(value, str) else value
-    if not isinstance(number, int | float) or not float(number).is_integer():
-        raise CompareError(f"{where}: not an integer: {value!r}")
+    if not isinstance(number, int | float) or (
+            isinstance(number, float) and not number.is_integer()):
+        raise CompareError(f"{where}: not an integer: {_quote(str(value))}")
+    if abs(number) > MAX_NUMBER:
+        raise CompareError(f"{where}: too large: {_quote(str(value))} (at most "
+                           f"{MAX_NUMBER:.0f})")
     return int(number)
 
 
+def _count(text: str, where: str) -> int | None:
+    """A resource count, 0 to :data:`MAX_RESOURCES`; None for an empty field."""
+    if not text.strip():
+        return None
+    n = _integer(text, where)
+    if not 0 <= n <= MAX_RESOURCES:
+        raise CompareError(f"{where}: {n} is not a resource count (0 to {MAX_RESOURCES})")
+    return n
+
+
 def _interval_set(text: str, where: str) -> tuple[int, ...]:
-    """Batsim's interval set (``0-3 8``) as resource numbers."""
+    """Batsim's interval set (``0-3 8``) as resource numbers (at most :data:`MAX_RESOURCES`)."""
     out: list[int] = []
     for part in text.split():
         lo, _, hi = part.partition("-")
-        if not lo.isdigit() or not (hi.isdigit() or not hi):
-            raise CompareError(f"{where}: allocated_resources: not an interval set: {text!r}")
-        out += range(int(lo), int(hi or lo) + 1)
+        bounds = (lo, hi or lo)
+        if not all(b.isascii() and b.isdigit() and len(b) <= 7 for b in bounds) or (
+                int(bounds[0]) > int(bounds[1])):
+            raise CompareError(f"{where}: allocated_resources: not an interval set: "
+                               f"{_quote(text)}")
+        first, last = map(int, bounds)
+        if last > MAX_RESOURCES or len(out) + last - first >= MAX_RESOURCES:
+            raise CompareError(f"{where}: allocated_resources: more than {MAX_RESOURCES} "
+                               f"resources: {_quote(text)}")
+        out += range(first, last + 1)
     return tuple(out)
 
 
@@ -151,6 +208,19 @@ def _unique(records: list[metrics.JobRecord], lines: list[str], path: str) -> No
         if r.job_id in seen:
             raise CompareError(f"{path}:{line}: job {r.job_id} already appears ({seen[r.job_id]})")
         seen[r.job_id] = line
+
+
+def _check_times(r: metrics.JobRecord, where: str) -> metrics.JobRecord:
+    """The record, if it starts no earlier than its submission and finishes no earlier than
+    its start."""
+    if r.starting_time is not None and r.starting_time < r.submission_time:
+        raise CompareError(f"{where}: starts ({r.starting_time:g}) before its submission "
+                           f"({r.submission_time:g})")
+    if r.starting_time is not None and r.finish_time is not None and (
+            r.finish_time < r.starting_time):
+        raise CompareError(f"{where}: finishes ({r.finish_time:g}) before it starts "
+                           f"({r.starting_time:g})")
+    return r
 
 
 def rebase(records: Iterable[metrics.JobRecord]) -> tuple[metrics.JobRecord, ...]:
@@ -165,45 +235,76 @@ def rebase(records: Iterable[metrics.JobRecord]) -> tuple[metrics.JobRecord, ...
 
 
 def parse_jobs_csv(text: str, path: str) -> Schedule:
-    """Batsim's jobs.csv or a replay report's: the job_id, times, state and resources.
+    """Batsim's jobs.csv (versions 1 to 4) or a replay report's: the job_id, times, state and
+    resources (:func:`jobs_csv_record`).
 
-    A ``w0!3`` id (workload!job) becomes ``3``; a REJECTED job or an empty starting_time
-    has no start; an empty finish_time is a job not over.
+    A ``w0!3`` id (workload!job) becomes ``3`` when every job is of one workload. Without a
+    final_state column (Batsim 1, 2) a walltime kill cannot be told.
     """
-    records: list[metrics.JobRecord] = []
-    lines: list[str] = []
-    for line, row in _rows(text, path):
-        where = f"{path}:{line}"
-        job_id = row["job_id"].strip().rpartition("!")[2]
-        if not job_id:
-            raise CompareError(f"{where}: empty job_id")
-        state = row.get("final_state", "").strip() or None
-        if state is not None and state not in metrics.FINAL_STATES:
-            raise CompareError(f"{where}: final_state {state!r} is not one of Batsim's "
-                               f"({', '.join(metrics.FINAL_STATES)})")
-        sub = _number(row["submission_time"], f"{where}: submission_time")
-        if sub is None:
-            raise CompareError(f"{where}: empty submission_time")
-        start = _number(row["starting_time"], f"{where}: starting_time")
-        finish = _number(row["finish_time"], f"{where}: finish_time")
-        if state == metrics.REJECTED or start is None or start < 0:
-            start = finish = None
-        res = _number(row.get("requested_number_of_resources", ""),
-                      f"{where}: requested_number_of_resources")
-        records.append(metrics.JobRecord(
-            job_id=job_id, submission_time=sub, final_state=state,
-            requested_number_of_resources=None if res is None else int(res),
-            requested_time=_number(row.get("requested_time", ""), f"{where}: requested_time"),
-            starting_time=start, finish_time=finish,
-            allocated=_interval_set(row.get("allocated_resources", ""), where)
-            if start is not None else (),
-            metadata=_metadata(row.get("metadata", ""))))
-        lines.append(str(line))
-    _unique(records, lines, path)
-    if not records:
+    rows = list(_rows(text, path, JOBS_CSV_ALIASES))
+    if not rows:
         raise CompareError(f"{path}: no job")
-    return Schedule(path, "jobs.csv", rebase(records), knows_walltime=True,
+    columns = set(rows[0][1])
+    one_workload = len({row["job_id"].strip().rpartition("!")[0] for _, row in rows}) == 1
+    records = [jobs_csv_record(row, f"{path}:{line}", columns, one_workload)
+               for line, row in rows]
+    _unique(records, [str(line) for line, _ in rows], path)
+    return Schedule(path, "jobs.csv", rebase(records), knows_walltime="final_state" in columns,
                     has_resources=any(r.allocated for r in records))
+
+
+def _batsim_state(row: Mapping[str, str], where: str, columns: set[str]) -> str | None:
+    """A jobs.csv row's final state; None while the job is not over (empty, or Batsim 3's
+    NOT_SUBMITTED, SUBMITTED, RUNNING). Without final_state (Batsim 1, 2), success 1 is
+    COMPLETED_SUCCESSFULLY and 0 COMPLETED_KILLED (killed or failed: Batsim 1's one state)."""
+    if "final_state" in columns:
+        state = row["final_state"].strip()
+        if state in metrics.FINAL_STATES:
+            return state
+        if state in ("", *NOT_OVER):
+            return None
+        raise CompareError(f"{where}: final_state {_quote(state)} is not one of Batsim's "
+                           f"({', '.join(metrics.FINAL_STATES + NOT_OVER)})")
+    if "success" not in columns:
+        return None
+    success = row["success"].strip()
+    if success not in ("0", "1"):
+        raise CompareError(f"{where}: success: not 0 or 1: {_quote(success)}")
+    return metrics.SUCCESS if success == "1" else metrics.KILLED
+
+
+def jobs_csv_record(row: Mapping[str, str], where: str, columns: set[str],
+                    strip_workload: bool = True) -> metrics.JobRecord:
+    """One jobs.csv row (``where``: file and line). REJECTED, an empty or negative (Batsim 3's
+    -1) starting_time: never started. A job not over has no finish_time; one over must have
+    one. requested_time -1: no walltime."""
+    job_id = row["job_id"].strip()
+    job_id = job_id.rpartition("!")[2] if strip_workload else job_id
+    if not job_id:
+        raise CompareError(f"{where}: empty job_id")
+    where = f"{where}: job {job_id}"
+    state = _batsim_state(row, where, columns)
+    sub = _number(row["submission_time"], f"{where}: submission_time")
+    if sub is None:
+        raise CompareError(f"{where}: empty submission_time")
+    start = _number(row["starting_time"], f"{where}: starting_time")
+    finish = _number(row["finish_time"], f"{where}: finish_time")
+    if state == metrics.REJECTED or start is None or start < 0:
+        start = finish = None
+    elif state is None and "final_state" in columns:
+        finish = None  # RUNNING: Batsim 3 writes start - 1
+    elif state is not None and finish is None:
+        raise CompareError(f"{where}: finish_time: empty for a {state} job that started")
+    walltime = _number(row.get("requested_time", ""), f"{where}: requested_time")
+    return _check_times(metrics.JobRecord(
+        job_id=job_id, submission_time=sub, final_state=state,
+        requested_number_of_resources=_count(row.get("requested_number_of_resources", ""),
+                                             f"{where}: requested_number_of_resources"),
+        requested_time=None if walltime is None or walltime < 0 else walltime,
+        starting_time=start, finish_time=finish,
+        allocated=_interval_set(row.get("allocated_resources", ""), where)
+        if start is not None else (),
+        metadata=_metadata(row.get("metadata", ""))), where)
 
 
 def _metadata(text: str) -> dict[str, Any]:
@@ -220,20 +321,21 @@ def parse_real_csv(text: str, path: str) -> Schedule:
     records: list[metrics.JobRecord] = []
     lines: list[str] = []
     for line, row in _rows(text, path):
-        where = f"{path}:{line}"
-        values = {k: _integer(row[k], f"{where}: {k}")
-                  for k in ("oar_id", "res", "submission", "start", "stop")}
+        batsim_id = row["batsim_id"].strip()
+        if not batsim_id:
+            raise CompareError(f"{path}:{line}: empty batsim_id")
+        where = f"{path}:{line}: job {batsim_id}"
+        values = {k: _integer(row[k], f"{where}: {k}") for k in ("oar_id", "submission")}
+        values |= {k: _integer(row[k], f"{where}: {k}") if row[k].strip() else 0
+                   for k in ("start", "stop")}  # empty: 0, never
         walltime = row.get("walltime", "").strip()
         job = metrics.OarJob(
             job_id=values["oar_id"], state=row["state"].strip(),
             submission_time=values["submission"], start_time=values["start"],
             stop_time=values["stop"], walltime=_integer(walltime, f"{where}: walltime")
-            if walltime else None, requested=values["res"])
-        batsim_id = row["batsim_id"].strip()
-        if not batsim_id:
-            raise CompareError(f"{where}: empty batsim_id")
-        records.append(metrics.record_from_oar(job, 0, job_id=batsim_id,
-                                               profile=row.get("profile", "").strip()))
+            if walltime else None, requested=_count(row["res"], f"{where}: res"))
+        records.append(_check_times(metrics.record_from_oar(
+            job, 0, job_id=batsim_id, profile=row.get("profile", "").strip()), where))
         lines.append(str(line))
     _unique(records, lines, path)
     if not records:
@@ -247,6 +349,10 @@ def _parse_json(text: str, path: str) -> Schedule:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
         raise CompareError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+    except RecursionError:
+        raise CompareError(f"{path}: invalid JSON: nested too deep") from None
+    except ValueError as e:  # e.g. an integer of over 4300 digits
+        raise CompareError(f"{path}: invalid JSON: {e}") from None
     if not isinstance(doc, dict):
         raise CompareError(f"{path}: not an oarstat -J export (the top level is not an object)")
     if isinstance(doc.get("jobs"), list):
@@ -286,9 +392,10 @@ def parse_oarstat(jobs: Mapping[str, Any], path: str, fmt: str,
     if not jobs:
         raise CompareError(f"{path}: no job")
     parsed: list[metrics.OarJob] = []
+    keys: dict[int, str] = {}  # OAR id -> its key in the export
     for key, job in jobs.items():
         where = f"{path}: job {key}"
-        if not isinstance(job, dict) or "state" not in job:
+        if not isinstance(job, dict) or not isinstance(job.get("state"), str):
             raise CompareError(f"{where}: not an OAR job (an object with a state): neither an "
                                "oarstat -J export nor one of --gantt")
         times = {}
@@ -302,6 +409,8 @@ def parse_oarstat(jobs: Mapping[str, Any], path: str, fmt: str,
         if not isinstance(ids, list):
             raise CompareError(f"{where}: resources must be a list, not {ids!r}")
         events = job.get("events") or []
+        if not isinstance(events, list):
+            raise CompareError(f"{where}: events must be a list, not {_quote(str(events))}")
         exit_code = job.get("exit_code")
         parsed.append(metrics.OarJob(
             job_id=_integer(job.get("Job_Id", job.get("job_id", key)), f"{where}: id"),
@@ -316,8 +425,12 @@ def parse_oarstat(jobs: Mapping[str, Any], path: str, fmt: str,
             events=tuple(str(e.get("type", "")) if isinstance(e, dict) else str(e)
                          for e in events if e),
             queue=str(_field(job, "queue") or ""), user=str(_field(job, "user") or "")))
+        if (first := keys.setdefault(parsed[-1].job_id, key)) != key:
+            raise CompareError(f"{where}: OAR job {parsed[-1].job_id} already appears (as "
+                               f"{first})")
     index = _oar_index(resources, (r for j in parsed for r in j.resources))
-    records = [metrics.record_from_oar(j, 0, requested=len(j.resources) or None, index=index)
+    records = [_check_times(metrics.record_from_oar(j, 0, requested=len(j.resources) or None,
+                                                    index=index), f"{path}: job {j.job_id}")
                for j in sorted(parsed, key=lambda j: j.job_id)]
     return Schedule(path, fmt, rebase(records),
                     knows_walltime=any("events" in j for j in jobs.values()),
@@ -382,9 +495,12 @@ def compare(run: Schedule, reference: Schedule, match: str = "id") -> Comparison
 def side_metrics(records: Sequence[metrics.JobRecord], knows_walltime: bool,
                  tau: float = metrics.DEFAULT_TAU) -> dict[str, float | None]:
     """:data:`METRICS` of some records, as :func:`metrics.summary` defines them; the
-    walltime-reached count is None when the format cannot tell it."""
+    makespan is None when no job finished, the walltime-reached count when the format cannot
+    tell it."""
     s = metrics.summary(records, 0, tau)
     out = {k: s[k] for k in METRICS if k in s}
+    if all(r.finish_time is None for r in records):
+        out["makespan"] = None
     out["nb_walltime_reached"] = (s["nb_jobs_per_final_state"][metrics.WALLTIME]
                                   if knows_walltime else None)
     return out

@@ -5,6 +5,8 @@ shifts, N identical runs), errors naming the file and line, figures, the CLI, do
 from __future__ import annotations
 
 import csv
+import gzip
+import io
 import json
 import os
 import re
@@ -173,6 +175,101 @@ def test_the_seeds_match_by_workload_id_and_differ() -> None:
     assert out["mean_waiting_time"]["ratio"] == pytest.approx(250.5975 / 551.10375)
 
 
+# Batsim 1 (v1.x): completed jobs only, processors, a hacky_job_id; success but no final_state
+BATSIM1_JOBS_CSV = """\
+job_id,hacky_job_id,workload_name,submission_time,requested_number_of_processors,requested_time,\
+success,starting_time,execution_time,finish_time,waiting_time,turnaround_time,stretch,\
+consumed_energy,allocated_processors
+1,10,w0,10.000000,2,100.000000,1,12.000000,30.000000,42.000000,2.000000,32.000000,1.066667,\
+0.000000,0-1
+2,20,w0,15.000000,1,5.000000,0,42.000000,5.000000,47.000000,27.000000,32.000000,6.400000,\
+0.000000,0
+"""
+# Batsim 2 (v2.0): the same columns in alphabetical order, and a quoted metadata
+BATSIM2_JOBS_CSV = """\
+allocated_processors,consumed_energy,execution_time,finish_time,job_id,metadata,\
+requested_number_of_processors,requested_time,starting_time,stretch,submission_time,success,\
+turnaround_time,waiting_time,workload_name
+0-1,0,30,42,1,"",2,100,12,1.066667,10,1,32,2,w0
+0,0,5,47,2,"",1,5,42,6.4,15,0,32,27,w0
+"""
+
+
+@pytest.mark.parametrize("text", [BATSIM1_JOBS_CSV, BATSIM2_JOBS_CSV])
+def test_batsim_1_and_2_jobs_csv(tmp_path: Path, text: str) -> None:
+    """processors are resources; without final_state, success 0 is a kill whose kind (walltime
+    or not) is unknown."""
+    s = read_schedule(write(tmp_path, "old_jobs.csv", text))
+    assert (s.format, s.knows_walltime, s.has_resources) == ("jobs.csv", False, True)
+    assert [times(r) for r in s.records] == [("1", 0, 2, 32, SUCCESS),
+                                            ("2", 5, 32, 37, metrics.KILLED)]
+    assert [(r.requested_number_of_resources, r.allocated) for r in s.records] == [
+        (2, (0, 1)), (1, (0,))]
+    assert compare.side_metrics(s.records, s.knows_walltime)["nb_walltime_reached"] is None
+
+
+def test_batsim_3_unfinished_jobs_and_no_walltime(tmp_path: Path) -> None:
+    """Batsim 3 writes every job: one never submitted has starting_time -1, a RUNNING one a
+    finish_time of start - 1; requested_time -1 is no walltime."""
+    text = BATSIM_JOBS_CSV + (
+        "w0!4,w0,delay,25,1,-1.000000,0,NOT_SUBMITTED,-1.000000,-1.000000,-2.000000,-26,-27,1,,"
+        "0,\"\"\n"
+        "w0!5,w0,delay,30,1,-1.000000,0,RUNNING,40.000000,-1.000000,39.000000,10,9,1,3,0,\"\"\n")
+    s = read_schedule(write(tmp_path, "jobs.csv", text))
+    assert [times(r) for r in s.records][3:] == [("4", 15, None, None, None),
+                                                ("5", 20, 30, None, None)]
+    assert [r.requested_time for r in s.records][3:] == [None, None]
+    m = compare.side_metrics(s.records, s.knows_walltime)
+    assert m["mean_waiting_time"] == (2 + 27 + 10) / 3  # the rejected and unsubmitted: no wait
+
+
+@pytest.mark.parametrize("encode", [
+    lambda t: t.encode(), lambda t: ("\ufeff" + t).encode(),
+    lambda t: t.replace("\n", "\r\n").encode(), lambda t: gzip.compress(t.encode()),
+    lambda t: gzip.compress(("\ufeff" + t.replace("\n", "\r\n")).encode()),
+], ids=["plain", "bom", "crlf", "gzip", "gzip-bom-crlf"])
+@pytest.mark.parametrize("text", [BATSIM_JOBS_CSV, REAL_CSV, json.dumps(OARSTAT, indent=1)],
+                         ids=["jobs.csv", "real.csv", "oarstat"])
+def test_bom_crlf_and_gzip_read_the_same(tmp_path: Path, text: str, encode: object) -> None:
+    plain = read_schedule(write(tmp_path, "plain", text))
+    path = tmp_path / "encoded"
+    path.write_bytes(encode(text))  # type: ignore[operator]
+    assert read_schedule(path).records == plain.records
+
+
+def test_quoted_fields_reordered_and_minimal_columns(tmp_path: Path) -> None:
+    """Columns by name in any order, quoted fields with commas; a file with only the four
+    needed columns keeps its finish times (its jobs' states are unknown)."""
+    text = ('finish_time,"profile",submission_time,job_id,starting_time\n'
+            '42,"delay, big",10,"w0!1",12\n47,x,15,w0!2,42\n')
+    s = read_schedule(write(tmp_path, "mine.csv", text))
+    assert [times(r) for r in s.records] == [("1", 0, 2, 32, None), ("2", 5, 32, 37, None)]
+    assert (s.knows_walltime, s.has_resources) == (False, False)
+
+
+def test_two_workloads_keep_their_prefix(tmp_path: Path) -> None:
+    text = BATSIM_JOBS_CSV.replace("w0!3,", "w1!1,")
+    s = read_schedule(write(tmp_path, "jobs.csv", text))
+    assert [r.job_id for r in s.records] == ["w0!1", "w0!2", "w1!1"]
+
+
+def test_real_csv_empty_start_is_never_started(tmp_path: Path) -> None:
+    s = read_schedule(write(tmp_path, "x.real.csv", REAL_CSV.replace("1020,0,0", "1020,,")))
+    assert times(s.records[2]) == ("9", 20, None, None, REJECTED)
+
+
+def test_oar_running_and_never_started_jobs(tmp_path: Path) -> None:
+    """A Running job has a start and no finish; an Error job that never started (start 0) is
+    REJECTED, not a wait of 0; a makespan with no job finished is unknown, not 0."""
+    doc = {"1": {"state": "Running", "submissionTime": 100, "startTime": 105, "stopTime": 0},
+           "2": {"state": "Error", "submissionTime": 101, "startTime": 0, "stopTime": 0}}
+    s = read_schedule(write(tmp_path, "o.json", json.dumps(doc)))
+    assert [times(r) for r in s.records] == [("1", 0, 5, None, None), ("2", 1, None, None,
+                                                                       REJECTED)]
+    m = compare.side_metrics(s.records, s.knows_walltime)
+    assert (m["makespan"], m["mean_waiting_time"]) == (None, 5)
+
+
 # ---------------------------------------------------------------------------- matching
 
 def test_unmatched_jobs_are_counted_and_listed(tmp_path: Path) -> None:
@@ -273,10 +370,10 @@ def test_first_fit_never_overlaps_and_gives_each_job_its_count(s: Schedule) -> N
 
 @pytest.mark.parametrize(("name", "text", "message"), [
     ("a.csv", BATSIM_JOBS_CSV.replace("15.000000,1,5", "soon,1,5"),
-     r"a.csv:3: submission_time: not a number: 'soon'"),
+     r"a.csv:3: job 2: submission_time: not a number: 'soon'"),
     ("b.real.csv", REAL_CSV.replace("1030,delay_a", "10.5e,delay_a"),
-     r"b.real.csv:2: stop: not a number: '10.5e'"),
-    ("c.real.csv", REAL_CSV.replace("1010,", "1010.5,"), r"c.real.csv:3: submission: not an "
+     r"b.real.csv:2: job 7: stop: not a number: '10.5e'"),
+    ("c.real.csv", REAL_CSV.replace("1010,", "1010.5,"), r"c.real.csv:3: job 8: submission: not an "
      r"integer: '1010.5'"),
     ("d.csv", REAL_CSV.replace(",delay_b", ""), r"d.csv:3: fewer fields than the header"),
     ("e.csv", REAL_CSV + "10,804,1,60,Terminated,1,2,3,p,extra\n",
@@ -291,13 +388,127 @@ def test_first_fit_never_overlaps_and_gives_each_job_its_count(s: Schedule) -> N
     ("l.json", '{"1": {"state": "Terminated"}}', r"l.json: job 1: no submissionTime or"),
     ("m.json", '{"1": 3}', r"m.json: job 1: not an OAR job"),
     ("n.csv", BATSIM_JOBS_CSV.replace("0-1,-1", "0-x,-1"),
-     r"n.csv:2: allocated_resources: not an interval set: '0-x'"),
-    ("o.csv", BATSIM_JOBS_CSV.replace("REJECTED", "GONE"), r"o.csv:4: final_state 'GONE'"),
+     r"n.csv:2: job 1: allocated_resources: not an interval set: '0-x'"),
+    ("o.csv", BATSIM_JOBS_CSV.replace("REJECTED", "GONE"), r"o.csv:4: job 3: final_state 'GONE'"),
+    ("p.csv", BATSIM_JOBS_CSV.replace("15.000000,1,5", "15.000000,1.5,5"),
+     r"p.csv:3: job 2: requested_number_of_resources: not an integer: '1.5'"),
+    ("q.csv", BATSIM_JOBS_CSV.replace("15.000000,1,5", "15.000000,1e12,5"),
+     r"q.csv:3: job 2: requested_number_of_resources: 1000000000000 is not a resource count"),
+    ("r.csv", BATSIM_JOBS_CSV.replace("0-1,-1", "1-0,-1"),
+     r"r.csv:2: job 1: allocated_resources: not an interval set: '1-0'"),
+    ("s.csv", BATSIM_JOBS_CSV.replace("0-1,-1", "0-99999999,-1"),
+     r"s.csv:2: job 1: allocated_resources: not an interval set"),
+    ("t.csv", BATSIM_JOBS_CSV.replace("0-1,-1", "0-999999 1000000-1000001,-1"),
+     r"t.csv:2: job 1: allocated_resources: more than 1000000 resources"),
+    ("u.csv", BATSIM_JOBS_CSV.replace("42.000000,2.000000", "11.000000,2.000000"),
+     r"u.csv:2: job 1: finishes \(11\) before it starts \(12\)"),
+    ("v.csv", BATSIM_JOBS_CSV.replace("12.000000,30", "9.000000,30"),
+     r"v.csv:2: job 1: starts \(9\) before its submission \(10\)"),
+    ("w.csv", BATSIM_JOBS_CSV.replace("12.000000,30", "1e300,30"),
+     r"w.csv:2: job 1: starting_time: too large: '1e300'"),
+    ("x.csv", BATSIM_JOBS_CSV.replace("12.000000,30", "nan,30"),
+     r"x.csv:2: job 1: starting_time: not a finite number: 'nan'"),
+    ("y.csv", BATSIM_JOBS_CSV.replace("10.000000,2", "-inf,2"),
+     r"y.csv:2: job 1: submission_time: not a finite number: '-inf'"),
+    ("z.csv", BATSIM_JOBS_CSV.replace(",-1,\nw0!3", ',-1,"open\nw0!3'),
+     r"z.csv:3: not valid CSV: unexpected end of data"),
+    ("aa.csv", BATSIM_JOBS_CSV.replace("0-1,-1,", "0-1,-1," + "x" * 200_000),
+     r"aa.csv:2: not valid CSV: field larger than field limit"),
+    ("ab.csv", BATSIM_JOBS_CSV.replace("47.000000,27", ",27"),
+     r"ab.csv:3: job 2: finish_time: empty for a COMPLETED_WALLTIME_REACHED job"),
+    ("ac.csv", BATSIM1_JOBS_CSV.replace("100.000000,1,", "100.000000,yes,"),
+     r"ac.csv:2: job 1: success: not 0 or 1: 'yes'"),
+    ("ad.csv", BATSIM_JOBS_CSV.replace("w0!3", "w0!2"), r"ad.csv:4: job 2 already appears \(3\)"),
+    ("ae.csv", BATSIM_JOBS_CSV.splitlines()[0] + "\n", r"ae.csv: no job"),
+    ("af.real.csv", REAL_CSV.replace(",2,60", ",-2,60"),
+     r"af.real.csv:2: job 7: res: -2 is not a resource count"),
+    ("ag.real.csv", REAL_CSV.replace("1010,1030", "1010,1000"),
+     r"ag.real.csv:3: job 8: starts \(1000\) before its submission \(1010\)"),
+    ("ah.json", '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}", r"ah.json: invalid JSON: nested"),
+    ("ai.json", '{"1": {"state": "Terminated", "submissionTime": 1, "startTime": 1' + "0" * 400
+     + "}}", r"ai.json: job 1: start time: too large"),
+    ("aj.json", '{"1": {"state": "Terminated", "submissionTime": 1, "startTime": 1' + "0" * 5000
+     + "}}", r"aj.json: invalid JSON: .*4300"),
+    ("ak.json", '{"1": {"state": "Error", "submissionTime": 1, "startTime": 2, "stopTime": 3, '
+     '"events": "WALLTIME"}}', r"ak.json: job 1: events must be a list"),
+    ("al.json", json.dumps({"1": OARSTAT["801"], "x": OARSTAT["801"]}),
+     r"al.json: job x: OAR job 801 already appears \(as 1\)"),
+    ("am.json", '{"1": {"state": null, "submissionTime": 1}}', r"am.json: job 1: not an OAR job"),
+    ("an.json", '{"1": {"state": "Terminated", "submissionTime": NaN}}',
+     r"an.json: job 1: submission time: not an integer: 'nan'"),
+    ("ao.json", '{"jobs": {}, "resources": []}', r"ao.json: no job"),
 ])
 def test_malformed_inputs_name_the_file_and_line(tmp_path: Path, name: str, text: str,
                                                  message: str) -> None:
     with pytest.raises(CompareError, match=message):
         read_schedule(write(tmp_path, name, text))
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (b"\x00\xff\xfe", r"bad: not UTF-8 text \(byte 1"),
+    (gzip.compress(BATSIM_JOBS_CSV.encode())[:30], r"bad: a damaged gzip file"),
+    (gzip.compress(b"\xff"), r"bad: not UTF-8 text \(byte 0"),
+])
+def test_unreadable_files_name_the_file(tmp_path: Path, data: bytes, message: str) -> None:
+    (tmp_path / "bad").write_bytes(data)
+    with pytest.raises(CompareError, match=message):
+        read_schedule(tmp_path / "bad")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 3), st.integers(0, 16), st.text(max_size=12))
+def test_any_field_value_is_read_or_refused_by_name(line: int, column: int,
+                                                    value: str) -> None:
+    """Whatever one field of a valid jobs.csv holds, reading gives records or a CompareError
+    naming the file (never another exception)."""
+    rows = list(csv.reader(BATSIM_JOBS_CSV.splitlines()))
+    rows[line][column] = value
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(rows)
+    try:
+        s = parse_schedule(out.getvalue(), "f.csv")
+    except CompareError as e:
+        assert str(e).startswith("f.csv")
+    else:
+        for r in s.records:
+            assert r.waiting_time is None or r.waiting_time >= 0
+            assert r.execution_time is None or r.execution_time >= 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["submissionTime", "startTime", "stopTime", "state", "events",
+                        "assigned_resources", "exit_code", "walltime", "Job_Id"]),
+       st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+                    lambda inner: st.lists(inner, max_size=3)
+                    | st.dictionaries(st.text(max_size=3), inner, max_size=3), max_leaves=5))
+def test_any_oarstat_value_is_read_or_refused_by_name(key: str, value: object) -> None:
+    doc = {k: dict(v) for k, v in OARSTAT.items()}
+    doc["802"][key] = value
+    try:
+        parse_schedule(json.dumps(doc), "o.json")
+    except CompareError as e:
+        assert str(e).startswith("o.json")
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(
+    st.tuples(st.integers(0, 10**6), st.integers(0, 10**4), st.integers(0, 10**4),
+              st.sampled_from([SUCCESS, WALLTIME, metrics.KILLED, metrics.FAILED, REJECTED,
+                               None])), min_size=1, max_size=8))
+def test_a_report_jobs_csv_reads_back(tmp_path_factory: pytest.TempPathFactory,
+                                      jobs: list[tuple[int, int, int, str | None]]) -> None:
+    """What `orpheus report` writes reads back as written, rebased: a rejected job has no
+    wait, a job not over no finish."""
+    records = []
+    for i, (sub, wait, run, state) in enumerate(jobs):
+        start = None if state == REJECTED else sub + wait
+        end = None if state in (REJECTED, None) else sub + wait + run
+        records.append(JobRecord(str(i), sub, state, 1, 600, start, end,
+                                 () if start is None else (i,)))
+    path = tmp_path_factory.mktemp("r") / "jobs.csv"
+    write_jobs_csv(records, path)
+    assert [times(r) for r in read_schedule(path).records] == [
+        times(r) for r in compare.rebase(records)]
 
 
 def test_format_is_told_by_content_not_extension(tmp_path: Path) -> None:
@@ -407,7 +618,7 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
     bad = write(tmp_path, "bad.real.csv", REAL_CSV.replace("1002", "x"))
     done = run_cli(str(bad), str(SEED[0]), "-o", str(tmp_path / "out"))
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert done.stderr == f"orpheus compare: {bad}:2: start: not a number: 'x'\n"
+    assert done.stderr == f"orpheus compare: {bad}:2: job 7: start: not a number: 'x'\n"
     done = run_cli(str(SEED[0]), str(SEED[0]), "--tau", "0", "-o", str(tmp_path / "out"))
     assert (done.returncode, done.stderr) == (2, "orpheus compare: --tau must be > 0\n")
 
