@@ -19,6 +19,7 @@ import time
 def wait_for(name: str, address: str, timeout: float) -> str:
     """The greeting of the stage listening at ``address``, retrying until ``timeout``."""
     host, _, port = address.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")  # [::1]:PORT, from @{G.urlhost}:PORT
     deadline = time.monotonic() + timeout
     while True:
         try:

@@ -12,6 +12,7 @@ import json
 import math
 import resource
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -45,6 +46,17 @@ def seconds(text: str) -> float:
     return value
 
 
+def job_id(text: str) -> int:
+    """An OAR job id: an integer above 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an OAR job id (an integer above 0)")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="adage",
@@ -59,8 +71,8 @@ def parser() -> argparse.ArgumentParser:
                    help="add a resource document (repeatable)")
     p.add_argument("-o", "--oarnodefile", metavar="FILE",
                    help="resources from an OAR node file (one line per core)")
-    p.add_argument("-j", "--jobid", type=int, metavar="ID", help="resources of an OAR job")
-    p.add_argument("-J", "--addjobid", type=int, action="append", default=[], metavar="ID",
+    p.add_argument("-j", "--jobid", type=job_id, metavar="ID", help="resources of an OAR job")
+    p.add_argument("-J", "--addjobid", type=job_id, action="append", default=[], metavar="ID",
                    help="add the resources of an OAR job (repeatable)")
     p.add_argument("--oar-api", metavar="URL",
                    help="read -j/-J jobs from OAR's REST API at URL instead of oarstat "
@@ -162,7 +174,8 @@ class Output:
 
 def remote(args: argparse.Namespace) -> bool:
     """Whether resources were given (otherwise: local virtual nodes)."""
-    return bool(args.res or args.addres or args.oarnodefile or args.jobid or args.addjobid)
+    return bool(args.res or args.addres or args.oarnodefile is not None or args.jobid
+                or args.addjobid)
 
 
 def resources_of(args: argparse.Namespace) -> Resources:
@@ -175,13 +188,13 @@ def resources_of(args: argparse.Namespace) -> Resources:
         parts.append(api_job_resources(jobs, args.oar_api))
     elif jobs:
         parts.append(job_resources(jobs))
-    if args.oarnodefile:
+    if args.oarnodefile is not None:  # -o "" (an unset $OAR_NODEFILE) is an error, not local
         parts.append(oar_nodefile(args.oarnodefile))
     if not parts:
         return local_nodes(args.local_nodes, args.local_root)
     nodes = [n for r in parts for n in r.nodes]
-    names = [n.name for n in nodes]
-    dup = next((n for n in names if names.count(n) > 1), None)
+    counts = Counter(n.name for n in nodes)
+    dup = next((n for n, k in counts.items() if k > 1), None)
     if dup:
         raise SourceError(f"node {dup} is given twice (resource documents, OAR jobs, node "
                           "file)")

@@ -170,7 +170,7 @@ _PATTERNS = {  # the patterns of our schemas, in words
     r"[A-Za-z_][A-Za-z0-9_.\-]*": "letters, digits, '_', '.', '-', not starting with a digit",
     r"[A-Za-z0-9_][A-Za-z0-9_.\-]*": "letters, digits, '_', '.', '-'",
     r"[A-Za-z_][A-Za-z0-9_]*": "letters, digits, '_', not starting with a digit",
-    r"[A-Za-z0-9_.:%\-]+": "a host name or an IP address",
+    r"[A-Za-z0-9_.:%][A-Za-z0-9_.:%\-]*": "a host name or an IP address, not starting with '-'",
 }
 _CONSTRAINTS = {
     "proc_group_id": "proc_group ids must be unique",

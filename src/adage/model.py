@@ -83,6 +83,15 @@ class GenericAppl:
 
 
 # ------------------------------------------------------------------ resources
+def url_host(address: str) -> str:
+    """``address`` as it goes before ``:PORT`` or ``:PATH`` (URLs, scp/rsync targets): an IPv6
+    literal (any address with a ``:``, zone ``%eth0`` included) in brackets, anything else as
+    is (pure)."""
+    if ":" in address and not address.startswith("["):
+        return f"[{address}]"
+    return address
+
+
 @dataclass(frozen=True)
 class Node:
     name: str

@@ -1,7 +1,9 @@
 """Placeholders in process arguments and environment values: ``@{G.host}``, ``@{G[i].host}``,
-``@{G.hosts}``, ``@{G.count}``, ``@{G.value.KEY}``, ``@{G[i].value.KEY}``, ``@{self.index}``,
-``@{self.host}``, ``@{self.group}``; ``@@`` is a literal ``@`` and any other ``@`` not followed
-by ``{`` is kept (an unclosed ``@{`` is an error).
+``@{G.urlhost}``, ``@{G[i].urlhost}``, ``@{G.hosts}``, ``@{G.count}``, ``@{G.value.KEY}``,
+``@{G[i].value.KEY}``, ``@{self.index}``, ``@{self.host}``, ``@{self.urlhost}``,
+``@{self.group}``; ``@@`` is a literal ``@`` and any other ``@`` not followed by ``{`` is kept
+(an unclosed ``@{`` is an error). ``host`` is the node's address as is (``::1``), ``urlhost``
+the same ready to go before ``:PORT`` in a host:port or URL (``[::1]``, ``model.url_host``).
 
 Pure parsing and substitution; what a reference resolves to is the caller's business (the
 deployer knows the plan and the reported values; ``adage.documents`` only checks references).
@@ -16,10 +18,10 @@ from dataclasses import dataclass
 from adage.errors import AdageError
 
 _TOKEN = re.compile(r"@@|@\{([^}]*)(\}?)")
-_SELF = re.compile(r"self\.(index|host|group)")
+_SELF = re.compile(r"self\.(index|host|urlhost|group)")
 _GROUP = re.compile(
     r"(?P<group>[A-Za-z_][A-Za-z0-9_.\-]*?)(?:\[(?P<index>[0-9]+)\])?"
-    r"\.(?P<what>host|hosts|count|value\.(?P<key>[^.\s]+))"
+    r"\.(?P<what>host|urlhost|hosts|count|value\.(?P<key>[^.\s]+))"
 )
 
 
@@ -29,8 +31,9 @@ class PlaceholderError(AdageError, ValueError):
 
 @dataclass(frozen=True)
 class Ref:
-    """One placeholder. ``group`` is "self" for ``@{self.*}``; ``what`` is host, hosts, count,
-    value, index or group; ``index`` is the instance for host/value (0 unless ``[i]``)."""
+    """One placeholder. ``group`` is "self" for ``@{self.*}``; ``what`` is host, urlhost,
+    hosts, count, value, index or group; ``index`` is the instance for host/urlhost/value (0
+    unless ``[i]``)."""
 
     text: str  # as written, e.g. "@{A[1].host}"
     group: str
@@ -48,13 +51,15 @@ def parse_ref(inner: str) -> Ref:
     if m is None:
         raise PlaceholderError(
             f"{text} is not a placeholder (expected @{{GROUP.host}}, @{{GROUP[i].host}}, "
-            "@{GROUP.hosts}, @{GROUP.count}, @{GROUP.value.KEY} or @{self.index|host|group})"
+            "@{GROUP.urlhost}, @{GROUP.hosts}, @{GROUP.count}, @{GROUP.value.KEY} or "
+            "@{self.index|host|urlhost|group})"
         )
     if m["group"] == "self":
-        raise PlaceholderError(f"{text}: self has only .index, .host and .group")
+        raise PlaceholderError(f"{text}: self has only .index, .host, .urlhost and .group")
     what = "value" if m["key"] else m["what"]
     if m["index"] is not None and what in ("hosts", "count"):
-        raise PlaceholderError(f"{text}: an instance index [i] goes only with .host or .value")
+        raise PlaceholderError(f"{text}: an instance index [i] goes only with .host, .urlhost "
+                               "or .value")
     return Ref(text, m["group"], what, int(m["index"] or 0), m["key"] or "")
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from adage.cli import main
 from adage.deploy.sources import SourceError, local_nodes
-from adage.resources.oar import oar_nodefile
+from adage.resources.oar import nodefile_hosts, oar_nodefile
 
 CHAIN = str(Path(__file__).resolve().parents[2] / "examples" / "adage" / "chain.xml")
 
@@ -52,7 +55,14 @@ def test_a_relative_local_root_is_made_absolute(monkeypatch: pytest.MonkeyPatch,
     (b"n1\nn1\n\xff\xfe\n", r"nodes.txt:3: not UTF-8 text \(byte 0xff\)"),
     (b"n1\n\x01n2\n", r"nodes.txt:2: '\\x01n2' is not a host name"),
     (b"n1\nn 2\n", r"nodes.txt:2: 'n 2' is not a host name"),
-    (b"# hosts\nn1\n", r"nodes.txt:1: '# hosts' is not a host name"),
+    (b"n1\nn1 slots=2\n", r"nodes.txt:2: 'n1 slots=2' is not a host name"),
+    (b"n1\n::1\n", r"nodes.txt:2: '::1' is not a host name"),
+    (b"-oProxyCommand\n", r"nodes.txt:1: '-oProxyCommand' is not a host name"),
+    (b"n1 # the fast one\n", r"nodes.txt:1: 'n1 # the fast one' is not a host name"),
+    (b"n" * 500 + b"!\n", r"nodes.txt:1: 'n{40}'… is not a host name"),
+    (b"\xef\xbb\xbfn1\n\xff\n", r"nodes.txt:2: not UTF-8 text \(byte 0xff\)"),
+    (b"", r"nodes.txt: no host in this OAR node file"),
+    (b"\n \r\n# only comments\n", r"nodes.txt: no host in this OAR node file"),
 ])
 def test_node_files_hold_one_host_name_per_line(tmp_path: Path, content: bytes,
                                                 rule: str) -> None:
@@ -64,5 +74,69 @@ def test_node_files_hold_one_host_name_per_line(tmp_path: Path, content: bytes,
 
 def test_node_file_hosts_count_their_lines(tmp_path: Path) -> None:
     path = tmp_path / "nodes.txt"
-    path.write_text("h1\r\nh1\n\n h2 \n")
-    assert [(n.name, n.cores) for n in oar_nodefile(path).nodes] == [("h1", 2), ("h2", 1)]
+    path.write_bytes(b"\xef\xbb\xbf# written by hand\nh1\r\nh1\n\n h2 \t\n  # h3\nh1\n")
+    assert [(n.name, n.cores) for n in oar_nodefile(path).nodes] == [("h1", 3), ("h2", 1)]
+
+
+@given(st.lists(st.sampled_from(["n1", "n2", "node-3.example.org", "10.0.0.4"]), min_size=1),
+       st.lists(st.sampled_from(["", " ", "\t", "\r"]), min_size=1))
+def test_node_file_hosts_keep_their_first_appearance_and_core_count(
+        hosts: list[str], blanks: list[str]) -> None:
+    lines = [f"{blanks[i % len(blanks)]}{h}{blanks[-i % len(blanks)]}"
+             for i, h in enumerate(hosts)]
+    lines[1:1] = ["", "# comment", *blanks]
+    assert nodefile_hosts(lines) == {h: hosts.count(h) for h in dict.fromkeys(hosts)}
+
+
+@pytest.mark.parametrize(("path", "rule"), [
+    ("missing.txt", r"missing.txt: cannot read this OAR node file: No such file or directory"),
+    (".", r"\.: cannot read this OAR node file: Is a directory"),
+    ("", r"OAR node file: empty file name \(is \$OAR_NODEFILE set\?"),
+])
+def test_node_files_that_cannot_be_read_are_named(monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Path, path: str,
+                                                   rule: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SourceError, match=rule):
+        oar_nodefile(path)
+
+
+def test_an_empty_node_file_name_is_an_error_not_local_nodes(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["-a", CHAIN, "-p", "-o", "", "-l", "0"]) == 1  # -o "$OAR_NODEFILE", unset
+    assert "adage: error: OAR node file: empty file name" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "x", "1.5"])
+def test_oar_job_ids_are_positive_integers(value: str,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as ex:
+        main(["-a", CHAIN, "-p", "-j", value])
+    assert ex.value.code == 2
+    assert f"argument -j/--jobid: '{value}' is not an OAR job id" in capsys.readouterr().err
+
+
+APPL = """<generic_appl_descr><proc_groups>
+  <proc_group id="S" type="generic" cardinality="1"><process id="srv">
+    <executable>/bin/echo</executable></process></proc_group>
+  <proc_group id="C" type="generic" cardinality="1"><process id="cli">
+    <executable>/bin/echo</executable><arguments><arg>tcp://@{S.urlhost}:8786</arg>
+    <arg>@{S.host}</arg><arg>a&lt;b &amp; c</arg><arg></arg><arg>x&#10;y</arg></arguments>
+  </process></proc_group>
+</proc_groups><dependencies><dependency group="C" on="S"/></dependencies>
+</generic_appl_descr>"""
+
+
+def test_the_dry_run_prints_quoted_commands_and_bracketed_ipv6(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a.xml").write_text(APPL)
+    (tmp_path / "r.xml").write_text(
+        f'<resources><node name="v6" address="::1" scratch="{tmp_path}/s"/>'
+        f'<node name="v4" address="127.0.0.1" scratch="{tmp_path}/s"/></resources>')
+    assert main(["-a", str(tmp_path / "a.xml"), "-r", str(tmp_path / "r.xml"), "-n"]) == 0
+    out = capsys.readouterr().out
+    line = out[out.index("  v4: "):]
+    assert line.endswith("$ /bin/echo 'tcp://[::1]:8786' ::1 'a<b & c' '' 'x\ny'\n")
+    assert shlex.split(line.partition("$ ")[2]) == [
+        "/bin/echo", "tcp://[::1]:8786", "::1", "a<b & c", "", "x\ny"]
+    assert not (tmp_path / "s").exists()  # a dry run writes nothing

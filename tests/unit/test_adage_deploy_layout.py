@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import shlex
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adage.deploy.context import DeployContext, needs
-from adage.deploy.layout import PYTHON, Layout, LayoutError, instance_specs, stages
+from adage.deploy.context import DeployContext, needs, shown
+from adage.deploy.layout import PYTHON, Layout, LayoutError, ProcSpec, instance_specs, stages
 from adage.deploy.state import Acked, Machine, NodeUp, Value
 from adage.model import (
     CtrlParams,
@@ -29,6 +32,7 @@ from adage.model import (
     ProcGroup,
     Resources,
     Transfer,
+    url_host,
 )
 from adage.placeholders import PlaceholderError
 
@@ -147,6 +151,46 @@ def test_an_unreported_value_is_an_error_and_a_dry_run_shows_it() -> None:
     with pytest.raises(PlaceholderError, match=r"S\[0\] has not reported token"):
         context().spec("C", 0, "cli", 0)
     assert context(dry_run=True).spec("C", 0, "cli", 0).argv[2] == "<S[0].value.token>"
+
+
+def test_urlhost_brackets_ipv6_addresses_and_host_keeps_them_bare() -> None:
+    nodes = Resources((Node("n1", address="::1"), Node("n2", address="fe80::1%eth0"),
+                       Node("n3", address="10.0.0.3")))
+    lay = Layout(nodes, CtrlParams(), "alice", 42, "dep-1")
+    machine = Machine(APPL, PLAN, {}, needs(APPL), 10.0)
+    resolve = DeployContext(APPL, PLAN, nodes, lay.ctrl, lay, machine,
+                            stages(APPL, PLAN, lay)).resolve
+    assert resolve("tcp://@{S.urlhost}:8786 @{S.host}", "C", 0, "n2") == "tcp://[::1]:8786 ::1"
+    assert resolve("@{W[0].urlhost}:1 @{W[1].urlhost}:2", "C", 0, "n2") == \
+        "[fe80::1%eth0]:1 10.0.0.3:2"
+    assert resolve("@{self.urlhost} @{self.host} @{W.hosts}", "C", 0, "n2") == \
+        "[fe80::1%eth0] fe80::1%eth0 fe80::1%eth0,10.0.0.3"
+
+
+@given(st.ip_addresses(), st.integers(1, 65535))
+def test_url_host_gives_urls_whose_host_is_the_address(addr: ipaddress.IPv4Address
+                                                       | ipaddress.IPv6Address,
+                                                       port: int) -> None:
+    parts = urllib.parse.urlsplit(f"tcp://{url_host(str(addr))}:{port}/")
+    assert ipaddress.ip_address(parts.hostname or "") == addr and parts.port == port
+
+
+@given(st.from_regex(r"[A-Za-z0-9_.\-]+", fullmatch=True))
+def test_url_host_keeps_host_names(name: str) -> None:
+    assert url_host(name) == name
+
+
+def test_dry_run_lines_are_shell_quoted() -> None:
+    spec = ProcSpec("C", 0, "p", 0, "n1", "/scr/a b",
+                    ("/bin/echo", "a<b & c", "", "x\ny", "plain"), ())
+    line = shown("n1", spec)
+    assert line == "n1: '/scr/a b'$ /bin/echo 'a<b & c' '' 'x\ny' plain"
+
+
+@given(st.lists(st.text(), min_size=1, max_size=5))
+def test_dry_run_commands_split_back_to_their_arguments(argv: list[str]) -> None:
+    line = shown("n1", ProcSpec("C", 0, "p", 0, "n1", "/scr/run", tuple(argv), ()))
+    assert shlex.split(line.removeprefix("n1: /scr/run$ ")) == argv
 
 
 @given(st.text(alphabet="ab@{}.", max_size=12))

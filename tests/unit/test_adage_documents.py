@@ -224,7 +224,7 @@ def test_placeholder_through_a_transitive_dependency(chain_dir: Path) -> None:
     ("@{B[1].host}", r"'B' has only 1 instance"),
     ("@{Q.host}", r"'Q' names no proc_group"),
     ("@{B[0].count}", r"an instance index \[i\] goes only with"),
-    ("@{self.count}", r"@\{self.count\}: self has only .index, .host and .group"),
+    ("@{self.count}", r"@\{self.count\}: self has only .index, .host, .urlhost and .group"),
     ("@{self.hosts}", r"self has only"),
     ("@{self.value.K}", r"self has only"),
     ("@{self[1].host}", r"self has only"),
@@ -375,6 +375,8 @@ def test_resources_merge(tmp_path: Path) -> None:
     ('<node name=""/>', r"attribute 'name': '' does not match the pattern"),
     ('<node name="a#b"/>', r"does not match the pattern"),
     ('<node name="n" address="a b"/>', r"'a b' does not match the pattern .*host name"),
+    ('<node name="n" address="-oProxyCommand"/>', r"not starting with '-'"),
+    ('<node name="n" address="[::1]"/>', r"'\[::1\]' does not match the pattern"),
     ('<node name="n" scratch="scratch"/>',
      r"attribute 'scratch': 'scratch' must be an absolute path"),
     ('<node name="n" speed="NaN"/>', r"attribute 'speed': 'NaN' is not a finite number"),
@@ -387,6 +389,15 @@ def test_bad_nodes(tmp_path: Path, node: str, rule: str) -> None:
     with pytest.raises(DocumentError, match=rule) as err:
         documents.read_resources([path])
     assert err.value.line == 2
+
+
+@pytest.mark.parametrize("address", ["::1", "fe80::1%eth0", "2001:db8::7", "10.0.0.1",
+                                     "node-1.example.org"])
+def test_node_addresses_are_bare_host_names_or_ip_addresses(tmp_path: Path,
+                                                            address: str) -> None:
+    path = write(tmp_path, "r.xml", f'<resources><node name="n" address="{address}"/>'
+                                    "</resources>")
+    assert documents.read_resources([path]).nodes[0].address == address
 
 
 def test_node_groups_need_an_absolute_directory_and_their_own_nodes(tmp_path: Path) -> None:
@@ -649,6 +660,9 @@ def test_placeholder_parsing() -> None:
     assert found == [Ref("@{A.host}", "A", "host"), Ref("@{B[2].value.port}", "B", "value", 2,
                                                         "port"),
                      Ref("@{self.index}", "self", "index"), Ref("@{C.hosts}", "C", "hosts")]
+    assert list(refs("@{A.urlhost}@{A[1].urlhost}@{self.urlhost}")) == [
+        Ref("@{A.urlhost}", "A", "urlhost"), Ref("@{A[1].urlhost}", "A", "urlhost", 1),
+        Ref("@{self.urlhost}", "self", "urlhost")]
     assert substitute("x@{A[1].host}:@{A.count}, user@@host",
                       lambda r: f"{r.group}{r.index}{r.what}") == "xA1host:A0count, user@host"
     with pytest.raises(PlaceholderError):

@@ -91,13 +91,13 @@ def test_dask_converter() -> None:
         "scheduler", py, ("-m", "distributed.cli.dask_scheduler", "--port", "8786",
                           "--no-dashboard")),), (("role", "scheduler"), *params))
     assert workers == ProcGroup("dask-workers", "dask", 4, (Process(
-        "worker", py, ("-m", "distributed.cli.dask_worker", "tcp://@{dask-scheduler.host}:8786",
+        "worker", py, ("-m", "distributed.cli.dask_worker", "tcp://@{dask-scheduler.urlhost}:8786",
                        "--nthreads", "1", "--memory-limit", "512MiB",
                        "--name", "dask-workers-@{self.index}", "--no-dashboard")),),
         (("role", "workers"), *params))
     assert client == ProcGroup("dask-client", "dask", 1, (Process(
         "client", py, ("dask_client.py", "--n", "1000"),
-        (("DASK_SCHEDULER_ADDRESS", "tcp://@{dask-scheduler.host}:8786"),
+        (("DASK_SCHEDULER_ADDRESS", "tcp://@{dask-scheduler.urlhost}:8786"),
          ("DASK_WORKERS", "@{dask-workers.count}")),
         (FileSpec("cfg", str(EXAMPLES / "dask_client.py"), "dask_client.py"),)),),
         (("role", "client"), *params))
@@ -120,7 +120,7 @@ def test_dask_without_client_with_dashboard(tmp_path: Path) -> None:
     sched, workers = appl.groups
     assert sched.processes[0].executable == "/usr/bin/python3"
     assert sched.processes[0].args[-3:] == ("--dashboard", "--dashboard-address", ":8787")
-    assert "tcp://@{x-scheduler.host}:9000" in workers.processes[0].args
+    assert "tcp://@{x-scheduler.urlhost}:9000" in workers.processes[0].args
     assert workers.processes[0].args[3:7] == ("--nthreads", "1", "--memory-limit", "auto")
     assert appl.dependencies == (Dependency("x-workers", "x-scheduler", "ready"),)
 
@@ -182,4 +182,5 @@ def test_dask_values_as_xsd_writes_them(tmp_path: Path, dashboard: str, shown: b
     if shown:
         assert sched.processes[0].args[-1] == ":8788"
     assert sched.processes[0].args[3] == "9000" and workers.cardinality == 2
-    assert workers.processes[0].args[2:5] == ("tcp://@{x-scheduler.host}:9000", "--nthreads", "4")
+    assert workers.processes[0].args[2:5] == ("tcp://@{x-scheduler.urlhost}:9000", "--nthreads",
+                                              "4")

@@ -6,6 +6,8 @@ import io
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from adage.deploy import archive
 from adage.deploy.ssh import SshTransport, after_tree, one_line
 from adage.model import Node
@@ -27,6 +29,25 @@ def test_rsync_copies_the_entries_not_the_directory(tmp_path: Path) -> None:
     rsync = SshTransport("rsync").tree_commands(Node(name="n1"), tmp_path, "/tmp")[1]
     assert rsync[:2] == ["rsync", "-a"]
     assert rsync[-3:] == [str(tmp_path / "a"), str(tmp_path / "b"), "n1:/tmp/"]
+
+
+@pytest.mark.parametrize(("address", "target"), [
+    ("::1", "[::1]:/d/"), ("fe80::1%eth0", "[fe80::1%eth0]:/d/"), ("10.0.0.1", "10.0.0.1:/d/"),
+    ("", "n1:/d/")])
+@pytest.mark.parametrize("transfer", ["scp", "rsync"])
+def test_copy_targets_bracket_ipv6_addresses_and_ssh_takes_them_bare(
+        tmp_path: Path, transfer: str, address: str, target: str) -> None:
+    (tmp_path / "f").write_text("")
+    node = Node(name="n1", address=address)
+    t = SshTransport(transfer, oarsh=False)
+    try:
+        mkdir, copy = t.tree_commands(node, tmp_path, "/d")
+        assert copy[-2:] == [str(tmp_path / "f"), target]
+        assert mkdir[-3:] == [address or "n1", "--", "mkdir -p /d"]
+    finally:
+        t.close()
+    oarcp = SshTransport("oarcp", oarsh=True).tree_commands(node, tmp_path, "/d")[1]
+    assert oarcp[-1] == target
 
 
 def test_stderr_becomes_one_line() -> None:

@@ -40,6 +40,10 @@ def test_api_url_credentials_become_basic_auth() -> None:
     assert "Authorization" not in split_url("http://h/oarapi")[1]
     with pytest.raises(SourceError, match="not an http"):
         split_url("localhost:6668")
+    assert split_url("http://u:p@[::1]:6668/oarapi/")[0] == "http://[::1]:6668/oarapi"
+    assert split_url("http://[fe80::1%25eth0]/oarapi")[0] == "http://[fe80::1%25eth0]/oarapi"
+    with pytest.raises(SourceError, match="not a valid port"):
+        split_url("http://h:66x/oarapi")
 
 
 def test_resource_rows_drop_the_api_keys_and_sort_by_id() -> None:

@@ -3,13 +3,14 @@ resolution of placeholders against the plan and the values processes reported.""
 
 from __future__ import annotations
 
+import shlex
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from adage.deploy.layout import Layout, ProcSpec, Stage, proc_spec
 from adage.deploy.state import Machine
-from adage.model import CtrlParams, GenericAppl, Node, PgInstance, Plan, Resources
+from adage.model import CtrlParams, GenericAppl, Node, PgInstance, Plan, Resources, url_host
 from adage.placeholders import PlaceholderError, Ref, refs, substitute
 
 Launcher = Callable[[str, str, list[int], list[ProcSpec]], None]
@@ -33,6 +34,13 @@ def needs(appl: GenericAppl) -> dict[str, set[tuple[str, int, str]]]:
                     if r.what == "value":
                         out.setdefault(g.id, set()).add((r.group, r.index, r.key))
     return out
+
+
+def shown(node: str, spec: ProcSpec) -> str:
+    """A process as the dry run prints it, ``NODE: CWD$ ARGV``: the directory and the arguments
+    shell-quoted (``shlex``), so that an empty argument, spaces, newlines or shell characters
+    read as they are and the command can be copied into a shell (pure)."""
+    return f"{node}: {shlex.quote(spec.cwd)}$ {shlex.join(spec.argv)}"
 
 
 @dataclass
@@ -84,7 +92,8 @@ class DeployContext:
 
         def one(ref: Ref) -> str:
             if ref.group == "self":
-                return {"index": str(index), "host": self.address(node), "group": group}[ref.what]
+                return {"index": str(index), "host": self.address(node),
+                        "urlhost": url_host(self.address(node)), "group": group}[ref.what]
             insts = self._instances.get(ref.group, [])
             if ref.what == "hosts":
                 return ",".join(self.address(i.node) for i in insts)
@@ -96,6 +105,8 @@ class DeployContext:
                                        "instance(s) in the plan")
             if ref.what == "host":
                 return self.address(at)
+            if ref.what == "urlhost":
+                return url_host(self.address(at))
             if self.dry_run:
                 return f"<{ref.group}[{ref.index}].value.{ref.key}>"
             value = self.values(ref.group, ref.index).get(ref.key)
@@ -127,7 +138,7 @@ class DeployContext:
         of these processes (one spec covering several instances: all of them share it)."""
         if self.dry_run:
             for s in specs:
-                self.extra_launches.append(f"{node}: {s.cwd}$ {' '.join(s.argv)}")
+                self.extra_launches.append(shown(node, s))
             return
         assert self.launcher is not None
         self.launcher(node, group, indexes, specs)

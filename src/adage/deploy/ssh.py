@@ -8,6 +8,9 @@
 - Remote commands are always one string built with ``shlex.join``.
 - Transfers of a tree: ``tar`` (default: one tar stream over the connection per node), ``scp``
   (``scp -r``), ``rsync`` (``rsync -a -e <this ssh>``), ``oarcp`` (OAR's scp wrapper).
+- An IPv6 address is given bare to ssh (``ssh ::1``) but bracketed in the ``HOST:PATH``
+  targets of scp, rsync and oarcp (``[::1]:/dir/``), where a bare one would split at its
+  first ``:``.
 - oarsh: OAR 2.5's ``oarsh`` runs ``ssh -p 6667`` as user oar to the node's ``oarsh_shell``,
   authenticated by the job key; the job is named by ``OAR_JOB_ID`` in oarsh's environment (the
   node property ``oar_job_id``). oarsh refuses ssh's ``-T``/``-x`` (never passed) and, since it
@@ -33,7 +36,7 @@ from pathlib import Path
 
 from adage.deploy import archive
 from adage.deploy.transport import TransportError
-from adage.model import Node
+from adage.model import Node, url_host
 from oarlib.sshopts import base_options
 
 SSH_TRANSFERS = ("tar", "scp", "rsync")
@@ -116,7 +119,7 @@ class SshTransport:
     def tree_commands(self, node: Node, src: Path, dest: str) -> list[list[str]]:
         """The front-end command lines putting the tree ``src`` under ``dest`` on ``node``
         (a pipeline ``tar | ssh`` is two commands)."""
-        host = self.host(node)
+        target = f"{url_host(self.host(node))}:{dest}/"  # [::1]:/dir/ for an IPv6 address
         mkdir = self.command(node, ["mkdir", "-p", dest])
         entries = sorted(str(p) for p in src.iterdir())
         if self.transfer == "tar":
@@ -126,11 +129,10 @@ class SshTransport:
         if self.transfer == "rsync":
             rsh = shlex.join([*self.program(), *self.ssh_options()])
             # the entries, not "src/": -a would give dest itself src's mode, group and times
-            return [mkdir, ["rsync", "-a", "-e", rsh, *entries, f"{host}:{dest}/"]]
+            return [mkdir, ["rsync", "-a", "-e", rsh, *entries, target]]
         if self.transfer == "scp":
-            return [mkdir, ["scp", "-q", "-r", "-p", *self.ssh_options(), *entries,
-                            f"{host}:{dest}/"]]
-        return [mkdir, ["oarcp", "-q", "-r", "-p", *entries, f"{host}:{dest}/"]]
+            return [mkdir, ["scp", "-q", "-r", "-p", *self.ssh_options(), *entries, target]]
+        return [mkdir, ["oarcp", "-q", "-r", "-p", *entries, target]]
 
     # ---------------------------------------------------------------- running
     def _spawn(self, node: Node, argv: Sequence[str], **kw: object) -> subprocess.Popen[bytes]:

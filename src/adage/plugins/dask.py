@@ -2,7 +2,8 @@
 
 - ``<id>-scheduler``: 1 instance of ``python -m distributed.cli.dask_scheduler``;
 - ``<id>-workers``: ``count`` instances of ``python -m distributed.cli.dask_worker`` pointed at
-  ``tcp://@{<id>-scheduler.host}:PORT``, launched once the scheduler is ready;
+  ``tcp://@{<id>-scheduler.urlhost}:PORT`` (``urlhost``: an IPv6 address in brackets),
+  launched once the scheduler is ready;
 - ``<id>-client`` (only with a ``client`` element): the client script, run by the same
   interpreter once every worker is acknowledged, with ``DASK_SCHEDULER_ADDRESS`` and
   ``DASK_WORKERS`` (the worker count) in its environment.
@@ -45,7 +46,7 @@ class DaskPlugin(Plugin):
         port = integer(sched.get("port")) if sched is not None else DEFAULT_PORT
         dashboard = sched is not None and boolean(sched.get("dashboard"))
         scheduler_id, workers_id, client_id = f"{app}-scheduler", f"{app}-workers", f"{app}-client"
-        address = f"tcp://@{{{scheduler_id}.host}}:{port}"
+        address = f"tcp://@{{{scheduler_id}.urlhost}}:{port}"  # tcp://[::1]:8786 for IPv6
 
         def group(gid: str, role: str, count: int, process: Process) -> ProcGroup:
             params = (("role", role), ("python", python), ("port", str(port)))

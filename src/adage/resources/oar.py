@@ -10,11 +10,13 @@ properties = the resources' columns that ``oarnodes`` shows (every column but OA
 ones, ``OAR::Tools::check_resource_system_property``), one value, or the distinct values
 joined with ``,`` when the host's resources differ (``core``, ``cpuset``), plus
 ``oar_job_id`` (for oarsh). A node file has one line per core: a host's line count is its
-cores. Nodes from OAR are reached with ssh (or oarsh) and copied to with tar/scp/rsync/oarcp.
+cores (blank lines and ``#`` comment lines skipped). Nodes from OAR are reached with ssh
+(or oarsh) and copied to with tar/scp/rsync/oarcp.
 """
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 import subprocess
@@ -35,35 +37,50 @@ SYSTEM = frozenset(("resource_id", "state", "state_num", "next_state", "finaud_d
 
 
 def nodefile_hosts(lines: Iterable[str]) -> dict[str, int]:
-    """Host -> line count, in order of first appearance (pure)."""
+    """Host -> line count, in order of first appearance; blank lines and comment lines
+    (``#`` first) skipped, spaces around a name (and a CRLF's CR) ignored (pure)."""
     cores: dict[str, int] = {}
-    for host in lines:
-        if host.strip():
-            cores[host.strip()] = cores.get(host.strip(), 0) + 1
+    for line in lines:
+        host = line.strip()
+        if host and not host.startswith("#"):
+            cores[host] = cores.get(host, 0) + 1
     return cores
 
 
 def oar_nodefile(path: str | Path) -> Resources:
     """The hosts of an OAR node file, cores = their line count; SourceError naming the file
-    and line of anything but UTF-8 text with one host name per line."""
+    (and line) for an empty path (``-o "$OAR_NODEFILE"`` outside a job), a file that cannot be
+    read, anything but UTF-8 text (a BOM is allowed) with one host name per line, and a file
+    without host. Blank lines and lines starting with ``#`` are skipped: OAR writes neither,
+    but a node file written by hand may have them (no host name starts with ``#``)."""
+    if not str(path):
+        raise SourceError("OAR node file: empty file name (is $OAR_NODEFILE set? it is only "
+                          "inside an OAR job)")
     try:
         data = Path(path).read_bytes()
     except OSError as e:
-        raise SourceError(f"{path}: {e.strerror}") from None
+        raise SourceError(f"{path}: cannot read this OAR node file: {e.strerror}") from None
+    data = data.removeprefix(codecs.BOM_UTF8)
     try:
         lines = data.decode().split("\n")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
         raise SourceError(f"{path}:{line}: not UTF-8 text (byte {data[e.start]:#04x})") from None
     for number, line in enumerate(lines, 1):
-        if line.strip() and not HOST.fullmatch(line.strip()):
-            raise SourceError(f"{path}:{number}: {line.strip()!r} is not a host name (letters, "
-                              "digits, '_', '.', '-')")
+        host = line.strip()
+        if host and not host.startswith("#") and not HOST.fullmatch(host):
+            raise SourceError(f"{path}:{number}: {quoted(host)} is not a host name (letters, "
+                              "digits, '_', '.', '-', one per line; '#' starts a comment line)")
     cores = nodefile_hosts(lines)
     if not cores:
         raise SourceError(f"{path}: no host in this OAR node file")
     return Resources(tuple(Node(name=h, cores=n, submission=SUBMISSION, transfer=TRANSFER)
                            for h, n in cores.items()))
+
+
+def quoted(text: str, limit: int = 40) -> str:
+    """``text`` as an error message quotes it: escaped, at most ``limit`` characters (pure)."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "…"
 
 
 def job_nodes(job_id: int, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[Node]:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from adage.deploy.sources import SourceError
-from adage.model import Node, Resources
+from adage.model import Node, Resources, url_host
 from adage.resources.oar import ACTIVE, job_nodes
 
 STATES = ("Waiting", "Hold", "toLaunch", "toError", "toAckReservation", "Launching", "Running",
@@ -38,7 +38,11 @@ def split_url(url: str) -> tuple[str, dict[str, str]]:
         password = urllib.parse.unquote(parts.password or "")
         headers["Authorization"] = "Basic " + base64.b64encode(
             f"{user}:{password}".encode()).decode()
-    netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
+    try:
+        port = parts.port
+    except ValueError:
+        raise SourceError(f"--oar-api {url!r}: not a valid port") from None
+    netloc = url_host(parts.hostname) + (f":{port}" if port else "")  # http://[::1]:6668
     base = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
     return base, headers
 
