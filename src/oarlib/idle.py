@@ -5,14 +5,16 @@ written here by hand. Almighty at rest is a fixed tree: the main automaton waits
 ``select`` on its command pipe; its children are the log redirector, ``appendice`` (waiting
 in ``accept`` on the server port, with the bipbip launcher as its only child) and, with
 energy saving, Hulot. Any other process under them (meta-scheduler, sarko, Leon, finaud,
-NodeChangeState, a bipbip) means work; so does a client queued on the port, or a process
-that used CPU between two looks ``settle`` seconds apart (a command being read).
+NodeChangeState, a bipbip) means work; so does a process the kernel has woken (state ``R``:
+a command written to the automaton's pipe wakes it before it runs), a client queued on the
+port, or a process that used CPU between two looks in a row (a change between the files of
+one look).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +32,7 @@ class Proc:
     syscall: int | None  # the call it is blocked in (None: running)
     cpu_ns: int
     children: tuple[Proc, ...]
+    state: str = "S"  # the kernel's: S asleep, R running or woken, D in uninterruptible wait
 
 
 def _read(path: str) -> str:
@@ -50,13 +53,16 @@ def read_tree(pid: int) -> Proc | None:
     syscall = int(call[0]) if call and call[0].lstrip("-").isdigit() else None
     kids = [int(k) for k in _read(f"/proc/{pid}/task/{pid}/children").split()]
     children = tuple(c for c in map(read_tree, kids) if c is not None)
-    return Proc(pid, argv0, syscall, int(stat[0]), children)
+    state = _read(f"/proc/{pid}/stat").rpartition(")")[2].split()[:1] or ["?"]
+    return Proc(pid, argv0, syscall, int(stat[0]), children, state[0])
 
 
 def busy_reason(main: Proc | None) -> str | None:
     """Why Almighty's tree ``main`` is not at rest (None: it is)."""
     if main is None:
         return "Almighty is not running"
+    if woken := next((p for p in _walk(main) if p.state != "S"), None):
+        return f"{woken.argv0} is running (state {woken.state})"
     if main.syscall not in WAITING_CALLS["select"]:
         return "Almighty's automaton is working"
     for child in main.children:
@@ -76,24 +82,21 @@ def busy_reason(main: Proc | None) -> str | None:
     return None
 
 
-def runs(main: Proc | None, program: str) -> bool:
-    """Whether a process of ``program`` (a word of its command line) is in the tree."""
-    todo = [main] if main else []
+def _walk(main: Proc) -> Iterator[Proc]:
+    todo = [main]
     while todo:
         p = todo.pop()
-        if program in p.argv0:
-            return True
+        yield p
         todo.extend(p.children)
-    return False
+
+
+def runs(main: Proc | None, program: str) -> bool:
+    """Whether a process of ``program`` (a word of its command line) is in the tree."""
+    return main is not None and any(program in p.argv0 for p in _walk(main))
 
 
 def cpu_times(main: Proc) -> list[int]:
-    out, todo = [], [main]
-    while todo:
-        p = todo.pop()
-        out.append(p.cpu_ns)
-        todo.extend(p.children)
-    return out
+    return [p.cpu_ns for p in _walk(main)]
 
 
 def listen_backlog(port: int, table: str = "/proc/net/tcp") -> int:
@@ -105,8 +108,7 @@ def listen_backlog(port: int, table: str = "/proc/net/tcp") -> int:
     return 0
 
 
-def wait_idle(pid: Callable[[], int | None], port: int, timeout: float,
-              settle: float = 0.03, step: float = 0.01,
+def wait_idle(pid: Callable[[], int | None], port: int, timeout: float, step: float = 0.01,
               observe: Callable[[Proc | None], None] = lambda _: None) -> str | None:
     """Wait until Almighty is idle; None when it is, else why not when ``timeout`` ran out.
     ``observe`` is given each tree read."""
@@ -118,7 +120,6 @@ def wait_idle(pid: Callable[[], int | None], port: int, timeout: float,
         why = busy_reason(tree) or ("a client waits on the port" if listen_backlog(port)
                                     else None)
         if why is None and tree is not None:
-            time.sleep(settle)
             again = read_tree(tree.pid)
             if again is not None and busy_reason(again) is None \
                     and cpu_times(again) == cpu_times(tree) and not listen_backlog(port):

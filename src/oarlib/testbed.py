@@ -721,11 +721,13 @@ def almighty_started_with() -> dict[str, Any] | None:
 
 
 def almighty_is_current(clock: str | None = None) -> bool:
-    """Whether a running Almighty was started by us with today's oar.conf (and ``clock``)."""
+    """Whether a running Almighty was started by us with today's oar.conf and environment
+    (and on ``clock``)."""
     pid, rec = almighty_pid(), almighty_started_with()
     return bool(pid and rec and rec.get("pid") == pid
                 and rec.get("conf_sha256") == sha256(CONF_PATH.read_bytes())
-                and clock in (None, rec.get("clock", "real")))
+                and clock in (None, rec.get("clock", "real"))
+                and rec.get("env") == almighty_env(rec.get("clock", "real")))
 
 
 def almighty_clock() -> str | None:
@@ -743,12 +745,40 @@ ALMIGHTY_ENV = {"PATH": "/bin:/sbin:/usr/bin:/usr/sbin:/usr/lib/oar/oardodo", "L
                 "SHELL": "/usr/lib/oar/oarsh_shell", "HOME": "/var/lib/oar"}
 
 
+# Every OAR module loads Net::SMTP (through OAR::Modules::Judas, for mail), which loads
+# IO::Socket::SSL when it is installed (Debian installs it for oar-restful-api): 19 ms of a
+# module's ~80-ms start, and a virtual-clock replay starts ~9 modules a job. OAR never asks
+# Net::SMTP for SSL, so the Almighty started here finds a module that refuses to load first
+# on its path, as on a machine without IO::Socket::SSL.
+PERL_SHADOW = vclock.CLOCK_DIR / "perl5"
+_NO_SSL = ('die "IO::Socket::SSL is not loaded by the OAR server on the Orpheus test bed '
+           '(OAR does not use SSL)\\n";\n')
+
+
+def _write_perl_shadow() -> None:
+    stub = PERL_SHADOW / "IO" / "Socket" / "SSL.pm"
+    if not stub.is_file() or stub.read_text() != _NO_SSL:
+        stub.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        stub.write_text(_NO_SSL)
+        stub.chmod(0o644)
+
+
+def almighty_env(clock: str) -> dict[str, str] | None:
+    """The environment the test bed starts Almighty with on ``clock`` (None: the package's
+    ``oar-server`` gives it, on the real clock)."""
+    if clock != "virtual":
+        return None
+    return ALMIGHTY_ENV | vclock.faketime_env() | {
+        "PERL5LIB": f"{PERL_SHADOW}:{ALMIGHTY_ENV['PERL5LIB']}"}
+
+
 def _spawn_virtual_almighty() -> None:
     """Almighty as user oar with libfaketime preloaded. The package's setuid wrapper would
     drop LD_PRELOAD, so its environment is given here and the pid file written as
     ``oar-server`` writes it."""
+    _write_perl_shadow()
     child = subprocess.Popen(
-        ["/usr/lib/oar/Almighty"], cwd="/", env=ALMIGHTY_ENV | vclock.faketime_env(),
+        ["/usr/lib/oar/Almighty"], cwd="/", env=almighty_env("virtual"),
         user="oar", group="oar", extra_groups=[], umask=0, start_new_session=True,
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     OAR_SERVER_PIDFILE.write_text(f"{child.pid}\n")
@@ -771,7 +801,8 @@ def start_almighty(timeout: float = 60, clock: str = "real") -> int:
     assert pid is not None
     STATE_DIR.mkdir(mode=0o700, exist_ok=True)
     _record_path().write_text(json.dumps({"pid": pid, "conf_sha256": sha256(conf_bytes),
-                                          "started": time.time(), "clock": clock}))
+                                          "started": time.time(), "clock": clock,
+                                          "env": almighty_env(clock)}))
     return pid
 
 

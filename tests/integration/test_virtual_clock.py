@@ -84,6 +84,22 @@ def test_the_database_almighty_and_the_daemon_share_one_clock_ahead_of_real_time
     assert after > time.time() + 7000
 
 
+def ssl_loaded_by_oar_modules(env: dict[str, str]) -> str:
+    """Whether OAR's logging module, which every OAR module uses, loads IO::Socket::SSL."""
+    return subprocess.run(
+        ["perl", "-e", 'use OAR::Modules::Judas; print $INC{"IO/Socket/SSL.pm"} ? "yes" : "no"'],
+        env=env, user="oar", capture_output=True, text=True, check=True, cwd="/").stdout
+
+
+def test_the_oar_modules_almighty_starts_do_not_load_ssl() -> None:
+    almighty = testbed.almighty_pid()
+    env = dict(e.split("=", 1) for e in
+               Path(f"/proc/{almighty}/environ").read_text().split("\0") if "=" in e)
+    assert env == testbed.almighty_env("virtual")
+    assert ssl_loaded_by_oar_modules(env) == "no"
+    assert ssl_loaded_by_oar_modules(testbed.ALMIGHTY_ENV) == "yes"  # Debian's, for the API
+
+
 def test_a_one_hour_job_ends_one_virtual_hour_after_its_start(daemon_factory) -> None:
     daemon_factory()
     wall = time.monotonic()

@@ -133,6 +133,14 @@ def test_any_module_or_command_under_way_is_busy(t: Proc | None, why: str) -> No
     assert reason is not None and why in reason
 
 
+@pytest.mark.parametrize("state", ["R", "D", "Z"])
+def test_a_process_woken_but_still_in_its_waiting_call_is_busy(state: str) -> None:
+    """A command written to the automaton's pipe wakes it (R) before it leaves select."""
+    t = tree()
+    woken = Proc(t.pid, t.argv0, t.syscall, t.cpu_ns, t.children, state)
+    assert "is running" in (idle.busy_reason(woken) or "")
+
+
 def test_cpu_times_cover_the_whole_tree() -> None:
     assert len(idle.cpu_times(tree())) == 4
 
@@ -156,7 +164,8 @@ def test_read_tree_sees_this_process_and_its_child() -> None:
         me = idle.read_tree(os.getpid())
         assert me is not None and child.pid in [c.pid for c in me.children]
         [kid] = [c for c in me.children if c.pid == child.pid]
-        assert kid.syscall is not None and kid.cpu_ns > 0
+        assert kid.syscall is not None and kid.cpu_ns > 0 and kid.state == "S"
+        assert me.state == "R"  # this process, reading /proc
     finally:
         child.kill()
         child.wait()
