@@ -54,17 +54,21 @@ def absent_nodes() -> set[str]:
             "HAVING bool_and(state = 'Absent')")}
 
 
+WINDOW = 900  # seconds: the test's report window starts at t0 and ends before t0 + WINDOW
+
+
 def dated_ahead(t0: int) -> set[str]:
-    """Nodes where OAR's history has a job Running after ``t0``: a virtual-clock run on this
-    test bed dated its jobs ahead of the real clock (docs/virtual-clock.md, "Switching
-    back"), and the report counts them busy, as OAR's database says. The job avoids them."""
+    """Nodes where OAR's history has a job Running within the test's window: a virtual-clock
+    run on this test bed dated its jobs ahead of the real clock (docs/virtual-clock.md,
+    "Switching back"), and the report counts a span it overlaps busy, as OAR's database says
+    (spans that start after the window, days ahead, do not count). The job avoids them."""
     with db() as conn:
         return {n for (n,) in conn.query(
             "SELECT DISTINCT r.network_address FROM job_state_logs l JOIN jobs j "
             "ON j.job_id = l.job_id JOIN assigned_resources a "
             "ON a.moldable_job_id = j.assigned_moldable_job JOIN resources r "
-            "ON r.resource_id = a.resource_id WHERE l.job_state = %s AND l.date_stop > %s",
-            ("Running", t0))}
+            "ON r.resource_id = a.resource_id WHERE l.job_state = %s AND l.date_stop > %s "
+            "AND l.date_start < %s", ("Running", t0, t0 + WINDOW))}
 
 
 def test_hulot_halts_idle_nodes_wakes_them_for_a_job_and_the_report_adds_up(
@@ -111,6 +115,7 @@ def test_hulot_halts_idle_nodes_wakes_them_for_a_job_and_the_report_adds_up(
         # before the restore sets the halted nodes Alive; OAR may date the end a second
         # ahead of this clock's integer part
         until = max(int(time.time()), stop)
+        assert until < t0 + WINDOW
     finally:
         restore_error = None
         try:
