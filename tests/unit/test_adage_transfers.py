@@ -6,6 +6,7 @@ import select
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -21,34 +22,52 @@ def collect_all(t: Transfers, timeout: float = 10) -> dict[str, subprocess.Popen
     return done
 
 
+def wait_for(cond: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
 def test_no_more_than_fanout_sessions_are_opening_at_a_time() -> None:
-    """At each put, the sessions handed back before it that have not spoken yet (stdout not
-    readable: nothing reads it here) are fewer than the fan-out."""
+    """A session handed back holds its place until it speaks (here: when the test writes to
+    it), so with a fan-out of 2 a third put waits for one of the first two to speak."""
     peak, lock = [0], threading.Lock()
-    popens: list[subprocess.Popen[bytes]] = []
-    held: list[subprocess.Popen[bytes]] = []  # handed back: a place each until they speak
+    popens: dict[str, subprocess.Popen[bytes]] = {}
+
+    def silent() -> int:
+        return sum(1 for first, p in popens.items() if first != "plain"
+                   and not select.select([p.stdout], [], [], 0)[0])
 
     def put(first: str) -> subprocess.Popen[bytes] | None:
         with lock:
-            silent = [p for p in held if not select.select([p.stdout], [], [], 0)[0]]
-            peak[0] = max(peak[0], len(silent) + 1)
-        p = subprocess.Popen(["sh", "-c", "sleep 0.2; echo hello; sleep 5"],
-                             stdout=subprocess.PIPE)
-        popens.append(p)
-        if first == "plain":
-            return None
-        with lock:
-            held.append(p)
-        return p
+            peak[0] = max(peak[0], silent() + 1)
+            popens[first] = subprocess.Popen(["sh", "-c", "read x; echo hello; sleep 5"],
+                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        return None if first == "plain" else popens[first]
 
-    t0 = time.monotonic()
+    def speak(first: str) -> None:
+        assert popens[first].stdin is not None
+        popens[first].stdin.write(b"go\n")
+        popens[first].stdin.flush()
+
     t = Transfers(put, ["a", "b", "c", "d", "plain"], 2, 10, lambda: None)
+    wait_for(lambda: len(popens) == 2)
+    time.sleep(0.3)
+    assert sorted(popens) == ["a", "b"]  # both silent: nothing else is put
+    speak("a")
+    wait_for(lambda: len(popens) == 3)
+    time.sleep(0.3)
+    assert sorted(popens) == ["a", "b", "c"]  # b and c silent
+    for first in ("b", "c"):
+        speak(first)
+    wait_for(lambda: "d" in popens)
+    speak("d")
     done = collect_all(t)
     assert sorted(done) == ["a", "b", "c", "d", "plain"] and done["plain"] is None
     assert peak[0] == 2
-    assert time.monotonic() - t0 >= 0.4  # 4 sessions, 2 at a time, 0.2 s each to speak
     assert t.pending == {} and t.wake_r == -1  # closed once all were collected
-    for p in popens:
+    for p in popens.values():
         p.kill()
         p.wait()
 
