@@ -15,7 +15,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
-from conftest import ORPHEUS, SUBMITTER, db, state_durations, wait_final
+from conftest import FINAL, ORPHEUS, SUBMITTER, db, state_durations, wait_final
 from evalys.visu.legacy import plot_mstates
 
 from oarlib import conf as oarconf
@@ -81,13 +81,17 @@ def test_hulot_halts_idle_nodes_wakes_them_for_a_job_and_the_report_adds_up(
         last_end = conn.scalar("SELECT COALESCE(MAX(stop_time), 0) FROM jobs "
                                "WHERE stop_time <= %s", (now + 5,))  # not a virtual run's
     t0 = max(now, int(last_end))
-    ahead = dated_ahead(t0)
-    every = {f"node{i}" for i in range(1, normal.nodes + 1)}
-    clean = sorted(every - ahead, key=lambda n: int(n[4:]))
-    assert len(clean) >= 2, f"every node has a job Running after now in OAR's history: {ahead}"
+    # the job runs on two nodes added for the test: new resources, so no virtual run's
+    # history is dated on them (the bed's other nodes may have some in the window)
+    bed = dataclasses.replace(normal, nodes=normal.nodes + 2, energy=True, energy_idle=20,
+                              boot_time=5)
+    every = {f"node{i}" for i in range(1, bed.nodes + 1)}
+    clean = [f"node{normal.nodes + 1}", f"node{normal.nodes + 2}"]
     job = None
     try:
-        bring_up(dataclasses.replace(normal, energy=True, energy_idle=20, boot_time=5))
+        bring_up(bed)
+        ahead = dated_ahead(t0)
+        assert not ahead & set(clean), f"nodes added for the test have a history: {ahead}"
         deadline = time.time() + 150
         while absent_nodes() != every:  # a scheduler pass runs Hulot's idle check
             assert time.time() < deadline, f"not halted after 150 s: {every - absent_nodes()}"
@@ -116,28 +120,30 @@ def test_hulot_halts_idle_nodes_wakes_them_for_a_job_and_the_report_adds_up(
         # ahead of this clock's integer part
         until = max(int(time.time()), stop)
         assert until < t0 + WINDOW
+        # the report before the restore: it removes the added nodes and their history
+        out_csv = Path(f"/tmp/orpheus-energy-{job}.csv")
+        states_csv = Path(f"/tmp/orpheus-machine-states-{job}.csv")
+        watts = ",".join(f"{k}={v:g}" for k, v in WATTS.items())
+        res = subprocess.run([*ORPHEUS, "energy", "--since", str(t0), "--until", str(until),
+                              "--watts", watts, "-o", str(out_csv),
+                              "--machine-states", str(states_csv), "--json"],
+                             capture_output=True, text=True, timeout=120)
     finally:
         restore_error = None
         try:
+            with db() as conn:
+                left = job is not None and conn.scalar(
+                    "SELECT state FROM jobs WHERE job_id = %s", (job,)) not in FINAL
+            if left:  # ended before its nodes are removed
+                oarcli.oardel([job], user=SUBMITTER)
+                wait_final([job], timeout=60)
             bring_up(normal)  # energy saving off again, Almighty restarted, nodes Alive
         except Exception as exc:  # report it, after the test's own failure if any
             restore_error = exc
-        if job is not None:
-            with db() as conn:
-                if conn.scalar("SELECT state FROM jobs WHERE job_id = %s", (job,)) not in (
-                        "Terminated", "Error"):
-                    oarcli.oardel([job], user=SUBMITTER)
         assert restore_error is None, f"could not restore the test bed: {restore_error}"
     assert absent_nodes() == set()
     assert "ENERGY_SAVING_INTERNAL=\"no\"" in Path("/etc/oar/oar.conf").read_text()
 
-    out_csv = Path(f"/tmp/orpheus-energy-{job}.csv")
-    states_csv = Path(f"/tmp/orpheus-machine-states-{job}.csv")
-    watts = ",".join(f"{k}={v:g}" for k, v in WATTS.items())
-    res = subprocess.run([*ORPHEUS, "energy", "--since", str(t0), "--until", str(until),
-                          "--watts", watts, "-o", str(out_csv),
-                          "--machine-states", str(states_csv), "--json"],
-                         capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout)
     with out_csv.open() as f:
