@@ -61,7 +61,7 @@ def dated_ahead(t0: int) -> set[str]:
     """Nodes where OAR's history has a job Running within the test's window: a virtual-clock
     run on this test bed dated its jobs ahead of the real clock (docs/virtual-clock.md,
     "Switching back"), and the report counts a span it overlaps busy, as OAR's database says
-    (spans that start after the window, days ahead, do not count). The job avoids them."""
+    (spans that start after the window, days ahead, do not count)."""
     with db() as conn:
         return {n for (n,) in conn.query(
             "SELECT DISTINCT r.network_address FROM job_state_logs l JOIN jobs j "
