@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from oarlib import conf as oarconf
-from oarlib import faults, stacklimit, vclock
+from oarlib import faults, preload, stacklimit, vclock
 from oarlib.almighty import notify
 from oarlib.conf import DbParams, ServerAddress
 from oarlib.db import Db, chunks, marks
@@ -769,16 +769,19 @@ def almighty_env(clock: str) -> dict[str, str] | None:
     if clock != "virtual":
         return None
     return ALMIGHTY_ENV | vclock.faketime_env() | {
-        "PERL5LIB": f"{PERL_SHADOW}:{ALMIGHTY_ENV['PERL5LIB']}"}
+        "PERL5LIB": f"{PERL_SHADOW}:{ALMIGHTY_ENV['PERL5LIB']}", "OARDIR": str(preload.OARDIR)}
 
 
 def _spawn_virtual_almighty() -> None:
-    """Almighty as user oar with libfaketime preloaded. The package's setuid wrapper would
-    drop LD_PRELOAD, so its environment is given here and the pid file written as
-    ``oar-server`` writes it."""
+    """Almighty as user oar with libfaketime preloaded, its modules forked from a preloaded
+    Perl (``oarlib.preload``). The package's setuid wrapper would drop LD_PRELOAD, so its
+    environment is given here and the pid file written as ``oar-server`` writes it."""
     _write_perl_shadow()
+    env = almighty_env("virtual")
+    assert env is not None
+    preload.start(env, conf_db_params().type, CONF_PATH)
     child = subprocess.Popen(
-        ["/usr/lib/oar/Almighty"], cwd="/", env=almighty_env("virtual"),
+        ["/usr/lib/oar/Almighty"], cwd="/", env=env,
         user="oar", group="oar", extra_groups=[], umask=0, start_new_session=True,
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     OAR_SERVER_PIDFILE.write_text(f"{child.pid}\n")
@@ -834,6 +837,7 @@ def stop_almighty(timeout: float = 15) -> bool:
             wait_until(lambda: not leftover_pids(), 5, "leftover OAR processes to exit")
     OAR_SERVER_PIDFILE.unlink(missing_ok=True)
     _record_path().unlink(missing_ok=True)
+    preload.stop()
     vclock.clean_shm()
     return found
 

@@ -11,8 +11,10 @@ import dataclasses
 import json
 import os
 import pwd
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +22,7 @@ from pathlib import Path
 import pytest
 from conftest import ORPHEUS, SUBMITTER, db, submit_array, wait_final, wait_state
 
-from oarlib import oarcli, testbed, vclock
+from oarlib import oarcli, preload, testbed, vclock
 from orpheus.testbed_cli import bring_up
 
 pytestmark = pytest.mark.oar
@@ -98,6 +100,41 @@ def test_the_oar_modules_almighty_starts_do_not_load_ssl() -> None:
     assert env == testbed.almighty_env("virtual")
     assert ssl_loaded_by_oar_modules(env) == "no"
     assert ssl_loaded_by_oar_modules(testbed.ALMIGHTY_ENV) == "yes"  # Debian's, for the API
+
+
+PROBE = """#!/usr/bin/perl
+open(my $f, "<", "/proc/" . getppid() . "/cmdline");
+my $parent = <$f>;
+print(($INC{"OAR/IO.pm"} ? "OAR::IO loaded" : "OAR::IO not loaded"), " in a child of $parent\\n");
+exit 7;
+"""
+
+
+def test_almighty_s_modules_are_forked_from_the_preloaded_perl() -> None:
+    almighty = testbed.almighty_pid()
+    env = dict(e.split("=", 1) for e in
+               Path(f"/proc/{almighty}/environ").read_text().split("\0") if "=" in e)
+    assert env["OARDIR"] == str(preload.OARDIR) and preload.server_pid() is not None
+    mods = preload.scripts()
+    assert {"NodeChangeState", "oar_meta_sched", "sarko", "finaud", "Leon", "bipbip.real",
+            "schedulers/oar_sched_gantt_with_timesharing"} <= set(mods)
+    for name, script in mods.items():
+        assert f"'{script}'" in (preload.OARDIR / name).read_text()
+    work = Path(tempfile.mkdtemp(prefix="preload-"))
+    try:
+        shutil.chown(work, "oar", "oar")
+        (work / "probe.pl").write_text(PROBE)
+        (work / "probe").write_text(preload.client_text(work / "probe.pl"))
+        for f in ("probe.pl", "probe"):
+            (work / f).chmod(0o755)
+        # as Almighty runs a module: user oar, Almighty's environment, streams opened by oar
+        res = subprocess.run(["sh", "-c", f"cd {work} && ./probe </dev/null >out 2>&1"],
+                             env=env, user="oar", group="oar", extra_groups=[], timeout=30)
+        out = (work / "out").read_text()
+    finally:
+        shutil.rmtree(work)
+    assert res.returncode == 7
+    assert out.startswith(f"OAR::IO loaded in a child of /usr/bin/perl\0{preload.SERVER}\0"), out
 
 
 def test_a_one_hour_job_ends_one_virtual_hour_after_its_start(daemon_factory) -> None:
