@@ -105,6 +105,32 @@ def test_ignored_signals_stay_ignored_and_others_are_forwarded(
     assert p.wait(10) == -signal.SIGTERM and time.monotonic() - t0 < 5
 
 
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_client_killed_takes_its_script_with_it(bed: tuple[Path, Path, Path],
+                                                 tmp_path: Path) -> None:
+    client, _, _ = bed
+    pidfile = tmp_path / "runner"
+    (tmp_path / "probe.pl").write_text(
+        f"#!/usr/bin/perl\nopen(my $f, '>', '{pidfile}'); print $f $$; close $f; sleep 30;\n")
+    p = subprocess.Popen([str(client)], stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not pidfile.exists() or not pidfile.read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    runner = int(pidfile.read_text())
+    p.kill()  # as a scheduler's timeout kills it: nothing forwards SIGKILL
+    p.wait()
+    while alive(runner):
+        assert time.monotonic() < deadline, "the script outlived its client"
+        time.sleep(0.01)
+
+
 def test_a_script_that_dies_exits_255_with_its_message(bed: tuple[Path, Path, Path],
                                                        tmp_path: Path) -> None:
     client, _, _ = bed
