@@ -934,6 +934,8 @@ def status() -> dict[str, Any]:
     clock = almighty_clock() or pg_clock()
     out["clock"] = {"mode": clock, "offset": vclock.Clock().read() if clock == "virtual"
                     else 0.0}
+    if clock == "virtual":
+        out["clock"]["preload_pid"] = preload.server_pid()
     out["db"] = {"type": params.type, "host": params.host, "port": params.port,
                  "name": params.name, "reachable": False}
     try:

@@ -107,8 +107,12 @@ def show(st: dict[str, Any], as_json: bool) -> None:
         table.add_row("resources", _counts(st["resources"]))
         table.add_row("jobs", _counts(st["jobs"]))
     if clock := st.get("clock"):
-        table.add_row("clock", clock["mode"] + (f" (offset +{clock['offset']:.0f} s)"
-                                                if clock["mode"] == "virtual" else ""))
+        if clock["mode"] == "virtual":
+            pid = clock.get("preload_pid")
+            table.add_row("clock", f"virtual (offset +{clock['offset']:.0f} s), OAR's modules "
+                          + (f"preloaded (oar-preload pid {pid})" if pid else "not preloaded"))
+        else:
+            table.add_row("clock", clock["mode"])
     if "stack_limit" in st:
         low = [name for name, raised in st["stack_limit"].items() if not raised]
         table.add_row("stack limit", "raised for OAR's schedulers and oarsub" if not low

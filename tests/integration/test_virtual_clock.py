@@ -34,6 +34,7 @@ def virtual_bed() -> Iterator[None]:
     found = testbed.current()
     st = bring_up(dataclasses.replace(found, clock="virtual"))
     assert st["clock"]["mode"] == "virtual" and testbed.pg_clock() == "virtual"
+    assert st["clock"]["preload_pid"] == preload.server_pid() is not None
     yield
     st = bring_up(found)
     assert st["clock"] == {"mode": "real", "offset": 0.0}

@@ -112,7 +112,16 @@ def test_fake_ssh_never_evaluates_its_arguments(spool: Path, tmp_path: Path) -> 
     assert not witness.exists()
 
 
-def test_bipbip_end_of_job_form_execs_the_real_bipbip(spool: Path) -> None:
+def test_bipbip_end_of_job_form_execs_the_real_bipbip(spool: Path, tmp_path: Path) -> None:
     text = (spool.parent / "bipbip").read_text()
-    assert 'exec /usr/lib/oar/bipbip.real "$@"' in text
+    assert 'exec "${OARDIR:-/usr/lib/oar}/bipbip.real" "$@"' in text
     assert text.startswith("#!/bin/sh\n") and "@SPOOL@" not in text
+    oardir = tmp_path / "oardir"  # Almighty's OARDIR: the real bipbip is found there
+    oardir.mkdir()
+    (oardir / "bipbip.real").write_text('#!/bin/sh\necho "real $*"\nexit 3\n')
+    (oardir / "bipbip.real").chmod(0o755)
+    res = subprocess.run([str(spool.parent / "bipbip"), "42", "0", "0", "a b"],
+                         env={"OARDIR": str(oardir), "PATH": "/usr/bin:/bin"},
+                         capture_output=True, text=True, timeout=10)
+    assert (res.returncode, res.stdout) == (3, "real 42 0 0 a b\n")
+    assert not (spool / "launch.42").exists()
