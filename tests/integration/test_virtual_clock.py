@@ -36,7 +36,7 @@ def virtual_bed() -> Iterator[None]:
     assert st["clock"]["mode"] == "virtual" and testbed.pg_clock() == "virtual"
     assert st["clock"]["preload_pid"] == preload.server_pid() is not None
     yield
-    st = bring_up(found)
+    st = bring_up(dataclasses.replace(found, clock="real"))
     assert st["clock"] == {"mode": "real", "offset": 0.0}
     assert testbed.almighty_clock() == "real" and testbed.pg_clock() == "real"
     with db() as conn:  # else Hulot would take the nodes the virtual jobs ran on as busy
@@ -200,13 +200,19 @@ def test_a_reservation_starts_on_its_virtual_date(daemon_factory) -> None:
 
 def test_a_kill_9_of_the_daemon_loses_no_job(daemon_factory) -> None:
     first = daemon_factory()
-    jobs = submit_array([f"{{exec_time={600 * (i + 1)}}}" for i in range(4)],
-                        "core=1,walltime=2:00:00")
-    wait_state(jobs, "Running", timeout=60)
-    os.kill(first.proc.pid, signal.SIGKILL)
-    first.proc.wait()
-    time.sleep(2)  # the clock runs at the real rate while no daemon moves it
-    daemon_factory()
+    # held at now, the clock does not jump to the jobs' ends before the kill (without it
+    # the four could end within one look of wait_state)
+    vclock.hold("kill-9-test", vclock.Clock().now())
+    try:
+        jobs = submit_array([f"{{exec_time={600 * (i + 1)}}}" for i in range(4)],
+                            "core=1,walltime=2:00:00")
+        wait_state(jobs, "Running", timeout=60)
+        os.kill(first.proc.pid, signal.SIGKILL)
+        first.proc.wait()
+        time.sleep(2)  # the clock runs at the real rate while no daemon moves it
+        daemon_factory()
+    finally:
+        vclock.hold("kill-9-test", None)
     assert set(wait_final(jobs, timeout=180).values()) == {"Terminated"}
     spans = [running_span(j) for j in jobs]
     assert [stop - start for start, stop in spans] == pytest.approx(
