@@ -38,6 +38,7 @@ OARDIR = vclock.CLOCK_DIR / "oardir"  # the virtual-clock Almighty's OARDIR
 RUN_DIR = vclock.CLOCK_DIR / "preload"  # owned by oar: the server's socket and pid
 SOCKET = RUN_DIR / "socket"
 PIDFILE = RUN_DIR / "pid"
+LOG = RUN_DIR / "log"  # the server's own messages (a library it could not preload)
 SERVER = vclock.CLOCK_DIR / "oar-preload"
 MODULES = ("NodeChangeState", "sarko", "finaud", "Leon", "oar_meta_sched", "bipbip.real")
 DRIVERS = {"Pg": "DBD::Pg", "mysql": "DBD::mysql"}
@@ -124,17 +125,19 @@ def start(env: Mapping[str, str], db_type: str, conf: Path) -> int:
     shutil.chown(RUN_DIR, "oar", "oar")
     libs = libraries((p.read_text(errors="replace") for p in set(mods.values())), db_type)
     hard = resource.getrlimit(resource.RLIMIT_STACK)[1]
-    child = subprocess.Popen(
-        [str(SERVER), str(SOCKET), str(conf), *libs], cwd="/", env=dict(env),
-        user="oar", group="oar", extra_groups=[], umask=0, start_new_session=True,
-        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_STACK, (hard, hard)),
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with LOG.open("w") as log:
+        shutil.chown(LOG, "oar", "oar")
+        child = subprocess.Popen(
+            [str(SERVER), str(SOCKET), str(conf), *libs], cwd="/", env=dict(env),
+            user="oar", group="oar", extra_groups=[], umask=0, start_new_session=True,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_STACK, (hard, hard)),
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     PIDFILE.write_text(f"{child.pid}\n")
     deadline = time.monotonic() + 30
     while not SOCKET.exists():
         if child.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"oar-preload did not start (exit {child.poll()}); run "
-                               f"{SERVER} {SOCKET} {conf} by hand as oar to see why")
+            raise RuntimeError(f"oar-preload did not start (exit {child.poll()}): "
+                               + (LOG.read_text()[-500:].strip() or "no message"))
         time.sleep(0.02)
     return child.pid
 
