@@ -40,7 +40,8 @@ SOCKET = RUN_DIR / "socket"
 PIDFILE = RUN_DIR / "pid"
 LOG = RUN_DIR / "log"  # the server's own messages (a library it could not preload)
 SERVER = vclock.CLOCK_DIR / "oar-preload"
-MODULES = ("NodeChangeState", "sarko", "finaud", "Leon", "oar_meta_sched", "bipbip.real")
+MODULES = ("NodeChangeState", "sarko", "finaud", "Leon", "oar_meta_sched", "bipbip.real",
+           "oarsub.real")  # and the Gantt schedulers
 DRIVERS = {"Pg": "DBD::Pg", "mysql": "DBD::mysql"}
 _USE = re.compile(r"^use\s+([A-Z][\w:]*)", re.M)
 

@@ -22,6 +22,8 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
+from oarlib import preload
+
 log = logging.getLogger("oarlib.stacklimit")
 
 SCHEDULERS_DIR = Path("/usr/lib/oar/schedulers")
@@ -31,10 +33,13 @@ MARK = "# orpheus testbed: OAR program with a raised stack limit"
 
 def wrapper_text(real: Path, limit: str = '"$(ulimit -H -s)"') -> str:
     """The wrapper put in place of a program: set the stack limit (by default the hard one),
-    exec the real one."""
-    return (f"#!/bin/sh\n{MARK} (docs/testbed.md)\n"
-            f"ulimit -s {limit}\n"
-            f'exec {real} "$@"\n')
+    exec the real one (a user command: its preload client while the preload server runs)."""
+    text = f"#!/bin/sh\n{MARK} (docs/testbed.md)\nulimit -s {limit}\n"
+    if real.with_suffix("") in CLIENTS:
+        client = preload.OARDIR / real.name
+        text += (f"# on the virtual clock, from OAR's preloaded Perl (docs/virtual-clock.md)\n"
+                 f'[ -S {preload.SOCKET} ] && [ -x {client} ] && exec {client} "$@"\n')
+    return text + f'exec {real} "$@"\n'
 
 
 def schedulers() -> list[Path]:

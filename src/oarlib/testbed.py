@@ -46,7 +46,7 @@ FAKE_COMMANDS_DIR = Path("/usr/local/lib/orpheus")  # where `orpheus install` pu
 ENV_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 DB_PASSWORDS = {"DB_BASE_PASSWD": "oarpass", "DB_BASE_PASSWD_RO": "oarropass"}
 COMMON_PACKAGES = ("oar-server", "oar-user", "libyaml-perl", "libyaml-syck-perl",
-                   "libxml-dumper-perl", "libfaketime")
+                   "libxml-dumper-perl", "libfaketime", "libsocket-msghdr-perl")
 BACKEND_PACKAGES = {
     "pg": ("postgresql", "oar-server-pgsql", "oar-user-pgsql"),
     "mysql": ("mariadb-server", "oar-server-mysql", "oar-user-mysql"),
@@ -722,12 +722,14 @@ def almighty_started_with() -> dict[str, Any] | None:
 
 def almighty_is_current(clock: str | None = None) -> bool:
     """Whether a running Almighty was started by us with today's oar.conf and environment
-    (and on ``clock``)."""
+    (and on ``clock``; a virtual-clock Almighty, with its preload server)."""
     pid, rec = almighty_pid(), almighty_started_with()
+    started_on = rec.get("clock", "real") if rec else None
     return bool(pid and rec and rec.get("pid") == pid
                 and rec.get("conf_sha256") == sha256(CONF_PATH.read_bytes())
-                and clock in (None, rec.get("clock", "real"))
-                and rec.get("env") == almighty_env(rec.get("clock", "real")))
+                and clock in (None, started_on)
+                and rec.get("env") == almighty_env(started_on)
+                and (started_on != "virtual" or preload.server_pid() is not None))
 
 
 def almighty_clock() -> str | None:

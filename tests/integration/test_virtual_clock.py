@@ -6,6 +6,7 @@ The module puts the test bed on the virtual clock and gives it back on the real 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -136,6 +137,46 @@ def test_almighty_s_modules_are_forked_from_the_preloaded_perl() -> None:
         shutil.rmtree(work)
     assert res.returncode == 7
     assert out.startswith(f"OAR::IO loaded in a child of /usr/bin/perl\0{preload.SERVER}\0"), out
+
+
+def parent_cmdline(pid: int) -> bytes:
+    ppid = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1]
+    return Path(f"/proc/{ppid}/cmdline").read_bytes()
+
+
+def test_oarsub_run_by_root_for_a_user_is_forked_from_the_preloaded_perl() -> None:
+    """As a replay runs it: runuser, /usr/bin/oarsub (setuid oar), streams that are root's
+    pipes. Caught while it waits on its param file (a FIFO), oarsub is a child of the server."""
+    work = Path(tempfile.mkdtemp(prefix="oarsub-"))
+    try:
+        work.chmod(0o755)
+        fifo = work / "params"
+        os.mkfifo(fifo)
+        fifo.chmod(0o666)
+        p = subprocess.Popen(["runuser", "-u", SUBMITTER, "--", "oarsub", "--hold", "-l",
+                              "core=1", "--array-param-file", str(fifo), "sim"],
+                             cwd="/tmp", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+        try:
+            deadline, parents = time.monotonic() + 20, []
+            while not parents and p.poll() is None and time.monotonic() < deadline:
+                for proc in Path("/proc").iterdir():
+                    with contextlib.suppress(OSError):
+                        cmd = (proc / "cmdline").read_bytes()
+                        if proc.name.isdigit() and cmd.startswith(b"/usr/lib/oar/oarsub.real"):
+                            parents.append(parent_cmdline(int(proc.name)))
+                time.sleep(0.02)
+        finally:
+            with fifo.open("w") as f:
+                f.write("{exec_time=60}\n")
+            out, err = p.communicate(timeout=60)
+    finally:
+        shutil.rmtree(work)
+    assert p.returncode == 0, err
+    [job] = [int(line.split("=")[1]) for line in out.splitlines()
+             if line.startswith("OAR_JOB_ID=")]
+    oarcli.oardel([job], SUBMITTER)
+    assert parents and all(str(preload.SERVER).encode() in cmd for cmd in parents), parents
 
 
 def test_a_one_hour_job_ends_one_virtual_hour_after_its_start(daemon_factory) -> None:

@@ -6,8 +6,10 @@ there or oar.conf changed. ``oarlib.preload``'s pure parts: which scripts, which
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,6 +107,41 @@ def test_ignored_signals_stay_ignored_and_others_are_forwarded(
     assert p.wait(10) == -signal.SIGTERM and time.monotonic() - t0 < 5
 
 
+def test_streams_the_server_could_not_open_are_handed_over(tmp_path: Path) -> None:
+    """As oarsub run by root through runuser: the server and its client run as another user
+    (oar; here nobody), the client's streams are root's pipes, which that user may not open
+    by their name (/proc/PID/fd/N): they are passed on the socket, not reopened."""
+    shared = Path(tempfile.mkdtemp(prefix="preload-"))
+    try:
+        shared.chmod(0o755)
+        sock, conf, script = shared / "sock", shared / "oar.conf", shared / "probe.pl"
+        conf.write_text("LOG_LEVEL=1\n")
+        script.write_text(PROBE)
+        client = shared / "probe"
+        client.write_text(preload.client_text(script, sock))
+        for path in (conf, script, client):
+            path.chmod(0o755)
+        shutil.chown(shared, "nobody", "nogroup")
+        as_nobody = {"user": "nobody", "group": "nogroup", "extra_groups": []}
+        server = subprocess.Popen(["perl", str(SERVER), str(sock), str(conf), "Text::Wrap"],
+                                  cwd="/", **as_nobody)  # type: ignore[call-overload]
+        try:
+            deadline = time.monotonic() + 10
+            while not sock.exists():
+                assert server.poll() is None and time.monotonic() < deadline
+                time.sleep(0.01)
+            res = probe(client, "4", input="through root's pipe\n", cwd="/", **as_nobody)
+            assert res.returncode == 4, res.stderr
+            got = fields(res.stdout)
+            assert got["preloaded"] == "1" and got["stdin"] == "through root's pipe"
+            assert res.stderr == "to stderr\n"
+        finally:
+            server.terminate()
+            server.wait(5)
+    finally:
+        shutil.rmtree(shared)
+
+
 def alive(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
@@ -156,7 +193,7 @@ def test_scripts_and_libraries_come_from_the_oar_directory(tmp_path: Path) -> No
     oar = tmp_path / "oar"
     (oar / "schedulers").mkdir(parents=True)
     perl = "#!/usr/bin/perl\nuse strict;\nuse OAR::IO;\nuse Data::Dumper();\n"
-    for name in ("NodeChangeState", "sarko", "oarsub", "bipbip.real"):
+    for name in ("NodeChangeState", "sarko", "oarsub", "oarsub.real", "bipbip.real"):
         (oar / name).write_text(perl)
     (oar / "bipbip").write_text("#!/bin/sh\nexec bipbip.real\n")
     (oar / "schedulers" / "gantt").write_text("#!/bin/sh\nulimit -s 1\nexec gantt.real\n")
@@ -164,7 +201,7 @@ def test_scripts_and_libraries_come_from_the_oar_directory(tmp_path: Path) -> No
     (oar / "schedulers" / "oar_sched_plain").write_text(perl)
     mods = preload.scripts(oar)
     assert mods == {"NodeChangeState": oar / "NodeChangeState", "sarko": oar / "sarko",
-                    "bipbip.real": oar / "bipbip.real",
+                    "bipbip.real": oar / "bipbip.real", "oarsub.real": oar / "oarsub.real",
                     "schedulers/gantt": oar / "schedulers" / "gantt.real",
                     "schedulers/gantt.real": oar / "schedulers" / "gantt.real",
                     "schedulers/oar_sched_plain": oar / "schedulers" / "oar_sched_plain"}
@@ -174,7 +211,7 @@ def test_scripts_and_libraries_come_from_the_oar_directory(tmp_path: Path) -> No
     assert "DBD::mysql" in preload.libraries(texts, "mysql")
     oardir = tmp_path / "oardir"
     preload.write_oardir(oardir, oar)
-    assert (oardir / "oarsub").resolve() == oar / "oarsub"  # not a module: a link
+    assert (oardir / "oarsub").resolve() == oar / "oarsub"  # the wrapper: a link
     assert (oardir / "bipbip").resolve() == oar / "bipbip"
     client = (oardir / "schedulers" / "gantt").read_text()
     assert f"'{oar}/schedulers/gantt.real'" in client and "@SCRIPT@" not in client
