@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from oarlib import conf as oarconf
-from oarlib import faults, preload, stacklimit, vclock
+from oarlib import faults, pgauth, preload, stacklimit, vclock
 from oarlib.almighty import notify
 from oarlib.conf import DbParams, ServerAddress
 from oarlib.db import Db, chunks, marks
@@ -340,6 +340,10 @@ def mariadb_strict() -> bool:
 
 def pg_environment_path(version: str) -> Path:
     return Path(f"/etc/postgresql/{version}/main/environment")
+
+
+def pg_hba_path(version: str) -> Path:
+    return Path(f"/etc/postgresql/{version}/main/pg_hba.conf")
 
 
 def pg_clock() -> str:
@@ -878,6 +882,11 @@ def up(cfg: Config, install: Callable[[], None] | None = None,
         stop_almighty()
     configure(cfg)
     ensure_database(cfg.db)
+    if cfg.db == "pg":
+        values = conf_values(cfg)
+        pgauth.ensure(pg_hba_path(pg_version()), "oar", {
+            str(values[login]): str(values[passwd]) for login, passwd in
+            (("DB_BASE_LOGIN", "DB_BASE_PASSWD"), ("DB_BASE_LOGIN_RO", "DB_BASE_PASSWD_RO"))})
     with connect() as db:
         register(cfg, db)
         if cfg.clock == "real":

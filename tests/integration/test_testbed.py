@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from oarlib import conf as oarconf
-from oarlib import testbed
+from oarlib import pgauth, testbed
 from oarlib.db import Db
 from oarlib.testbed import Config, Resource
 from orpheus import install
@@ -146,6 +146,18 @@ def test_up_is_idempotent_and_registers_what_is_asked() -> None:
     st_conf = testbed.CONF_PATH.stat()
     assert (st_conf.st_mode & 0o777, st_conf.st_uid) == (0o600, testbed.pwd.getpwnam("oar").pw_uid)
     assert (testbed.STATE_DIR / "oar.conf.dist").exists()
+    # OAR's roles: md5 passwords, let in by the block at the head of pg_hba.conf
+    hba = testbed.pg_hba_path(testbed.pg_version())
+    assert hba.read_text().startswith(pgauth.BEGIN + "\n")
+    roles = {conf["DB_BASE_LOGIN"]: conf["DB_BASE_PASSWD"],
+             conf["DB_BASE_LOGIN_RO"]: conf["DB_BASE_PASSWD_RO"]}
+    assert not pgauth.ensure(hba, "oar", roles)  # up left nothing to do
+    for role, password in roles.items():  # as OAR's Perl connects, through DBD::Pg
+        probe = subprocess.run(
+            ["perl", "-MDBI", "-e", 'DBI->connect("dbi:Pg:dbname=oar;host=localhost", @ARGV, '
+             '{RaiseError => 1})->disconnect; print "ok\\n"', role, password],
+            capture_output=True, text=True, timeout=30)
+        assert probe.stdout == "ok\n", probe.stderr
 
 
 def test_bulk_rows_equal_those_of_the_real_oarnodesetting() -> None:
