@@ -7,14 +7,17 @@ module's 0.15 on this machine, and a virtual-clock replay starts ~9 modules a jo
 cost mod_perl and Starman remove by preloading: ``oar-preload`` (perl/) compiles the libraries
 once, as user oar in Almighty's environment, and forks each module from there; the module's own
 script, unmodified, runs in the child with the caller's arguments, environment, directory,
-umask, ignored signals and standard streams.
+umask, ignored signals and standard streams. ``oarsub`` is started the same way.
 
 Almighty finds its modules in ``$OARDIR``: the virtual-clock Almighty gets ``OARDIR`` (this
 directory) where each module is a small client (``oar-preload-client``) that hands its
 request to the server, forwards signals, and exits as the module did; every other file is a
-link to ``/usr/lib/oar``. Without the server, or when oar.conf has changed since it started
-(the libraries read it when loaded), a client runs its script itself. No library of the
-field does this for an unmodified program, hence the hand-written server.
+link to ``/usr/lib/oar``; ``oarsub``'s stack-limit wrapper (``oarlib.stacklimit``) execs its
+client there while the server's socket exists. A client passes its standard streams on the
+socket (SCM_RIGHTS): the server may not open them by name (a replay's oarsub writes to root's
+pipes). Without the server, or when oar.conf has changed since it started (the libraries read
+it when loaded), a client runs its script itself. No library of the field does this for an
+unmodified program, hence the hand-written server.
 """
 
 from __future__ import annotations
