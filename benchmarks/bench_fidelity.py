@@ -11,7 +11,9 @@ had busy at once at most (seed 1's Grid'5000 reservation had 22 nodes alive, see
 resource count and walltime for at least 90 % of its jobs, by id); otherwise the reference
 ran another workload (seed 0's did) and its own jobs are replayed as they ran (submission,
 resources, walltime, execution time: :func:`orpheus.compare.as_run`). It is replayed with
-``--unit node`` (jobs ask ``nodes=res,walltime=...`` as the real replay did; oarexec mode),
+``--unit node`` (jobs ask ``nodes=res,walltime=...`` as the real replay did; oarexec mode;
+a given workload's jobs run their delay plus the overhead the real run's jobs show, the
+median of execution time minus delay: ``--job-overhead``),
 reported, and compared with the real run by ``orpheus compare``. Prints, per seed, the
 makespan and the mean wait of both runs with their deviation, against the targets (makespan
 within 0.5 %, mean wait within 10 %), and the wall time and speed-up. ``--runs N`` replays each
@@ -51,13 +53,13 @@ def orpheus(*args: str) -> None:
     subprocess.run([*ORPHEUS, *args], check=True)
 
 
-def replay_once(workload: Path, out: Path, mode: str) -> float:
+def replay_once(workload: Path, out: Path, mode: str, overhead: float) -> float:
     """Replay, report; return the wall seconds the replay took."""
     orpheus("run", "--daemon", "--mode", mode, "--log-file", str(out.with_suffix(".log")))
     try:
         t0 = time.monotonic()
         orpheus("replay", str(workload), "-o", str(out), "--unit", "node", "--timeout", "1800",
-                "--no-progress")
+                "--job-overhead", f"{overhead:g}", "--no-progress")
         wall = time.monotonic() - t0
     finally:
         benchbed.stop_daemon()
@@ -86,6 +88,9 @@ def main() -> int:
     ap.add_argument("--nodes", type=int,
                     help="nodes of the real run's platform, one resource each (default: "
                     "the reference's, see above)")
+    ap.add_argument("--job-overhead", type=float, metavar="S",
+                    help="seconds added to each job of a given workload (default: the "
+                    "reference's median of execution time minus run time, see above)")
     benchbed.add_options(ap)
     args = ap.parse_args()
     found = benchbed.claim(args)
@@ -96,7 +101,7 @@ def main() -> int:
                   DATA / f"g5k_workload_delay_seed{seed}_size32.real.csv") for seed in args.seeds]
         for workload, reference in pairs + [tuple(p) for p in args.pair]:
             seed = workload.stem
-            workload, nodes, ran = platform(workload, reference, args)
+            workload, nodes, overhead, ran = platform(workload, reference, args)
             bring_up(Config(nodes=nodes, cores=1, clock="virtual",
                             sched_interval=args.sched_interval,
                             max_jobs_per_user=args.max_jobs_per_user,
@@ -104,7 +109,7 @@ def main() -> int:
             runs, walls = [], []
             for n in range(args.runs):
                 out = args.out / f"{seed}-run{n}"
-                walls.append(replay_once(workload, out, args.mode))
+                walls.append(replay_once(workload, out, args.mode, overhead))
                 runs.append(str(out))
             cmp_dir = args.out / f"{seed}-compare"
             orpheus("compare", *runs, str(reference), "-o", str(cmp_dir))
@@ -117,19 +122,24 @@ def main() -> int:
 
 
 def platform(workload: Path, reference: Path,
-             args: argparse.Namespace) -> tuple[Path, int, str]:
-    """(the workload to replay, the nodes of the platform, what is replayed): the given
-    workload if the reference ran it, else the reference's jobs as they ran."""
+             args: argparse.Namespace) -> tuple[Path, int, float, str]:
+    """(the workload to replay, the nodes of the platform, the job overhead, what is
+    replayed): the given workload if the reference ran it, its jobs running as much longer
+    than their run time as the reference's did (``compare.job_overhead``); else the
+    reference's jobs as they ran (their execution times hold that overhead already)."""
     ref = compare.read_schedule(reference)
     nodes = args.nodes or compare.platform_size(ref)
-    share = compare.agreement(read_workload(workload).jobs, ref)
+    jobs = read_workload(workload).jobs
+    share = compare.agreement(jobs, ref)
     if share >= SAME_WORKLOAD:
-        return workload, nodes, "given"
+        overhead = compare.job_overhead(jobs, ref) if args.job_overhead is None \
+            else args.job_overhead
+        return workload, nodes, overhead, f"given, +{overhead:g} s a job"
     print(f"{reference.name} did not run {workload.name} (only {share:.0%} of its jobs "
           "agree): replaying the reference's own jobs as they ran")
     as_run = args.out / f"{workload.stem}.as-run.json"
     as_run.write_text(json.dumps(compare.as_run(ref), indent=1))
-    return as_run, nodes, f"as run ({share:.0%} agree)"
+    return as_run, nodes, 0.0, f"as run ({share:.0%} agree)"
 
 
 def _metric(cmp: dict, name: str) -> tuple[float, float]:

@@ -620,16 +620,31 @@ def platform_size(schedule: Schedule) -> int:
     return schedule.platform or busiest(schedule.records)
 
 
-def agreement(jobs: Iterable[TraceJob], schedule: Schedule) -> float:
-    """The share of a workload's jobs that the schedule's job of the same id ran as asked
-    (same resource count, same walltime when both say one): 1.0 for a run of that workload."""
+def _agreeing(jobs: Iterable[TraceJob],
+              schedule: Schedule) -> list[tuple[TraceJob, metrics.JobRecord | None]]:
+    """Each job, with the schedule's job of the same id if that one ran it as asked (same
+    resource count, same walltime when both say one)."""
     ran = {r.job_id: r for r in schedule.records}
-    jobs = list(jobs)
-    same = sum(1 for j in jobs if (r := ran.get(j.id)) is not None
-               and r.requested_number_of_resources == j.res
-               and (r.requested_time is None or j.walltime is None
-                    or round(r.requested_time) == round(j.walltime)))
-    return same / len(jobs) if jobs else 0.0
+    return [(j, r if (r := ran.get(j.id)) is not None
+             and r.requested_number_of_resources == j.res
+             and (r.requested_time is None or j.walltime is None
+                  or round(r.requested_time) == round(j.walltime)) else None) for j in jobs]
+
+
+def agreement(jobs: Iterable[TraceJob], schedule: Schedule) -> float:
+    """The share of a workload's jobs that the schedule's job of the same id ran as asked:
+    1.0 for a run of that workload."""
+    pairs = _agreeing(jobs, schedule)
+    return sum(1 for _, r in pairs if r is not None) / len(pairs) if pairs else 0.0
+
+
+def job_overhead(jobs: Iterable[TraceJob], schedule: Schedule) -> float:
+    """How much longer than its run time a job of the workload ran in the schedule: the
+    median over the jobs it ran as asked (execution time minus run time), at least 0; what
+    the real runner added around each command (ssh, oarexec, the end's report)."""
+    extra = sorted(r.execution_time - j.run_time for j, r in _agreeing(jobs, schedule)
+                   if r is not None and r.execution_time is not None and j.run_time is not None)
+    return round(max(0.0, statistics.median(extra)), 3) if extra else 0.0
 
 
 def as_run(schedule: Schedule) -> dict[str, Any]:

@@ -406,6 +406,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="ask resources as core=N (default) or as whole nodes, nodes=ceil(N/C)")
     p.add_argument("--min-walltime", type=int, default=1,
                    help="smallest walltime given to OAR, in seconds (default 1)")
+    p.add_argument("--job-overhead", type=float, default=0.0, metavar="S",
+                   help="seconds added to every job's run time (after --time-scale): what a "
+                        "real runner (ssh, oarexec) adds around a command, for workloads whose "
+                        "run times leave it out (default 0)")
     p.add_argument("--flops-per-second", type=rate, default=1e9,
                    help="Batsim parallel-task profiles: host speed (default 1e9)")
     p.add_argument("--bytes-per-second", type=rate, default=1e9,
@@ -465,7 +469,7 @@ def main(args: argparse.Namespace) -> int:
             time_scale=args.time_scale, size_scale=size_scale(args.size_scale, workload, capacity),
             start=args.start, limit=args.limit, user=args.user, default_user=args.default_user,
             queue_map=parse_queue_map(args.queue_map), unit=args.unit,
-            min_walltime=args.min_walltime)
+            min_walltime=args.min_walltime, job_overhead=args.job_overhead)
         the_plan = plan(workload, capacity, opts)
         if args.dry_run:
             return dry_run(the_plan)

@@ -12,8 +12,9 @@ states every rule; the main ones:
   (OAR counts walltimes in whole seconds);
 - a job whose scaled submission offset, run time or walltime exceeds ``MAX_SECONDS`` (OAR
   stores walltimes as a 32-bit integer) is rejected;
-- the arguments are ``{exec_time=<run time / time_scale>, exit_code=<trace's>}`` plus
-  ``io=1, io_workload=<w>`` for I/O profiles.
+- the arguments are ``{exec_time=<run time / time_scale + job_overhead>, exit_code=<trace's>}``
+  plus ``io=1, io_workload=<w>`` for I/O profiles (``job_overhead``, 0 by default: what a real
+  runner adds around a command, for traces whose run times leave it out).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class PlanOptions:
     queue_map: Mapping[int, str] = field(default_factory=dict)  # overrides the SWF header
     unit: str = "core"
     min_walltime: int = 1
+    job_overhead: float = 0.0  # seconds added to every job's run time (after scaling)
 
     def check(self) -> None:
         for name in ("time_scale", "size_scale"):
@@ -72,6 +74,8 @@ class PlanOptions:
             raise PlanError("--start and --limit must be >= 0")
         if self.unit not in UNITS:
             raise PlanError(f"--unit must be one of {', '.join(UNITS)}, not {self.unit!r}")
+        if not (math.isfinite(self.job_overhead) and self.job_overhead >= 0):
+            raise PlanError(f"--job-overhead must be a number >= 0, not {self.job_overhead}")
         if self.min_walltime < 1:
             raise PlanError("--min-walltime must be >= 1 (OAR walltimes are whole seconds)")
 
@@ -184,7 +188,7 @@ def plan(workload: Workload, capacity: Capacity, opts: PlanOptions) -> Plan:
             request = f"core={res}"
         walltime = None if job.walltime is None else max(
             opts.min_walltime, math.ceil(job.walltime / opts.time_scale - 1e-9))
-        exec_time = job.run_time / opts.time_scale
+        exec_time = job.run_time / opts.time_scale + opts.job_overhead
         if workload.format == "swf" and walltime is not None and job.walltime is not None \
                 and job.run_time >= job.walltime:
             # it ran into its walltime (the batch system killed it): it runs beyond its walltime

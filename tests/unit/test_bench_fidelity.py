@@ -21,18 +21,20 @@ def pair(seed: int) -> tuple[Path, Path]:
 
 def test_seed_1_replays_its_workload_on_the_22_nodes_its_run_had(tmp_path: Path) -> None:
     workload, reference = pair(1)
-    args = argparse.Namespace(nodes=None, out=tmp_path)
-    assert platform(workload, reference, args) == (workload, 22, "given")
+    args = argparse.Namespace(nodes=None, out=tmp_path, job_overhead=None)
+    # its real jobs ran their delay + 0.47 s (median), which the replay adds to each
+    assert platform(workload, reference, args) == (workload, 22, 0.47, "given, +0.47 s a job")
     assert list(tmp_path.iterdir()) == []
-    args.nodes = 32  # --nodes overrides
-    assert platform(workload, reference, args)[1] == 32
+    args.nodes, args.job_overhead = 32, 0.0  # --nodes and --job-overhead override
+    assert platform(workload, reference, args) == (workload, 32, 0.0, "given, +0 s a job")
 
 
 def test_seed_0_replays_the_jobs_its_run_ran(tmp_path: Path) -> None:
     workload, reference = pair(0)
-    replayed, nodes, ran = platform(workload, reference,
-                                    argparse.Namespace(nodes=None, out=tmp_path))
-    assert (replayed.parent, nodes, ran) == (tmp_path, 32, "as run (5% agree)")
+    replayed, nodes, overhead, ran = platform(
+        workload, reference, argparse.Namespace(nodes=None, out=tmp_path, job_overhead=None))
+    # their execution times, replayed, hold the real runner's overhead already
+    assert (replayed.parent, nodes, overhead, ran) == (tmp_path, 32, 0.0, "as run (5% agree)")
     as_run = read_workload(replayed)
     assert len(as_run.jobs) == 800
     assert json.loads(replayed.read_text())["nb_res"] == 32

@@ -577,6 +577,24 @@ def test_agreement_tells_whether_a_reference_ran_a_workload() -> None:
     assert compare.agreement([], refs[1]) == 0.0
 
 
+def test_job_overhead_is_the_median_of_what_the_real_jobs_ran_beyond_their_run_time(
+        ) -> None:
+    from orpheus.workload import TraceJob, read_workload
+    seed1 = read_workload(REAL / "g5k_workload_delay_seed1_size32.json").jobs
+    # seed 1's first job: delay 88.51 s, ran 1462814042 - 1462813954 = 88 s
+    assert compare.job_overhead(seed1, read_schedule(SEED[1])) == 0.47
+    s = parse_schedule(REAL_CSV, "x.real.csv")
+    ran = {r.job_id: r for r in s.records if r.execution_time is not None}
+    jobs = [TraceJob(id=i, submit=0, res=r.requested_number_of_resources or 1,
+                     run_time=r.execution_time - extra, walltime=r.requested_time)
+            for (i, r), extra in zip(sorted(ran.items()), (1.0, 3.0), strict=True)]
+    assert compare.job_overhead(jobs, s) == 2.0  # the median of 1 and 3
+    shorter = [replace(j, run_time=(j.run_time or 0) + 10) for j in jobs]
+    assert compare.job_overhead(shorter, s) == 0.0  # never below 0
+    other = [replace(j, res=j.res + 1) for j in jobs]
+    assert compare.job_overhead(other, s) == 0.0  # jobs it did not run as asked: none
+
+
 def test_as_run_replays_a_reference_as_it_ran(tmp_path: Path) -> None:
     from orpheus.workload import read_workload
     ref = read_schedule(SEED[0])

@@ -606,7 +606,8 @@ def test_times_beyond_oars_largest_walltime_are_rejected() -> None:
 
 @pytest.mark.parametrize("opts", [PlanOptions(time_scale=0), PlanOptions(size_scale=-1),
                                   PlanOptions(start=5), PlanOptions(unit="socket"),
-                                  PlanOptions(min_walltime=0)])
+                                  PlanOptions(min_walltime=0), PlanOptions(job_overhead=-1),
+                                  PlanOptions(job_overhead=math.nan)])
 def test_bad_plan_options(opts: PlanOptions) -> None:
     w = parse_swf("1 0 0 1 1 -1 -1 1 1 -1 1 1 1 -1 1 -1 -1 -1\n")
     with pytest.raises(PlanError):
@@ -649,6 +650,21 @@ def test_swf_jobs_that_reached_their_walltime_outlive_it_and_batsim_ones_keep_th
     subs = plan(Workload("t", "batsim", jobs), CAP, PlanOptions()).submissions
     assert [parse_command(f"sim {s.arguments}").exec_time for s in subs] == [3600, 4000, 3599,
                                                                              100]
+
+
+def test_the_job_overhead_is_added_to_every_run_time_after_scaling() -> None:
+    jobs = [TraceJob("1", 0, 1, 3600, 3600), TraceJob("2", 0, 1, 88.51, 149),
+            TraceJob("3", 0, 1, 0, None)]
+    subs = plan(Workload("t", "batsim", jobs), CAP, PlanOptions(job_overhead=0.47)).submissions
+    assert [parse_command(f"sim {s.arguments}").exec_time for s in subs] == pytest.approx(
+        [3600.47, 88.98, 0.47])
+    assert [s.walltime for s in subs] == [3600, 149, None]  # walltimes stay the trace's
+    subs = plan(Workload("t", "batsim", jobs), CAP,
+                PlanOptions(time_scale=100, job_overhead=1)).submissions
+    assert [s.exec_time for s in subs] == pytest.approx([37, 1.8851, 1])
+    # an SWF job killed at its walltime outlives it as before
+    (sub,) = plan(Workload("t", "swf", jobs[:1]), CAP, PlanOptions(job_overhead=5)).submissions
+    assert sub.exec_time == 7200
 
 
 def test_io_arguments_parse_back() -> None:
