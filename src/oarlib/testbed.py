@@ -44,7 +44,7 @@ STATE_DIR = Path("/var/lib/orpheus-testbed")  # pristine oar.conf, Almighty star
 OAR_SERVER_PIDFILE = Path("/var/run/oar-server.pid")
 FAKE_COMMANDS_DIR = Path("/usr/local/lib/orpheus")  # where `orpheus install` puts fake-*
 ENV_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
-DB_PASSWORDS = {"DB_BASE_PASSWD": "oarpass", "DB_BASE_PASSWD_RO": "oarropass"}
+DB_ROLES = {"oar": "oarpass", "oar_ro": "oarropass"}  # OAR's roles (read-write, read-only)
 COMMON_PACKAGES = ("oar-server", "oar-user", "libyaml-perl", "libyaml-syck-perl",
                    "libxml-dumper-perl", "libfaketime", "libsocket-msghdr-perl")
 BACKEND_PACKAGES = {
@@ -175,9 +175,9 @@ def conf_values(cfg: Config, fake_commands: Path = FAKE_COMMANDS_DIR) -> dict[st
         "DB_PORT": "5432" if pg else "3306",
         "DB_BASE_NAME": "oar",
         "DB_BASE_LOGIN": "oar",
-        "DB_BASE_PASSWD": DB_PASSWORDS["DB_BASE_PASSWD"],
+        "DB_BASE_PASSWD": DB_ROLES["oar"],
         "DB_BASE_LOGIN_RO": "oar_ro",
-        "DB_BASE_PASSWD_RO": DB_PASSWORDS["DB_BASE_PASSWD_RO"],
+        "DB_BASE_PASSWD_RO": DB_ROLES["oar_ro"],
         "SERVER_HOSTNAME": "localhost",
         "SERVER_PORT": str(cfg.port),
         "LOG_LEVEL": str(cfg.log_level),
@@ -883,10 +883,7 @@ def up(cfg: Config, install: Callable[[], None] | None = None,
     configure(cfg)
     ensure_database(cfg.db)
     if cfg.db == "pg":
-        values = conf_values(cfg)
-        pgauth.ensure(pg_hba_path(pg_version()), "oar", {
-            str(values[login]): str(values[passwd]) for login, passwd in
-            (("DB_BASE_LOGIN", "DB_BASE_PASSWD"), ("DB_BASE_LOGIN_RO", "DB_BASE_PASSWD_RO"))})
+        pgauth.ensure(pg_hba_path(pg_version()), "oar", DB_ROLES)
     with connect() as db:
         register(cfg, db)
         if cfg.clock == "real":

@@ -642,8 +642,8 @@ def job_overhead(jobs: Iterable[TraceJob], schedule: Schedule) -> float:
     """How much longer than its run time a job of the workload ran in the schedule: the
     median over the jobs it ran as asked (execution time minus run time), at least 0; what
     the real runner added around each command (ssh, oarexec, the end's report)."""
-    extra = sorted(r.execution_time - j.run_time for j, r in _agreeing(jobs, schedule)
-                   if r is not None and r.execution_time is not None and j.run_time is not None)
+    extra = [r.execution_time - j.run_time for j, r in _agreeing(jobs, schedule)
+             if r is not None and r.execution_time is not None and j.run_time is not None]
     return round(max(0.0, statistics.median(extra)), 3) if extra else 0.0
 
 
