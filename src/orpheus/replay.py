@@ -285,8 +285,10 @@ class Replay:
                         if (held := t0 + min(dues) if dues else None) != holding:
                             vclock.hold("replay", held)
                             holding = held
-                    if time.monotonic() - last_poll >= 2 or (not pending and not futures):
-                        self.states = job_states(db, list(self.submitted))
+                    if time.monotonic() - last_poll >= (2 if pending or futures else 0.1):
+                        # an ended job's state is final: ask only for the others'
+                        self.states.update(job_states(db, [
+                            j for j in self.submitted if self.states.get(j) not in ENDED]))
                         last_poll = time.monotonic()
                     if time.monotonic() >= next_fault_check:
                         next_fault_check = time.monotonic() + FAULT_CHECK_INTERVAL
