@@ -51,8 +51,8 @@ def ensure(hba: Path, database: str, roles: Mapping[str, str]) -> bool:
     """Put the block for ``roles`` (name -> password) in ``hba`` and store their passwords as
     md5 (idempotent); whether anything changed."""
     changed = False
-    wanted = hba_text(hba.read_text(), database, sorted(roles))
-    if hba.read_text() != wanted:
+    text = hba.read_text()
+    if (wanted := hba_text(text, database, sorted(roles))) != text:
         hba.write_text(wanted)
         _psql("SELECT pg_reload_conf();", database)  # md5 rules accept SCRAM passwords too
         changed = True
