@@ -4,6 +4,7 @@ idleness is read from a process tree (oarlib.idle)."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -145,16 +146,25 @@ def test_cpu_times_cover_the_whole_tree() -> None:
     assert len(idle.cpu_times(tree())) == 4
 
 
-def test_listen_backlog_reads_the_port_in_listen_state(tmp_path: Path) -> None:
-    table = tmp_path / "tcp"
-    table.write_text(
-        "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid\n"
-        "   0: 00000000:1A0A 00000000:0000 0A 00000000:00000003 00:00000000 00000000 103\n"
-        "   1: 0100007F:1A0A 0100007F:9C40 01 00000000:00000000 00:00000000 00000000 103\n"
-        "   2: 00000000:1A0B 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0\n")
-    assert idle.listen_backlog(6666, str(table)) == 3
-    assert idle.listen_backlog(6667, str(table)) == 0
-    assert idle.listen_backlog(7000, str(table)) == 0
+def test_listen_backlog_counts_the_connections_a_listening_port_has_not_accepted() -> None:
+    """Real sockets, IPv4 and IPv6, asked of the kernel (sock_diag)."""
+    with socket.socket() as server, socket.socket(socket.AF_INET6) as server6:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        port = server.getsockname()[1]
+        assert idle.listen_backlog(port) == 0
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        assert idle.listen_backlog(port) == 3
+        conn, _ = server.accept()
+        assert idle.listen_backlog(port) == 2  # an accepted one leaves the queue
+        server6.bind(("::1", 0))
+        server6.listen(8)
+        port6 = server6.getsockname()[1]
+        clients.append(socket.create_connection(("::1", port6)))
+        assert idle.listen_backlog(port6) == 1
+        assert idle.listen_backlog(port) == 2  # the other port's queue is not counted
+        for c in [*clients, conn]:
+            c.close()
 
 
 def test_read_tree_sees_this_process_and_its_child() -> None:
