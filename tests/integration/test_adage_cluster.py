@@ -322,6 +322,30 @@ def test_a_satellite_that_never_calls_back_is_named_and_killed_with_its_launcher
     assert processes_of(deployment(work)) == {}
 
 
+def test_a_process_failing_while_nodes_are_still_being_staged_is_named(nodes: list[str],
+                                                                        work: Path) -> None:
+    """``--fanout 2`` on 16 nodes: the first process fails while most transfers are still
+    under way. The failure is named (no traceback: closing once followed the satellites of the
+    stopped transfers on a closed selector) and nothing is left on any node."""
+    (work / "nf").write_text("".join(f"{h}\n" for h in nodes))
+    appl = work / "a.xml"
+    appl.write_text('<generic_appl_descr><proc_groups><proc_group id="A" type="generic" '
+                    'cardinality="16"><process id="p"><executable>sleep</executable><arguments>'
+                    "<arg>not-a-number</arg></arguments></process></proc_group></proc_groups>"
+                    "</generic_appl_descr>")
+    appl.chmod(0o644)
+    r = adage(work, "-a", str(appl), "-o", str(work / "nf"), "-x", "-l", "1", "--fanout", "2")
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    assert re.search(r"adage: error: node node\d+: group A instance \d+ process p/0 exited "
+                     "with code 1 .*invalid time interval", r.stderr), r.stderr
+    dep = deployment(work)
+    deadline = time.time() + 15  # cut sessions: their satellites read the end of stdin
+    while processes_of(dep) and time.time() < deadline:
+        time.sleep(0.2)
+    assert processes_of(dep) == {}
+
+
 def deploy_sleepers(work: Path, hosts: list[str]) -> str:
     """Deploy a long ``sleep`` on each of ``hosts``; the deployment's id."""
     (work / "nf").write_text("".join(f"{h}\n" for h in hosts))

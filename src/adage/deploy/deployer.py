@@ -168,9 +168,11 @@ class Deployer:
                 self.machine.fail(failure)
                 self._abort()
                 raise DeployError(failure.message, failure) from None
-            finally:
-                self.sel.close()
-                self.propagation.close()
+            finally:  # closing may still follow satellites of stopped transfers: then sel
+                try:
+                    self.propagation.close()
+                finally:
+                    self.sel.close()
         return Result(self.dep, self.machine, time.time() - self.started, self.acked_after,
                       self.undetached)
 
