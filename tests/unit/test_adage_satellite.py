@@ -1,4 +1,5 @@
-"""The satellite itself, run here as the nodes run it (``python3 -S satellite.py NODE``)."""
+"""The satellite itself, run here as the nodes run it (``python3 -S FILE NODE``, the file being
+``program.satellite_program()``: its code compiled, its source beside)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from adage.deploy import satellite
+from adage.deploy.program import satellite_program
 
 
 def start(tmp_path: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-S", satellite.__file__, "n1"],
+    prog = tmp_path / "satellite-n1.py"
+    prog.write_text(satellite_program())
+    return subprocess.Popen([sys.executable, "-S", str(prog), "n1"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
 
@@ -95,7 +99,9 @@ def events_of(tmp_path: Path, *argv: str, env: list[list[str]] | None = None) ->
     run.mkdir(parents=True, exist_ok=True)
     op = {"op": "launch", "key": "A/0", "procs": [
         {"id": "p/0", "cwd": str(run), "argv": list(argv), "env": env or []}]}
-    sat = subprocess.run([sys.executable, "-S", satellite.__file__, "n1"], text=True,
+    prog = tmp_path / "satellite-n1.py"
+    prog.write_text(satellite_program())
+    sat = subprocess.run([sys.executable, "-S", str(prog), "n1"], text=True,
                          input=json.dumps(op) + '\n{"op": "detach"}\n', capture_output=True,
                          timeout=30, check=True)
     return [json.loads(line) for line in sat.stdout.splitlines()]

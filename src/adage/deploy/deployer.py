@@ -21,7 +21,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from importlib import resources as pkg_resources
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,7 @@ from adage.deploy.events import (
 )
 from adage.deploy.layout import Layout, ProcSpec, node_stages
 from adage.deploy.links import Link, Source, log_tail
+from adage.deploy.program import satellite_program
 from adage.deploy.propagation import Setup, propagation
 from adage.deploy.snapshot import snapshot
 from adage.deploy.ssh import SshOptions
@@ -93,10 +93,6 @@ def new_id() -> str:
     return f"{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}"
 
 
-def satellite_source() -> str:
-    return (pkg_resources.files("adage.deploy") / "satellite.py").read_text()
-
-
 @dataclass
 class Deployer:
     appl: GenericAppl
@@ -133,7 +129,7 @@ class Deployer:
             propagation=kind, fanout=max(1, self.options.ssh.fanout))
         self.sel = selectors.DefaultSelector()
         self.propagation = propagation(kind, Setup(
-            self.layout, self.stages, nodes, satellite_source(), self.layout.satellite_argv,
+            self.layout, self.stages, nodes, satellite_program(), self.layout.satellite_argv,
             self.dep.dir, Path(f"/tmp/{self.user}/prestage-tree-adage-{self.pid}"),
             self.options.timeout, self.options.ssh, self._watch,
             lambda node: self._feed(NodeStarting(node))),

@@ -40,7 +40,7 @@ class Setup:
     layout: Layout
     stages: dict[str, Stage]
     nodes: list[str]  # every planned node, sorted
-    satellite: str  # the satellite's source
+    satellite: str  # the file each node runs as its satellite (``program``)
     argv: Callable[[str], list[str]]  # a node's satellite command
     state_dir: Path  # the deployment's state directory (logs)
     prestage: Path  # /tmp/<user>/prestage-tree-adage-<pid>

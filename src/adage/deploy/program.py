@@ -1,0 +1,43 @@
+"""The satellite as the nodes run it: its code compiled once by the front end (``marshal``, as
+a ``.pyc`` holds it), and its source for a node whose Python reads another bytecode.
+
+Every node compiles what it runs: the satellite's 330 lines cost ~2.7 ms of CPU a start
+(Python 3.11), loading them compiled ~1 ms (measured by hand, 80 starts in a row: 9.7 ms a
+start from the source, 8.1 from this program). ``python3 -S`` runs a file given on its command
+line from its source only, never from a cache, hence the code inside the file. The bytecode
+check is ``importlib``'s own: the magic number of the Python that compiled it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import marshal
+from binascii import b2a_base64
+from importlib import resources
+
+TEMPLATE = """\
+# ADAGE's satellite (adage/deploy/satellite.py): its code compiled for Python with bytecode
+# {magic!r}, else its source
+try:
+    from _frozen_importlib_external import MAGIC_NUMBER
+except ImportError:  # not CPython
+    MAGIC_NUMBER = None
+if MAGIC_NUMBER == {magic!r}:
+    from binascii import a2b_base64
+    from marshal import loads
+    exec(loads(a2b_base64({code!r})))
+else:
+    exec(compile({source!r}, "satellite.py", "exec"))
+"""
+
+
+def satellite_source() -> str:
+    return (resources.files("adage.deploy") / "satellite.py").read_text()
+
+
+def satellite_program(source: str | None = None) -> str:
+    """The file each node runs (``python -S FILE NODE``) as the satellite ``source``."""
+    source = satellite_source() if source is None else source
+    code = marshal.dumps(compile(source, "satellite.py", "exec", dont_inherit=True))
+    return TEMPLATE.format(magic=importlib.util.MAGIC_NUMBER, source=source,
+                           code=b2a_base64(code, newline=False).decode())
