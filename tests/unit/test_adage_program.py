@@ -48,3 +48,14 @@ def test_the_satellite_program_imports_neither_json_subprocess_re_enum_nor_conte
                 if line.startswith("import time:") and "|" in line}
     assert {"binascii", "select", "_json"} <= imported  # the compiled path
     assert not imported & {"json", "subprocess", "re", "enum", "contextlib"}
+
+
+def test_a_traceback_of_the_program_quotes_neither_its_code_nor_its_source(
+        tmp_path: Path) -> None:
+    path = tmp_path / "satellite-n1.py"
+    path.write_text(satellite_program('raise SystemError("boom")\n'))
+    out = subprocess.run([sys.executable, "-S", str(path), "n1"], capture_output=True,
+                         text=True, stdin=subprocess.DEVNULL, timeout=30)
+    assert out.returncode == 1 and "SystemError: boom" in out.stderr
+    assert "exec(loads(a2b_base64(CODE)))" in out.stderr  # the program's line, quoted
+    assert max(len(line) for line in out.stderr.splitlines()) < 300, out.stderr

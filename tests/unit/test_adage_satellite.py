@@ -184,6 +184,14 @@ def test_an_operation_with_extra_data_is_refused() -> None:
         satellite.loads('{"op": "detach"} x')
 
 
+@pytest.mark.parametrize("line", ["", "  ", "{", '{"op": }', "x"])
+def test_a_line_that_is_not_json_is_a_value_error_as_json_loads_raises(line: str) -> None:
+    with pytest.raises(ValueError):
+        json.loads(line)
+    with pytest.raises(ValueError):  # not StopIteration, which the C scanner raises
+        satellite.loads(line)
+
+
 def test_a_missing_run_directory_is_an_error_and_the_satellite_stays_where_it_was(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)

@@ -17,7 +17,9 @@ from importlib import resources
 
 TEMPLATE = """\
 # ADAGE's satellite (adage/deploy/satellite.py): its code compiled for Python with bytecode
-# {magic!r}, else its source
+# {magic!r}, else its source (each on a line of its own: a traceback quotes the lines below)
+CODE = {code!r}
+SOURCE = {source!r}
 try:
     from _frozen_importlib_external import MAGIC_NUMBER
 except ImportError:  # not CPython
@@ -25,9 +27,9 @@ except ImportError:  # not CPython
 if MAGIC_NUMBER == {magic!r}:
     from binascii import a2b_base64
     from marshal import loads
-    exec(loads(a2b_base64({code!r})))
+    exec(loads(a2b_base64(CODE)))
 else:
-    exec(compile({source!r}, "satellite.py", "exec"))
+    exec(compile(SOURCE, "satellite.py", "exec"))
 """
 
 

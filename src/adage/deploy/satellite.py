@@ -65,7 +65,10 @@ GRACE = 2.0
 
 def loads(text):
     """One JSON value (an operation line), as ``json.loads``."""
-    obj, end = scan(text, 0)
+    try:
+        obj, end = scan(text, 0)
+    except StopIteration as e:  # what the scanner raises where no JSON value starts
+        raise ValueError(f"not JSON at character {e.value}: {text[:40]!r}") from None
     if text[end:].strip():
         raise ValueError("extra data after JSON: " + text[end:end + 40])
     return obj
