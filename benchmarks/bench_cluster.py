@@ -69,6 +69,18 @@ def busy() -> float:
     return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
+def settle(most: float = 10.0) -> None:
+    """Wait until the machine is idle (under a tenth of a core over 0.2 s; ``most`` seconds at
+    most): the previous tool's processes, killed, and its sessions still end for a while, and
+    their CPU would count for the next tool."""
+    deadline = time.monotonic() + most
+    while time.monotonic() < deadline:
+        before = busy()
+        time.sleep(0.2)
+        if busy() - before < 0.02:
+            return
+
+
 def timed(argv: list[str], **kw: object) -> tuple[float, subprocess.CompletedProcess[str]]:
     t0 = time.perf_counter()
     done = subprocess.run([*AS, *argv], capture_output=True, text=True, check=False, **kw)  # type: ignore[call-overload]
@@ -164,6 +176,7 @@ def bench_start(work: Path, nodes: list[str], procs: int, repeat: int) -> None:
 
     for _ in range(repeat):
         for prop in ("ssh", "taktuk"):
+            settle()
             before, cpu = connections(nodes), busy()
             wall, done = adage(work, "-a", str(appl(work / "a.xml", procs, "A")), "-o",
                                str(nf), "-x", "-l", "1", "--timeout", "120", "--propagation",
@@ -175,12 +188,14 @@ def bench_start(work: Path, nodes: list[str], procs: int, repeat: int) -> None:
             conns[f"adage/{prop}"] = per_node(before, nodes)
             adage(work, "clean")
             kill_marked("A")
+        settle()
         before, cpu = connections(nodes), busy()
         walls.setdefault("clush", []).append(timed(
             ["clush", "-w", spec, "-f", "64", "-o", "-oBatchMode=yes", start("C")])[0])
         cpus.setdefault("clush", []).append(busy() - cpu)
         conns["clush"] = per_node(before, nodes)
         kill_marked("C")
+        settle()
         before, cpu = connections(nodes), busy()
         argv = ["taktuk", "-s", "-c", "ssh -o BatchMode=yes"]
         for n in nodes:
