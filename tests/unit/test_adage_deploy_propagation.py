@@ -19,6 +19,7 @@ from adage.deploy.choice import (
     get_transport,
 )
 from adage.deploy.layout import Layout, Stage
+from adage.deploy.program import BOOT
 from adage.deploy.propagation import (
     ChainPropagation,
     Setup,
@@ -67,13 +68,31 @@ def test_node_methods_are_checked_with_local_as_tar() -> None:
 
 
 def test_ssh_streams_a_one_node_stage_and_prestages_otherwise(tmp_path: Path) -> None:
-    stages = {"n1": Stage("/tmp", ["n1"]), "n2": Stage("/tmp", ["n2", "n1"])}
+    stages = {"n1": Stage("/tmp", ["n1"], texts={"a/hosts": "n1\n"}),
+              "n2": Stage("/tmp", ["n2", "n1"])}
     tar = SshPropagation(setup(tmp_path, stages), get_transport("ssh", "local", SshOptions()))
     assert isinstance(tar.transport, SshTransport) and tar.transport.transfer == "tar"
     assert tar.origin("n1") == "one tar stream, then the satellite"
     assert tar.origin("n2") == "from prestage/n2"
+    assert not tar.treeless("n1") and not tar.treeless("n2")
     scp = SshPropagation(setup(tmp_path, stages), get_transport("ssh", "scp"))
     assert scp.origin("n1") == "from prestage/n1" and scp.header() == []
+
+
+def test_a_streamed_stage_of_directories_only_sends_no_tree(tmp_path: Path) -> None:
+    """The satellite's program comes on the session's stdin (``program.BOOT``) and makes
+    the run directories: no ``tar`` on the node."""
+    stages = {"n1": Stage("/tmp", ["n1"], dirs=["u/adage-1/A/0/p/0"]),
+              "n2": Stage("/tmp", ["n2"], files={"u/adage-1/A/1/p/0/f": "/etc/hostname"})}
+    tar = SshPropagation(setup(tmp_path, stages), get_transport("ssh", "tar", SshOptions()))
+    assert tar.treeless("n1") and not tar.treeless("n2")
+    assert tar.origin("n1").startswith("no tree: the satellite's program on the session's stdin")
+    assert tar.origin("n2") == "one tar stream, then the satellite"
+    argv = LAYOUT.satellite_argv("n1", from_stdin=True)
+    assert argv[:2] == ["sh", "-c"] and argv[3:] == ["sh", "-c", BOOT, "n1"]
+    assert "\n" not in BOOT  # one line through the node's login shell
+    chain = ChainPropagation(setup(tmp_path, stages), get_transport("ssh", "tar", SshOptions()))
+    assert not chain.treeless("n1")  # the satellite comes in the common tree
 
 
 def test_ssh_starts_the_satellite_through_one_quoted_ssh_command(tmp_path: Path) -> None:

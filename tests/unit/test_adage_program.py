@@ -1,14 +1,16 @@
 """The satellite's program: the code compiled by this Python, run when the node's Python
-reads the same bytecode, the source otherwise."""
+reads the same bytecode, the source otherwise; and ``BOOT``, which reads it from stdin."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from adage.deploy.program import satellite_program
+from adage.deploy.program import BOOT, framed, satellite_program
 
 
 def run(tmp_path: Path, program: str) -> str:
@@ -59,3 +61,36 @@ def test_a_traceback_of_the_program_quotes_neither_its_code_nor_its_source(
     assert out.returncode == 1 and "SystemError: boom" in out.stderr
     assert "exec(loads(a2b_base64(CODE)))" in out.stderr  # the program's line, quoted
     assert max(len(line) for line in out.stderr.splitlines()) < 300, out.stderr
+
+
+def test_boot_reads_the_program_from_stdin_and_leaves_the_rest_to_it(tmp_path: Path) -> None:
+    """``python -S -c BOOT NODE`` with the framed program then operations on stdin: the
+    satellite runs (as ``__main__``, the node as its argument) and reads what follows, even
+    when it comes a byte at a time."""
+    run = tmp_path / "run" / "p" / "0"  # made by the satellite: no tree was sent
+    launch = {"op": "launch", "key": "A/0", "procs": [
+        {"id": "p/0", "cwd": str(run), "argv": ["sh", "-c", "echo $0 > out"], "env": []}]}
+    data = framed(satellite_program()) + (json.dumps(launch) + '\n{"op": "detach"}\n').encode()
+    sat = subprocess.Popen([sys.executable, "-S", "-c", BOOT, "n1"], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, text=False)
+    assert sat.stdin is not None and sat.stdout is not None
+    for i in range(0, len(data), 7000):  # in pieces, as an ssh channel delivers it
+        sat.stdin.write(data[i:i + 7000])
+        sat.stdin.flush()
+        time.sleep(0.01)
+    sat.stdin.close()
+    events = [json.loads(line) for line in sat.stdout]
+    assert sat.wait(timeout=30) == 0
+    assert [e["ev"] for e in events] == ["hello", "started", "detached"]
+    assert events[0]["node"] == "n1"
+    deadline = time.time() + 10
+    while not (run / "adage.exit").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    assert (run / "out").read_text() == "sh\n" and (run / "adage.exit").read_text() == "0\n"
+
+
+def test_boot_says_so_when_stdin_ends_before_the_program() -> None:
+    out = subprocess.run([sys.executable, "-S", "-c", BOOT, "n1"], capture_output=True,
+                         input=framed(satellite_program())[:5000], timeout=30)
+    assert out.returncode == 1
+    assert b"adage: stdin ended before the satellite's program did" in out.stderr

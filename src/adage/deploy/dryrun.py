@@ -22,6 +22,10 @@ def dry_run(ctx: DeployContext, plugins: Mapping[str, Plugin], propagation: Prop
            f"{len(ctx.stages)} transfer(s)", *propagation.header()]
     for first, st in ctx.stages.items():
         out.append(f"transfer to {', '.join(st.nodes)}: {st.base}/ ({propagation.origin(first)})")
+        if propagation.treeless(first):  # the satellite makes its processes' directories
+            sat = {st.rel(ctx.layout.adage_dir(n)) for n in st.nodes}
+            out += [f"  mkdir {q(d)} (by the satellite)" for d in st.dirs if d not in sat]
+            continue
         out += [f"  mkdir {q(d)}" for d in st.dirs]
         out += [f"  copy {q(src)} -> {q(dest)}" for dest, src in sorted(st.files.items())]
         out += [f"  write {q(dest)}" for dest in sorted(st.texts)]

@@ -14,6 +14,7 @@ import shlex
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
+from adage.deploy.program import BOOT
 from adage.errors import AdageError
 from adage.model import (
     RESERVED,
@@ -104,16 +105,18 @@ class Layout:
         or the loopback test bed) never rewrite one another's while it starts."""
         return f"{self.adage_dir(node)}/satellite-{node}.py"
 
-    def satellite_argv(self, node: str) -> list[str]:
+    def satellite_argv(self, node: str, from_stdin: bool = False) -> list[str]:
         """The command starting the satellite of ``node``: one ``sh`` marking it with
         ``ADAGE_DEPLOYMENT`` (how ``clean`` finds it) and running the node's Python (its
         ``python`` property, else ``/usr/bin/python3`` or the first ``python3`` on the PATH)
-        with ``-S`` (the standard library only: a fast start)."""
+        with ``-S`` (the standard library only: a fast start) on the satellite's file, or
+        ``from_stdin`` on the program that ``program.BOOT`` reads there."""
         python = self.node(node).prop("python")
         candidates = shlex.quote(python) if python else "/usr/bin/python3 python3"
         script = (f"ADAGE_DEPLOYMENT={shlex.quote(self.deployment)}; export ADAGE_DEPLOYMENT; "
                   + find_python(candidates, "-S "))
-        return ["sh", "-c", script, "sh", self.satellite(node), node]
+        program = ["-c", BOOT] if from_stdin else [self.satellite(node)]
+        return ["sh", "-c", script, "sh", *program, node]
 
 
 def is_binlib(f: FileSpec) -> bool:

@@ -1,5 +1,7 @@
 """The satellite as the nodes run it: its code compiled once by the front end (``marshal``, as
-a ``.pyc`` holds it), and its source for a node whose Python reads another bytecode.
+a ``.pyc`` holds it), and its source for a node whose Python reads another bytecode; and
+``BOOT``, which reads that program from stdin (``python -S -c BOOT NODE``) where a node gets
+no tree to hold it.
 
 Every node compiles what it runs: the satellite's 330 lines cost ~2.7 ms of CPU a start
 (Python 3.11), loading them compiled ~1 ms (measured by hand, 80 starts in a row: 9.7 ms a
@@ -31,6 +33,28 @@ if MAGIC_NUMBER == {magic!r}:
 else:
     exec(compile(SOURCE, "satellite.py", "exec"))
 """
+
+
+# Reads a 12-byte length then that many bytes of program from fd 0, without buffering (what
+# follows on stdin is the satellite's), and runs it as ``__main__``. One line: the command goes
+# through the node's login shell, which may be csh.
+BOOT = "exec({!r})".format("""import os
+def _adage_read(n):
+    data = b""
+    while len(data) < n:
+        more = os.read(0, n - len(data))
+        if not more:
+            raise SystemExit("adage: stdin ended before the satellite's program did")
+        data += more
+    return data
+exec(compile(_adage_read(int(_adage_read(12))), "satellite", "exec"))
+""")
+
+
+def framed(program: str) -> bytes:
+    """``program`` as ``BOOT`` reads it."""
+    data = program.encode()
+    return f"{len(data):12d}".encode() + data
 
 
 def satellite_source() -> str:

@@ -1,11 +1,11 @@
 """How the front end reaches the nodes of a deployment: puts each node's tree on it, starts
-its satellite, and lets go. ``SshPropagation``: from the front end, a transport session per
-node (``fanout`` transfers at a time, in the background: ``transfers``; over ssh with the tar
-transfer one session carries the tree then the satellite's lines). ``TaktukPropagation``: one
-``taktuk`` whose tree stages every node and carries every satellite's lines.
-``ChainPropagation``: the common files once along a chain of nodes (``chain``), then a session
-per node as over ssh. All own their ``links`` and start satellites at most ``fanout`` not yet
-up at a time; the deployer only sees ``Propagation`` (which one: ``adage.deploy.choice``)."""
+its satellite, and lets go. ``SshPropagation``: a transport session per node, ``fanout``
+transfers at a time in the background (``transfers``); over ssh with the tar transfer one
+session carries the tree (none if it holds only directories) then the satellite's lines.
+``TaktukPropagation``: one ``taktuk`` whose tree stages every node and carries every
+satellite's lines. ``ChainPropagation``: the common files once along a chain of nodes, then a
+session per node. All start satellites at most ``fanout`` not yet up at a time; the deployer
+only sees ``Propagation`` (which one: ``adage.deploy.choice``)."""
 
 from __future__ import annotations
 
@@ -24,18 +24,18 @@ from adage.deploy import archive, chain, taktuk
 from adage.deploy.choice import PropagationError, ensure_descriptors
 from adage.deploy.layout import Layout, Stage
 from adage.deploy.links import Link, PipeLink, Source, TaktukLink, TaktukSource
+from adage.deploy.program import framed
 from adage.deploy.protocol import DETACH
 from adage.deploy.ssh import SshOptions, SshTransport
 from adage.deploy.taktuk_session import TaktukSession, release_fifo, stream_fifo
 from adage.deploy.transfers import Transfers
-from adage.deploy.transport import Transport, TransportError, link_or_copy
+from adage.deploy.transport import Transport, TransportError, build_tree
 from oarlib.sshopts import base_options
 
 
 @dataclass
 class Setup:
-    """What a propagation needs of the deployment; ``watch`` registers a selector source,
-    ``starting`` says a satellite was started (its hello is now due)."""
+    """What a propagation needs of the deployment (``starting``: a node's hello is now due)."""
 
     layout: Layout
     stages: dict[str, Stage]
@@ -46,7 +46,7 @@ class Setup:
     prestage: Path  # /tmp/<user>/prestage-tree-adage-<pid>
     timeout: float
     ssh: SshOptions
-    watch: Callable[[Source], None]
+    watch: Callable[[Source], None]  # registers a selector source
     starting: Callable[[str], None]
 
     def log(self, node: str) -> Path:
@@ -73,6 +73,10 @@ class Propagation:
         """Dry run: where the tree of the stage of ``first`` comes from."""
         raise NotImplementedError
 
+    def treeless(self, first: str) -> bool:
+        """Whether the stage of ``first`` sends no tree (the satellite makes its directories)."""
+        return False
+
     def stage(self) -> None:
         """Put every node's tree on it (and start the satellites that can be)."""
         raise NotImplementedError
@@ -85,8 +89,7 @@ class Propagation:
         """The satellite of ``node`` said hello."""
 
     def start_ready(self) -> None:
-        """Start the satellites of staged nodes, at most ``fanout`` of them not yet up at a
-        time (the others as the first ones say hello)."""
+        """Start the satellites of staged nodes, at most ``fanout`` not yet up at a time."""
         ready = [n for n in self.to_start if n in self.staged]
         while ready and sum(1 for k in self.links.values()
                             if k.pid is None and not k.closed) < self.fanout:
@@ -121,9 +124,8 @@ class SshPropagation(Propagation):
         return all(self._streamed(first) for first in self.setup.stages)
 
     def close(self) -> None:
-        """End every satellite's ssh session (the satellites were told to detach, or were
-        killed), then the transport's connections. A local satellite is our own child: it
-        goes on."""
+        """End every satellite's ssh session (told to detach, or killed), then the transport's
+        connections. A local satellite is our own child: it goes on."""
         self._stop_transfers()
         if isinstance(self.transport, SshTransport):
             for link in self.links.values():  # every session at once, not one after another
@@ -133,12 +135,20 @@ class SshPropagation(Propagation):
         super().close()
 
     def origin(self, first: str) -> str:
+        if self.treeless(first):
+            return "no tree: the satellite's program on the session's stdin makes the directories"
         return ("one tar stream, then the satellite" if self._streamed(first) else
                 f"from {self.setup.prestage.name}/{first}")
 
+    def treeless(self, first: str) -> bool:
+        """A streamed stage of directories only: no tar (its start alone: 2.2 ms of CPU a
+        node), the satellite's program on stdin makes its processes' run directories."""
+        st = self.setup.stages[first]
+        return self._streamed(first) is not None and not st.files and not st.texts
+
     def _streamed(self, first: str) -> SshTransport | None:
-        """The transport, if it carries the stage of ``first`` and its satellite in one
-        session: ssh or oarsh with the tar transfer and a stage of one node."""
+        """The transport, if one session carries the stage of ``first`` and its satellite (ssh
+        or oarsh, the tar transfer, one node)."""
         t = self.transport
         one = len(self.setup.stages[first].nodes) == 1
         return t if isinstance(t, SshTransport) and t.transfer == "tar" and one else None
@@ -152,7 +162,8 @@ class SshPropagation(Propagation):
         try:
             for first, st in s.stages.items():
                 if self._streamed(first) is None:
-                    self._prestage(prestage / first, st)
+                    build_tree(prestage / first, st, {**st.texts, **{
+                        st.rel(s.layout.satellite(n)): s.satellite for n in st.nodes}})
         except OSError as e:
             shutil.rmtree(prestage, ignore_errors=True)
             raise PropagationError(f"prestage tree {prestage}: {e}") from None
@@ -165,25 +176,15 @@ class SshPropagation(Propagation):
                     raise PropagationError(f"node {first}: file {src} (to {st.base}/{dest}) "
                                            "does not exist")
 
-    def _prestage(self, root: Path, st: Stage) -> None:
-        """The tree of ``st`` under ``root``: hard links to the files (no copy of big files)."""
-        for d in st.dirs:
-            (root / d).mkdir(parents=True, exist_ok=True)
-        for dest, src in st.files.items():
-            (root / dest).parent.mkdir(parents=True, exist_ok=True)
-            link_or_copy(Path(src), root / dest)
-        for dest, text in st.texts.items():
-            (root / dest).parent.mkdir(parents=True, exist_ok=True)
-            (root / dest).write_text(text)
-        for node in st.nodes:
-            (root / st.rel(self.setup.layout.satellite(node))).write_text(self.setup.satellite)
-
     def _put(self, first: str) -> Popen[bytes] | None:
         """The tree of the stage of ``first`` on its node(s); the session left open, if it
         starts the satellite too."""
         s = self.setup
         st, node = s.stages[first], s.layout.node(first)
         streamed = self._streamed(first)
+        if streamed is not None and self.treeless(first):
+            return streamed.start_with_input(node, s.layout.satellite_argv(first, True),
+                                             framed(s.satellite), s.log(first))
         if streamed is not None:
             texts = {**st.texts, st.rel(s.layout.satellite(first)): s.satellite}
             return streamed.start_with_tree(
@@ -193,8 +194,7 @@ class SshPropagation(Propagation):
         return None
 
     def _put_trees(self) -> None:
-        """Every stage's transfer, in the background (``Transfers``): ``start_ready``
-        follows the satellites they start and raises the first failure."""
+        """Every stage's transfer in the background (``Transfers``; see ``stage``)."""
         self.to_start = sorted(self.setup.nodes, reverse=True)
         self.transfers = Transfers(self._put, list(self.setup.stages), self.fanout,
                                    self.setup.timeout, self.transport.cancel)
@@ -220,8 +220,7 @@ class SshPropagation(Propagation):
         super().start_ready()
 
     def _stop_transfers(self) -> None:
-        """Stop the transfers under way (if any); the satellites they started meanwhile are
-        followed, to be killed with the others."""
+        """Stop the transfers under way; follow the satellites they started (to be killed)."""
         if self.transfers is not None:
             for first, popen in self.transfers.stop():
                 self._follow(first, popen)
@@ -255,6 +254,9 @@ class ChainPropagation(SshPropagation):
     def origin(self, first: str) -> str:
         return "the common tar along the chain, its own tar, then the satellite"
 
+    def treeless(self, first: str) -> bool:
+        return False  # the satellite is in the common tree
+
     def _common(self, first: str) -> str:
         return f"{self.setup.layout.adage_dir(first)}/common-{first}"
 
@@ -262,8 +264,7 @@ class ChainPropagation(SshPropagation):
         """The chain: the first node of every stage, in order, and where its copy goes."""
         s = self.setup
         return [chain.Hop(first, s.layout.address(first), self._common(first),
-                          s.layout.python(first),
-                          f"{s.layout.adage_dir(first)}/chain-%C")
+                          s.layout.python(first), f"{s.layout.adage_dir(first)}/chain-%C")
                 for first in s.stages]
 
     def _node_ssh(self) -> list[str]:
@@ -271,8 +272,7 @@ class ChainPropagation(SshPropagation):
         return ["ssh", *base_options(self.setup.ssh.connect_timeout)]
 
     def chain_argv(self, hops: list[chain.Hop]) -> list[str]:
-        """The front end's command: ssh to the first hop (as every session of this
-        deployment), running the relay."""
+        """The front end's command: ssh to the first hop (as every session), running the relay."""
         return self._ssh().command(self.setup.layout.node(hops[0].name),
                                    chain.relay_argv(hops, self._node_ssh()))
 

@@ -16,9 +16,9 @@ and reads events on its stdout:
                                                               its last lines if code != 0)
   {"ev": "killed"}                                            after "kill", before exiting
   {"ev": "detached"}                                          after "detach", its last line
-Each process runs in its run directory (``cwd``), in its own session, stdout and stderr to
-files ``stdout`` and ``stderr`` there; its exit code is also written to ``adage.exit``. If stdin
-closes without "detach" (the front end died), every process is killed.
+Each process runs in its run directory (``cwd``, made if missing), in its own session, stdout
+and stderr to files ``stdout`` and ``stderr`` there; its exit code is also written to
+``adage.exit``. If stdin closes without "detach" (the front end died), every process is killed.
 
 A process's end wakes the satellite at once (SIGCHLD). Report files are read every POLL
 seconds while a watched process runs or after anything happened, else twice as seldom each
@@ -205,6 +205,8 @@ class Satellite:
             cwd = spec["cwd"]
             env = environment(spec["env"])
             try:
+                if not os.path.isdir(cwd):  # no tree was sent (``program.BOOT``)
+                    os.makedirs(cwd)
                 pid = spawn(spec["argv"], cwd, env)
             except (OSError, ValueError, IndexError) as e:
                 self.emit({"ev": "error", "key": key, "proc": spec["id"],

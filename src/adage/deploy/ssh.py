@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from adage.deploy import archive
 from adage.deploy.transport import TransportError
@@ -208,18 +209,33 @@ class SshTransport:
         ``write`` puts the tree's members in a tar stream that goes first on the session's
         stdin (GNU tar stops reading at the end of the archive, padded to a whole record),
         then ``argv`` reads the rest."""
+
+        def tree(stdin: IO[bytes]) -> None:
+            with archive.Stream(stdin) as tf:
+                write(tf)
+
+        return self._fed(node, after_tree(dest, argv), tree, f"transfer to {dest}", log)
+
+    def start_with_input(self, node: Node, argv: Sequence[str], data: bytes,
+                         log: Path) -> subprocess.Popen[bytes]:
+        """Start ``argv`` in an ssh session whose stdin begins with ``data`` (the satellite's
+        program, for ``program.BOOT``)."""
+        return self._fed(node, argv, lambda stdin: stdin.write(data), "satellite's start", log)
+
+    def _fed(self, node: Node, argv: Sequence[str], feed: Callable[[IO[bytes]], object],
+             what: str, log: Path) -> subprocess.Popen[bytes]:
+        """``argv`` over ssh, ``feed`` writing the start of its stdin, left open."""
         with open(log, "ab") as err:
-            p = self._spawn(node, self.command(node, after_tree(dest, argv)),
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
+            p = self._spawn(node, self.command(node, argv), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=err)
         assert p.stdin is not None
         try:
-            with archive.Stream(p.stdin) as tf:
-                write(tf)
+            feed(p.stdin)
             p.stdin.flush()
         except OSError:
             _kill(p)
             tail = one_line(log.read_text(errors="replace"))[-400:] if log.exists() else ""
-            raise TransportError(f"node {node.name}: transfer to {dest}: "
+            raise TransportError(f"node {node.name}: {what}: "
                                  + ("ssh could not connect" if p.returncode == 255 else
                                     f"exited with code {p.returncode}")
                                  + (f": {tail}" if tail else "")) from None

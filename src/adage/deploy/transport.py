@@ -13,10 +13,11 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from adage.deploy.layout import Stage
 from adage.errors import AdageError
 from adage.model import Node
 from oarlib.run import run_checked
@@ -106,6 +107,19 @@ def link_or_copy(src: Path, dst: Path) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
+
+
+def build_tree(root: Path, st: Stage, texts: Mapping[str, str]) -> None:
+    """The tree of ``st`` under ``root`` with ``texts`` (relative path -> content): hard links
+    to the files (no copy of big files)."""
+    for d in st.dirs:
+        (root / d).mkdir(parents=True, exist_ok=True)
+    for dest, src in st.files.items():
+        (root / dest).parent.mkdir(parents=True, exist_ok=True)
+        link_or_copy(Path(src), root / dest)
+    for dest, text in texts.items():
+        (root / dest).parent.mkdir(parents=True, exist_ok=True)
+        (root / dest).write_text(text)
 
 
 def canonical_transfer(method: str) -> str:
