@@ -328,12 +328,7 @@ def test_a_process_failing_while_nodes_are_still_being_staged_is_named(nodes: li
     under way. The failure is named (no traceback: closing once followed the satellites of the
     stopped transfers on a closed selector) and nothing is left on any node."""
     (work / "nf").write_text("".join(f"{h}\n" for h in nodes))
-    appl = work / "a.xml"
-    appl.write_text('<generic_appl_descr><proc_groups><proc_group id="A" type="generic" '
-                    'cardinality="16"><process id="p"><executable>sleep</executable><arguments>'
-                    "<arg>not-a-number</arg></arguments></process></proc_group></proc_groups>"
-                    "</generic_appl_descr>")
-    appl.chmod(0o644)
+    appl = sleep_appl(work, 16, "not-a-number")
     r = adage(work, "-a", str(appl), "-o", str(work / "nf"), "-x", "-l", "1", "--fanout", "2")
     assert r.returncode == 1, r.stderr
     assert "Traceback" not in r.stderr, r.stderr
@@ -346,15 +341,21 @@ def test_a_process_failing_while_nodes_are_still_being_staged_is_named(nodes: li
     assert processes_of(dep) == {}
 
 
+def sleep_appl(work: Path, count: int, arg: str) -> Path:
+    """Group A: ``count`` instances of ``sleep ARG``."""
+    appl = work / "a.xml"
+    appl.write_text('<generic_appl_descr><proc_groups><proc_group id="A" type="generic" '
+                    f'cardinality="{count}"><process id="p"><executable>sleep</executable>'
+                    f"<arguments><arg>{arg}</arg></arguments></process></proc_group>"
+                    "</proc_groups></generic_appl_descr>")
+    appl.chmod(0o644)
+    return appl
+
+
 def deploy_sleepers(work: Path, hosts: list[str]) -> str:
     """Deploy a long ``sleep`` on each of ``hosts``; the deployment's id."""
     (work / "nf").write_text("".join(f"{h}\n" for h in hosts))
-    appl = work / "a.xml"
-    appl.write_text('<generic_appl_descr><proc_groups><proc_group id="A" type="generic" '
-                    'cardinality="2"><process id="p"><executable>sleep</executable><arguments>'
-                    "<arg>600</arg></arguments></process></proc_group></proc_groups>"
-                    "</generic_appl_descr>")
-    appl.chmod(0o644)
+    appl = sleep_appl(work, 2, "600")
     assert adage(work, "-a", str(appl), "-o", str(work / "nf"), "-x", "-l", "1").returncode == 0
     dep = deployment(work)
     return dep
