@@ -164,7 +164,7 @@ class Deployer:
                 self.machine.fail(failure)
                 self._abort()
                 raise DeployError(failure.message, failure) from None
-            finally:  # closing may still follow satellites of stopped transfers: then sel
+            finally:  # the propagation first: closing it may follow (register) more satellites
                 try:
                     self.propagation.close()
                 finally:
