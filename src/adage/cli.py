@@ -8,6 +8,7 @@ with --wait), 2 bad usage.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import resource
@@ -16,9 +17,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
-
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from adage import documents
 from adage.deploy import statedir
@@ -32,6 +31,9 @@ from adage.model import Resources
 from adage.planners import get_planner
 from adage.resources.oar import job_resources, oar_nodefile
 from adage.status import PState, Status
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 class OutputError(AdageError, ValueError):
@@ -147,14 +149,12 @@ class Output:
 
     def __init__(self, level: int, dumps: list[str], files: list[str]) -> None:
         self.level = level
-        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
-        self.out = Console(highlight=False, soft_wrap=True)
         self.targets = dict(zip(dumps, files, strict=False))
         self.dumps = dumps
 
     def say(self, level: int, text: str) -> None:
         if self.level >= level:
-            self.err.print(text)
+            warn(text)
 
     def dump(self, kind: str, obj: object) -> None:
         if kind not in self.dumps:
@@ -203,6 +203,7 @@ def resources_of(args: argparse.Namespace) -> Resources:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    gc.freeze()  # the imported modules' objects live until exit: no collection walks them
     if argv and argv[0] in ("status", "clean"):
         return state_main(argv[0], argv[1:])
     p = parser()
@@ -213,13 +214,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args, out)
     except AdageError as e:
-        out.err.print(f"adage: error: {e}", markup=False)
+        warn(f"adage: error: {e}")
         return 1
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
     if not args.appl:
-        out.err.print("adage: error: give at least one application document with -a")
+        warn("adage: error: give at least one application document with -a")
         return 2
     appl = documents.read_appls(args.appl)
     out.dump("generic", appl)
@@ -252,12 +253,11 @@ def run(args: argparse.Namespace, out: Output) -> int:
     if args.dry_run:
         print(deployer.dry_run())
         return 0
-    progress = Progress(out.err, live=out.err.is_terminal and args.loglevel >= 2)
+    progress = Progress(sys.stderr, live=sys.stderr.isatty() and args.loglevel >= 2)
     if args.loglevel >= 2:
         options.observer = progress
     if args.loglevel >= 3:
-        options.trace = lambda node, way, msg: out.err.print(f"{node} {way} {msg}",
-                                                             markup=False)
+        options.trace = lambda node, way, msg: warn(f"{node} {way} {msg}")
     out.say(2, f"deployment {deployer.dep_id}: state in {deployer.dep.dir}")
     try:
         with progress:
@@ -276,7 +276,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
         return 0
     failed = [p for p in m.processes() if p.state != PState.EXITED or p.code != 0]
     if args.loglevel >= 1:
-        out.err.print(status_table(deployer.status()))
+        draw(status_table(deployer.status()), stderr=True)
     return 1 if failed else 0
 
 
@@ -288,8 +288,23 @@ def raise_fd_limit() -> None:
                                                     else max(soft, 65536), hard))
 
 
+def warn(text: str) -> None:
+    """A message on stderr, as it is (no markup)."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def draw(table: Table, stderr: bool = False) -> None:
+    """A rich table on stdout or stderr. rich is imported only when a table is drawn: its
+    import is ~20 ms of every run's start."""
+    from rich.console import Console
+
+    Console(stderr=stderr, highlight=False).print(table)
+
+
 def status_table(status: Status, title: str | None = None) -> Table:
     """One row per process instance: where it ran, its state, pid and exit code."""
+    from rich.table import Table
+
     t = Table("proc_group", "index", "node", "process", "state", "pid", "exit code",
               title=title, title_justify="left")
     for inst in status.instances:
@@ -302,38 +317,36 @@ def status_table(status: Status, title: str | None = None) -> Table:
 
 def state_main(cmd: str, argv: list[str]) -> int:
     args = state_parser(cmd).parse_args(argv)
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         dep = statedir.load(args.id)
         options = SshOptions(args.connect_timeout, multiplex=False)
         if cmd == "clean":
             errors = statedir.clean(dep, args.timeout, options, args.force)
             for e in errors.values():
-                err.print(f"adage clean: {e}", markup=False)
+                warn(f"adage clean: {e}")
             if errors and args.force:
-                err.print(f"deployment {dep.id} forgotten; not cleaned on the unreachable "
-                          f"nodes {', '.join(sorted(errors))}", markup=False)
+                warn(f"deployment {dep.id} forgotten; not cleaned on the unreachable "
+                 f"nodes {', '.join(sorted(errors))}")
             elif errors:
-                err.print(f"adage clean: {len(errors)} node(s) not cleaned: the deployment is "
-                          "kept (run clean again, or clean --force to forget those nodes)",
-                          markup=False)
+                warn(f"adage clean: {len(errors)} node(s) not cleaned: the deployment is "
+                 "kept (run clean again, or clean --force to forget those nodes)")
             else:
-                err.print(f"deployment {dep.id} cleaned")
+                warn(f"deployment {dep.id} cleaned")
             return 1 if errors and not args.force else 0
         status, unreachable = statedir.refresh_status(dep, args.timeout, options)
     except AdageError as e:
-        err.print(f"adage {cmd}: error: {e}", markup=False)
+        warn(f"adage {cmd}: error: {e}")
         return 1
     for node in unreachable:
-        err.print(f"adage status: node {node} is unreachable: its processes show their last "
-                  "known state", markup=False)
+        warn(f"adage status: node {node} is unreachable: its processes show their last "
+             "known state")
     if args.dump:
         sys.stdout.write(documents.dump("status", status))
     elif args.json:
         print(json.dumps({"id": dep.id, "unreachable": unreachable, **asdict(status)},
                          indent=1))
     else:
-        Console(highlight=False).print(status_table(status, f"deployment {dep.id}"))
+        draw(status_table(status, f"deployment {dep.id}"))
     return 1 if unreachable else 0
 
 

@@ -279,14 +279,12 @@ def test_no_group_launches_before_its_dependencies_met_their_condition(
 def test_progress_lines_at_most_once_a_second_then_the_final_counts() -> None:
     import io
 
-    from rich.console import Console
-
     from adage.deploy.progress import Progress, counts
 
     appl = GenericAppl((group("A", 50),))
     m = machine(appl, 5)
     out = io.StringIO()
-    with Progress(Console(file=out, width=200), live=False) as progress:
+    with Progress(out, live=False) as progress:
         for ev in [*(NodeUp(f"n{k}") for k in range(5)),
                    *(Acked("A", i, {("p0", 0): i}) for i in range(50)),
                    *(Exited("A", i, ("p0", 0), 0) for i in range(50))]:

@@ -286,12 +286,11 @@ class Deployer:
         return op
 
     def _detach(self) -> None:
-        """Tell every satellite to go on alone, write the state while they answer, and wait
-        (DETACH_WAIT at most) until each says so or is gone: only then may the propagation
-        cut its connections (``close``)."""
+        """Tell every satellite to go on alone and wait (DETACH_WAIT at most) until each says
+        so or is gone: only then may the propagation cut its sessions, which end while the
+        state is written."""
         self.done = True
         self.propagation.detach()
-        self._write_state()
         deadline = time.time() + DETACH_WAIT
         links = self.propagation.links.values()
         while time.time() < deadline and any(not k.detached and k.running() for k in links):
@@ -301,6 +300,8 @@ class Deployer:
                     link.detached |= any(isinstance(protocol.parse(m), protocol.Detached)
                                          for m in msgs or ())
         self.undetached = tuple(sorted(k.node for k in links if not k.detached and k.running()))
+        self.propagation.cut()
+        self._write_state()
 
     def _abort(self) -> None:
         """Kill every launched process through its satellite (a satellite that never said

@@ -58,6 +58,11 @@ class Link(Protocol):
         """Kill the satellite without asking it (and wait until it is gone)."""
         ...
 
+    def hang_up(self) -> None:
+        """End what carries the satellite's lines (its ssh session), not the satellite; no
+        wait."""
+        ...
+
     def gone_reason(self) -> str:
         """Why it is gone (once ``running()`` is false)."""
         ...
@@ -120,6 +125,13 @@ class PipeLink:
             if wait:
                 self.popen.wait()
 
+    def hang_up(self) -> None:
+        """SIGTERM, on which ssh closes its connection as when the command ends: after a
+        SIGKILL the node's sshd spends ~4 ms more on it (32 sessions: 0.95 s against 0.80)."""
+        if self.popen.poll() is None:
+            with suppress(OSError):
+                os.killpg(self.popen.pid, signal.SIGTERM)
+
     def gone_reason(self) -> str:
         return f"satellite exited with code {self.popen.wait()}"
 
@@ -171,6 +183,9 @@ class TaktukLink:
     def force_kill(self, wait: bool = True) -> None:
         if self.running():  # the session tells when it is gone
             self.session.send(f"{self.peer.rank} kill 9")
+
+    def hang_up(self) -> None:
+        """Nothing: the tree carries every satellite, until the session is closed."""
 
     def gone_reason(self) -> str:
         return self.peer.lost or f"satellite exited with code {self.peer.code}"

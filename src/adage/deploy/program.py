@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib.util
 import marshal
 from binascii import b2a_base64
-from importlib import resources
+from pathlib import Path
 
 TEMPLATE = """\
 # ADAGE's satellite (adage/deploy/satellite.py): its code compiled for Python with bytecode
@@ -38,11 +38,11 @@ else:
 # Reads a 12-byte length then that many bytes of program from fd 0, without buffering (what
 # follows on stdin is the satellite's), and runs it as ``__main__``. One line: the command goes
 # through the node's login shell, which may be csh.
-BOOT = "exec({!r})".format("""import os
+BOOT = "exec({!r})".format("""import posix
 def _adage_read(n):
     data = b""
     while len(data) < n:
-        more = os.read(0, n - len(data))
+        more = posix.read(0, n - len(data))
         if not more:
             raise SystemExit("adage: stdin ended before the satellite's program did")
         data += more
@@ -58,7 +58,7 @@ def framed(program: str) -> bytes:
 
 
 def satellite_source() -> str:
-    return (resources.files("adage.deploy") / "satellite.py").read_text()
+    return Path(__file__).with_name("satellite.py").read_text()
 
 
 def satellite_program(source: str | None = None) -> str:

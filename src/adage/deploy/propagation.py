@@ -1,11 +1,11 @@
 """How the front end reaches the nodes of a deployment: puts each node's tree on it, starts
-its satellite, and lets go. ``SshPropagation``: a transport session per node, ``fanout``
-transfers at a time in the background (``transfers``); over ssh with the tar transfer one
-session carries the tree (none if it holds only directories) then the satellite's lines.
-``TaktukPropagation``: one ``taktuk`` whose tree stages every node and carries every
-satellite's lines. ``ChainPropagation``: the common files once along a chain of nodes, then a
-session per node. All start satellites at most ``fanout`` not yet up at a time; the deployer
-only sees ``Propagation`` (which one: ``adage.deploy.choice``)."""
+its satellite, and lets go (``detach``, then ``cut`` its session). ``SshPropagation``: a
+transport session per node, ``fanout`` transfers at a time in the background
+(``transfers``); over ssh with the tar transfer one session carries the tree (none if it
+holds only directories) then the satellite's lines. ``TaktukPropagation``: one ``taktuk``
+whose tree carries every stage and every satellite's lines. ``ChainPropagation``: the common
+files along a chain of nodes, then a session per node. All start satellites at most
+``fanout`` not yet up at a time; the deployer sees ``Propagation`` (chosen by ``choice``)."""
 
 from __future__ import annotations
 
@@ -103,6 +103,9 @@ class Propagation:
             link.send(DETACH)
             link.close_input()
 
+    def cut(self, wait: bool = False) -> None:
+        """End the sessions of satellites that went on alone (waiting until they are gone)."""
+
     def close(self) -> None:
         """Release everything (the transport's connections too)."""
         self.transport.close()
@@ -123,15 +126,17 @@ class SshPropagation(Propagation):
     def _one_session_each(self) -> bool:
         return all(self._streamed(first) for first in self.setup.stages)
 
-    def close(self) -> None:
-        """End every satellite's ssh session (told to detach, or killed), then the transport's
-        connections. A local satellite is our own child: it goes on."""
-        self._stop_transfers()
+    def cut(self, wait: bool = False) -> None:
+        """Every ssh session at once (a local satellite is our own child: it goes on)."""
         if isinstance(self.transport, SshTransport):
-            for link in self.links.values():  # every session at once, not one after another
-                link.force_kill(wait=False)
             for link in self.links.values():
+                link.hang_up()
+            for link in self.links.values() if wait else ():
                 link.force_kill()
+
+    def close(self) -> None:
+        self._stop_transfers()
+        self.cut(wait=True)
         super().close()
 
     def origin(self, first: str) -> str:
@@ -335,27 +340,23 @@ class TaktukPropagation(Propagation):
         return "the common tar through the tree, its own tar, then the satellite"
 
     def stage(self) -> None:
-        try:
-            self._stage()
-        except OSError as e:
-            raise PropagationError(f"prestage tree {self.setup.prestage}: {e}") from None
-
-    def _stage(self) -> None:
         s, session = self.setup, self.session
         shutil.rmtree(s.prestage, ignore_errors=True)
-        session.start(s.state_dir / "taktuk.log")
-        session.wait_numbered(s.timeout)
-        s.watch(self.source)
-        s.prestage.mkdir(parents=True)
         names = archive.common_names(s.stages.values())
-        for first, st in s.stages.items():
-            common = f"{s.layout.adage_dir(first)}/common-{first}"
-            taktuk.node_archive(s.prestage / f"{first}.tar", st, st.rel(common), names,
-                                [st.rel(s.layout.satellite(n)) for n in st.nodes])
-            self._start(first, taktuk.stage_and_start(st.base, common, s.argv(first)))
-        fifo = s.prestage / "common.fifo"
-        writer = stream_fifo(fifo, names, s.satellite)
-        self.fifo = (fifo, writer)
+        try:
+            session.start(s.state_dir / "taktuk.log")
+            session.wait_numbered(s.timeout)
+            s.watch(self.source)
+            s.prestage.mkdir(parents=True)
+            for first, st in s.stages.items():
+                common = f"{s.layout.adage_dir(first)}/common-{first}"
+                taktuk.node_archive(s.prestage / f"{first}.tar", st, st.rel(common), names,
+                                    [st.rel(s.layout.satellite(n)) for n in st.nodes])
+                self._start(first, taktuk.stage_and_start(st.base, common, s.argv(first)))
+            fifo = s.prestage / "common.fifo"
+            self.fifo = (fifo, stream_fifo(fifo, names, s.satellite))
+        except OSError as e:
+            raise PropagationError(f"prestage tree {s.prestage}: {e}") from None
         ranks = [session.peers[first].rank for first in s.stages]
         session.send(taktuk.input_file(taktuk.ranks_set(ranks), str(fifo)))
         for first in s.stages:
@@ -367,8 +368,7 @@ class TaktukPropagation(Propagation):
     def _start(self, node: str, line: str) -> None:
         log = self.setup.log(node)
         link = TaktukLink(self.session, self.session.start_command(node, line, log), log)
-        self.source.links[node] = link
-        self.links[node] = link
+        self.source.links[node] = self.links[node] = link
         self.setup.starting(node)
 
     def start(self, node: str) -> None:
