@@ -2,11 +2,12 @@
 
 Run: ``python benchmarks/bench_cluster.py [--nodes 32] [--procs 256] [--size-mb 200]
 [--repeat 3] [--user alice] [--skip-start|--skip-copy] [--copy-propagations ssh,chain,taktuk]``.
-Each tool runs ``--repeat`` times, in turn; every figure is the median, with the spread
-(min-max) beside it. Every tool runs as ``--user`` (default ``alice``, the test bed's user;
-setpriv, with that user's HOME and a plain PATH), as a user would: root's shell on these
-machines runs ``pyenv rehash`` under one global lock at every ssh login, which serialises
-hundreds of concurrent logins (ADAGE on 128 nodes: 60 s as root, 13.6 s as alice).
+Each tool runs ``--repeat`` times, in turn, each repeat in another order (no tool always
+follows the same one); every figure is the median, with the spread (min-max) beside it.
+Every tool runs as ``--user`` (default ``alice``, the test bed's user; setpriv, with that
+user's HOME and a plain PATH), as a user would: root's shell on these machines runs ``pyenv
+rehash`` under one global lock at every ssh login, which serialises hundreds of concurrent
+logins (ADAGE on 128 nodes: 60 s as root, 13.6 s as alice).
 Figures printed:
 1. start ``--procs`` processes (``sleep``) on ``--nodes`` ssh nodes: ADAGE over ssh and
    through TakTuk (``adage -x [--propagation taktuk]``, wall time of the command and ADAGE's
@@ -174,37 +175,35 @@ def bench_start(work: Path, nodes: list[str], procs: int, repeat: int) -> None:
         return (f"for i in $(seq {per}); do setsid sleep 3600 {marker(tag)} </dev/null "
                 ">/dev/null 2>&1 & done")
 
-    for _ in range(repeat):
-        for prop in ("ssh", "taktuk"):
+    def run_adage(prop: str) -> tuple[float, subprocess.CompletedProcess[str]]:
+        return adage(work, "-a", str(appl(work / "a.xml", procs, "A")), "-o", str(nf), "-x",
+                     "-l", "1", "--timeout", "120", "--propagation", prop)
+
+    taktuk = ["taktuk", "-s", "-c", "ssh -o BatchMode=yes"]
+    for n in nodes:
+        taktuk += ["-m", n]
+    tools = {  # each: the run, then what ends it (cleanup outside the measure)
+        "adage/ssh": (lambda: run_adage("ssh"), "A"),
+        "adage/taktuk": (lambda: run_adage("taktuk"), "A"),
+        "clush": (lambda: timed(["clush", "-w", spec, "-f", "64", "-o", "-oBatchMode=yes",
+                                 start("C")]), "C"),
+        "taktuk": (lambda: timed([*taktuk, "broadcast", "exec", "[", start("T"), "]"]), "T"),
+    }
+    order = list(tools)
+    for k in range(repeat):
+        for tool in order[k % 4:] + order[:k % 4]:  # no tool always follows the same one
+            run, tag = tools[tool]
             settle()
             before, cpu = connections(nodes), busy()
-            wall, done = adage(work, "-a", str(appl(work / "a.xml", procs, "A")), "-o",
-                               str(nf), "-x", "-l", "1", "--timeout", "120", "--propagation",
-                               prop)
-            cpus.setdefault(f"adage/{prop}", []).append(busy() - cpu)
-            acked.setdefault(f"adage/{prop}", []).append(
-                float(done.stderr.split("acknowledged in ")[1].split()[0]))
-            walls.setdefault(f"adage/{prop}", []).append(wall)
-            conns[f"adage/{prop}"] = per_node(before, nodes)
-            adage(work, "clean")
-            kill_marked("A")
-        settle()
-        before, cpu = connections(nodes), busy()
-        walls.setdefault("clush", []).append(timed(
-            ["clush", "-w", spec, "-f", "64", "-o", "-oBatchMode=yes", start("C")])[0])
-        cpus.setdefault("clush", []).append(busy() - cpu)
-        conns["clush"] = per_node(before, nodes)
-        kill_marked("C")
-        settle()
-        before, cpu = connections(nodes), busy()
-        argv = ["taktuk", "-s", "-c", "ssh -o BatchMode=yes"]
-        for n in nodes:
-            argv += ["-m", n]
-        argv += ["broadcast", "exec", "[", start("T"), "]"]
-        walls.setdefault("taktuk", []).append(timed(argv)[0])
-        cpus.setdefault("taktuk", []).append(busy() - cpu)
-        conns["taktuk"] = per_node(before, nodes)
-        kill_marked("T")
+            wall, done = run()
+            cpus.setdefault(tool, []).append(busy() - cpu)
+            walls.setdefault(tool, []).append(wall)
+            conns[tool] = per_node(before, nodes)
+            if tag == "A":
+                acked.setdefault(tool, []).append(
+                    float(done.stderr.split("acknowledged in ")[1].split()[0]))
+                adage(work, "clean")
+            kill_marked(tag)
 
     best = min(statistics.median(walls["clush"]), statistics.median(walls["taktuk"]))
     print(f"\n{procs} processes on {len(nodes)} ssh nodes ({per} per node), {repeat} runs "
