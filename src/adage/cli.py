@@ -203,7 +203,6 @@ def resources_of(args: argparse.Namespace) -> Resources:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    gc.freeze()  # the imported modules' objects live until exit: no collection walks them
     if argv and argv[0] in ("status", "clean"):
         return state_main(argv[0], argv[1:])
     p = parser()
@@ -326,10 +325,10 @@ def state_main(cmd: str, argv: list[str]) -> int:
                 warn(f"adage clean: {e}")
             if errors and args.force:
                 warn(f"deployment {dep.id} forgotten; not cleaned on the unreachable "
-                 f"nodes {', '.join(sorted(errors))}")
+                     f"nodes {', '.join(sorted(errors))}")
             elif errors:
                 warn(f"adage clean: {len(errors)} node(s) not cleaned: the deployment is "
-                 "kept (run clean again, or clean --force to forget those nodes)")
+                     "kept (run clean again, or clean --force to forget those nodes)")
             else:
                 warn(f"deployment {dep.id} cleaned")
             return 1 if errors and not args.force else 0
@@ -350,5 +349,13 @@ def state_main(cmd: str, argv: list[str]) -> int:
     return 1 if unreachable else 0
 
 
+def command() -> int:
+    """The ``adage`` command: ``main``, the imported modules' objects frozen first
+    (``gc.freeze``: they live until exit, so no collection walks them, the exit's full one
+    included: 10 ms of a run)."""
+    gc.freeze()
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(command())
