@@ -154,7 +154,7 @@ class Output:
 
     def say(self, level: int, text: str) -> None:
         if self.level >= level:
-            warn(text)
+            tell(text)
 
     def dump(self, kind: str, obj: object) -> None:
         if kind not in self.dumps:
@@ -213,13 +213,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args, out)
     except AdageError as e:
-        warn(f"adage: error: {e}")
+        tell(f"adage: error: {e}")
         return 1
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
     if not args.appl:
-        warn("adage: error: give at least one application document with -a")
+        tell("adage: error: give at least one application document with -a")
         return 2
     appl = documents.read_appls(args.appl)
     out.dump("generic", appl)
@@ -256,7 +256,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
     if args.loglevel >= 2:
         options.observer = progress
     if args.loglevel >= 3:
-        options.trace = lambda node, way, msg: warn(f"{node} {way} {msg}")
+        options.trace = lambda node, way, msg: tell(f"{node} {way} {msg}")
     out.say(2, f"deployment {deployer.dep_id}: state in {deployer.dep.dir}")
     try:
         with progress:
@@ -287,8 +287,8 @@ def raise_fd_limit() -> None:
                                                     else max(soft, 65536), hard))
 
 
-def warn(text: str) -> None:
-    """A message on stderr, as it is (no markup)."""
+def tell(text: str) -> None:
+    """A message for the user on stderr, as it is (no markup)."""
     print(text, file=sys.stderr, flush=True)
 
 
@@ -322,22 +322,22 @@ def state_main(cmd: str, argv: list[str]) -> int:
         if cmd == "clean":
             errors = statedir.clean(dep, args.timeout, options, args.force)
             for e in errors.values():
-                warn(f"adage clean: {e}")
+                tell(f"adage clean: {e}")
             if errors and args.force:
-                warn(f"deployment {dep.id} forgotten; not cleaned on the unreachable "
+                tell(f"deployment {dep.id} forgotten; not cleaned on the unreachable "
                      f"nodes {', '.join(sorted(errors))}")
             elif errors:
-                warn(f"adage clean: {len(errors)} node(s) not cleaned: the deployment is "
+                tell(f"adage clean: {len(errors)} node(s) not cleaned: the deployment is "
                      "kept (run clean again, or clean --force to forget those nodes)")
             else:
-                warn(f"deployment {dep.id} cleaned")
+                tell(f"deployment {dep.id} cleaned")
             return 1 if errors and not args.force else 0
         status, unreachable = statedir.refresh_status(dep, args.timeout, options)
     except AdageError as e:
-        warn(f"adage {cmd}: error: {e}")
+        tell(f"adage {cmd}: error: {e}")
         return 1
     for node in unreachable:
-        warn(f"adage status: node {node} is unreachable: its processes show their last "
+        tell(f"adage status: node {node} is unreachable: its processes show their last "
              "known state")
     if args.dump:
         sys.stdout.write(documents.dump("status", status))
