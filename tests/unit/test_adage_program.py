@@ -94,3 +94,36 @@ def test_boot_says_so_when_stdin_ends_before_the_program() -> None:
                          input=framed(satellite_program())[:5000], timeout=30)
     assert out.returncode == 1
     assert b"adage: stdin ended before the satellite's program did" in out.stderr
+
+
+def boot(frame: bytes) -> str:
+    return subprocess.run([sys.executable, "-S", "-c", BOOT, "n1"], input=frame,
+                          capture_output=True, check=True, timeout=30).stdout.decode()
+
+
+def with_source(frame: bytes, source: str) -> bytes:
+    """``frame`` with its source replaced (its code kept)."""
+    code = frame[28:28 + int(frame[4:16])]
+    text = source.encode()
+    return frame[:4] + b"%12d%12d" % (len(code), len(text)) + code + text
+
+
+def test_framed_carries_the_code_run_by_a_python_reading_its_bytecode() -> None:
+    frame = framed('import sys\nprint("ran", __name__, sys.argv[1:])\n')
+    assert frame[:4] == importlib.util.MAGIC_NUMBER
+    assert boot(frame) == "ran __main__ ['n1']\n"
+    assert boot(with_source(frame, 'print("from the source")\n')) == "ran __main__ ['n1']\n"
+
+
+def test_framed_carries_the_source_run_by_a_python_reading_another_bytecode() -> None:
+    frame = with_source(framed('print("from the code")\n'), 'print("from the source", __name__)\n')
+    assert boot(b"\x00\x00\r\n" + frame[4:]) == "from the source __main__\n"
+
+
+def test_framed_is_bytes_not_python_literals_and_is_made_once() -> None:
+    """What ``BOOT`` reads needs no parsing on the node (program's docstring), and the front
+    end compiles the satellite once however many nodes it starts."""
+    frame = framed()
+    source = (Path(__file__).parents[2] / "src/adage/deploy/satellite.py").read_bytes()
+    assert frame.endswith(source) and int(frame[16:28]) == len(source)
+    assert framed() is frame

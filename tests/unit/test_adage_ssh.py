@@ -26,7 +26,11 @@ def test_the_control_directory_is_made_on_first_use_only() -> None:
 def test_rsync_copies_the_entries_not_the_directory(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").write_text("")
-    rsync = SshTransport("rsync").tree_commands(Node(name="n1"), tmp_path, "/tmp")[1]
+    t = SshTransport("rsync")
+    try:
+        rsync = t.tree_commands(Node(name="n1"), tmp_path, "/tmp")[1]
+    finally:
+        t.close()  # its control directory
     assert rsync[:2] == ["rsync", "-a"]
     assert rsync[-3:] == [str(tmp_path / "a"), str(tmp_path / "b"), "n1:/tmp/"]
 

@@ -41,7 +41,7 @@ from adage.deploy.events import (
 )
 from adage.deploy.layout import Layout, ProcSpec, node_stages
 from adage.deploy.links import Link, Source, log_tail
-from adage.deploy.program import satellite_program
+from adage.deploy.program import satellite_source
 from adage.deploy.propagation import Setup, propagation
 from adage.deploy.snapshot import snapshot
 from adage.deploy.ssh import SshOptions
@@ -129,7 +129,7 @@ class Deployer:
             propagation=kind, fanout=max(1, self.options.ssh.fanout))
         self.sel = selectors.DefaultSelector()
         self.propagation = propagation(kind, Setup(
-            self.layout, self.stages, nodes, satellite_program(), self.layout.satellite_argv,
+            self.layout, self.stages, nodes, satellite_source(), self.layout.satellite_argv,
             self.dep.dir, Path(f"/tmp/{self.user}/prestage-tree-adage-{self.pid}"),
             self.options.timeout, self.options.ssh, self._watch,
             lambda node: self._feed(NodeStarting(node))),

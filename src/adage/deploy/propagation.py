@@ -1,11 +1,10 @@
 """How the front end reaches the nodes of a deployment: puts each node's tree on it, starts
 its satellite, and lets go (``detach``, then ``cut`` its session). ``SshPropagation``: a
-transport session per node, ``fanout`` transfers at a time in the background
-(``transfers``); over ssh with the tar transfer one session carries the tree (none if it
-holds only directories) then the satellite's lines. ``TaktukPropagation``: one ``taktuk``
-whose tree carries every stage and every satellite's lines. ``ChainPropagation``: the common
-files along a chain of nodes, then a session per node. All start satellites at most
-``fanout`` not yet up at a time; the deployer sees ``Propagation`` (chosen by ``choice``)."""
+transport session per node, ``fanout`` transfers at a time in the background (``transfers``);
+over ssh with tar one session carries the tree (none if only directories) then the satellite's
+lines. ``TaktukPropagation``: one ``taktuk`` carries every stage and satellite's lines.
+``ChainPropagation``: the common files along a chain of nodes, then a session per node. All
+start at most ``fanout`` satellites not yet up at a time (``Propagation``, chosen by ``choice``)."""
 
 from __future__ import annotations
 
@@ -24,7 +23,7 @@ from adage.deploy import archive, chain, taktuk
 from adage.deploy.choice import PropagationError, ensure_descriptors
 from adage.deploy.layout import Layout, Stage
 from adage.deploy.links import Link, PipeLink, Source, TaktukLink, TaktukSource
-from adage.deploy.program import framed
+from adage.deploy.program import framed, satellite_program
 from adage.deploy.protocol import DETACH
 from adage.deploy.ssh import SshOptions, SshTransport
 from adage.deploy.taktuk_session import TaktukSession, release_fifo, stream_fifo
@@ -40,7 +39,7 @@ class Setup:
     layout: Layout
     stages: dict[str, Stage]
     nodes: list[str]  # every planned node, sorted
-    satellite: str  # the file each node runs as its satellite (``program``)
+    satellite: str  # the satellite's source (``program``: as a file, or framed on stdin)
     argv: Callable[[str], list[str]]  # a node's satellite command
     state_dir: Path  # the deployment's state directory (logs)
     prestage: Path  # /tmp/<user>/prestage-tree-adage-<pid>
@@ -48,6 +47,10 @@ class Setup:
     ssh: SshOptions
     watch: Callable[[Source], None]  # registers a selector source
     starting: Callable[[str], None]
+
+    @property
+    def program(self) -> str:  # the file each node runs as its satellite
+        return satellite_program(self.satellite)
 
     def log(self, node: str) -> Path:
         """What the satellite of ``node`` writes on stderr (with ssh's own messages)."""
@@ -168,7 +171,7 @@ class SshPropagation(Propagation):
             for first, st in s.stages.items():
                 if self._streamed(first) is None:
                     build_tree(prestage / first, st, {**st.texts, **{
-                        st.rel(s.layout.satellite(n)): s.satellite for n in st.nodes}})
+                        st.rel(s.layout.satellite(n)): s.program for n in st.nodes}})
         except OSError as e:
             shutil.rmtree(prestage, ignore_errors=True)
             raise PropagationError(f"prestage tree {prestage}: {e}") from None
@@ -191,7 +194,7 @@ class SshPropagation(Propagation):
             return streamed.start_with_input(node, s.layout.satellite_argv(first, True),
                                              framed(s.satellite), s.log(first))
         if streamed is not None:
-            texts = {**st.texts, st.rel(s.layout.satellite(first)): s.satellite}
+            texts = {**st.texts, st.rel(s.layout.satellite(first)): s.program}
             return streamed.start_with_tree(
                 node, lambda tf: archive.write_tree(tf, st.dirs, files=st.files, texts=texts),
                 st.base, s.argv(first), s.log(first))
@@ -301,9 +304,8 @@ class ChainPropagation(SshPropagation):
         self.names = archive.common_names(s.stages.values())
         hops = self.hops()
         self._preconnect(hops)
-        chain.broadcast(self.chain_argv(hops),
-                        lambda out: archive.write_common(out, self.names, s.satellite),
-                        hops, s.timeout)
+        chain.broadcast(self.chain_argv(hops), lambda out: archive.write_common(
+            out, self.names, s.program), hops, s.timeout)
         self._put_trees()
 
     def _ssh(self) -> SshTransport:
@@ -328,8 +330,7 @@ class TaktukPropagation(Propagation):
 
     def __init__(self, setup: Setup, transport: Transport) -> None:
         super().__init__(setup, transport)
-        self.session = TaktukSession({n: setup.layout.address(n) for n in setup.nodes},
-                                     setup.ssh)
+        self.session = TaktukSession({n: setup.layout.address(n) for n in setup.nodes}, setup.ssh)
         self.source = TaktukSource(self.session)
         self.fifo: tuple[Path, Thread] | None = None
 
@@ -354,7 +355,7 @@ class TaktukPropagation(Propagation):
                                     [st.rel(s.layout.satellite(n)) for n in st.nodes])
                 self._start(first, taktuk.stage_and_start(st.base, common, s.argv(first)))
             fifo = s.prestage / "common.fifo"
-            self.fifo = (fifo, stream_fifo(fifo, names, s.satellite))
+            self.fifo = (fifo, stream_fifo(fifo, names, s.program))
         except OSError as e:
             raise PropagationError(f"prestage tree {s.prestage}: {e}") from None
         ranks = [session.peers[first].rank for first in s.stages]
@@ -380,8 +381,7 @@ class TaktukPropagation(Propagation):
 
     def detach(self) -> None:
         super().detach()  # the satellites read "detach" before taktuk ends
-        self.session.barrier([p.rank for p in self.session.peers.values()],
-                             self.setup.timeout)
+        self.session.barrier([p.rank for p in self.session.peers.values()], self.setup.timeout)
 
     def close(self) -> None:
         self.session.close()
