@@ -80,6 +80,25 @@ def test_a_detached_satellite_says_so_last_then_outlives_its_stdin_until_its_pro
     assert (tmp_path / "run" / "adage.exit").read_text() == "0\n"
 
 
+def test_values_written_before_detach_come_before_detached(tmp_path: Path) -> None:
+    """A value in the report file when "detach" comes is told before "detached", however
+    long the idle satellite's wait between two readings (POLL_MAX)."""
+    sat = start(tmp_path)
+    assert sat.stdin is not None and sat.stdout is not None
+    assert json.loads(sat.stdout.readline())["ev"] == "hello"
+    sat.stdin.write(launch(tmp_path, "sleep", "1"))
+    sat.stdin.flush()
+    assert json.loads(sat.stdout.readline())["ev"] == "started"
+    time.sleep(4 * satellite.POLL)  # its readings now come farther apart
+    (tmp_path / "run" / "report").write_text("A=1\n")
+    sat.stdin.write(json.dumps({"op": "detach"}) + "\n")
+    sat.stdin.close()
+    events = [json.loads(line) for line in sat.stdout]
+    assert events == [{"ev": "value", "key": "A/0", "proc": "p/0", "name": "A", "value": "1"},
+                      {"ev": "detached"}]
+    assert sat.wait(timeout=10) == 0
+
+
 def test_a_satellite_whose_stdin_closes_without_detach_kills_its_processes(
         tmp_path: Path) -> None:
     sat = start(tmp_path)

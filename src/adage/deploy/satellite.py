@@ -23,7 +23,9 @@ and stderr to files ``stdout`` and ``stderr`` there; its exit code is also writt
 A process's end wakes the satellite at once (SIGCHLD). Report files are read every POLL
 seconds while a watched process runs or after anything happened, else twice as seldom each
 time nothing does, up to POLL_MAX: on a one-machine test bed, hundreds of satellites reading
-eight files 20 times a second took CPU from the nodes still being started.
+eight files 20 times a second took CPU from the nodes still being started. They are read once
+more on "detach", before "detached", and no more after it: a detached satellite only waits for
+its processes' ends.
 
 Its start is paid on every node, so it imports little: ``posix_spawn`` instead of
 ``subprocess``, and on CPython the C halves of ``json`` and ``signal`` (their Python halves
@@ -270,10 +272,12 @@ class Satellite:
         return bool(data)
 
     def poll(self):
-        """Read report files and reap ended processes; whether anything came of it."""
+        """Read report files (while attached: their values go nowhere after) and reap ended
+        processes; whether anything came of it."""
         news = False
         for p in list(self.procs):
-            news = self.read_report(p) or news
+            if self.attached:
+                news = self.read_report(p) or news
             code = p.poll()
             if code is None:
                 continue
@@ -326,13 +330,15 @@ class Satellite:
                         self.kill()
                         return
                     elif msg["op"] == "detach":
+                        self.poll()  # the values written so far, before "detached"
                         self.emit({"ev": "detached"})
                         self.flush()
                         self.attached = False
             news = self.poll()
             self.flush()
             busy = ready or news or any(p.watch for p in self.procs)
-            wait = POLL if busy else min(wait * 2, POLL_MAX)
+            # detached: nothing to read, only ends to wait for (SIGCHLD)
+            wait = (POLL if busy else min(wait * 2, POLL_MAX)) if self.attached else None
 
 
 def wakeup_on_child_exit():
