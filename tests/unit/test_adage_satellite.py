@@ -175,14 +175,43 @@ def test_makedirs_makes_a_path_and_its_missing_parents_as_os_makedirs_does(
 
 
 def test_the_environment_is_decoded_as_os_decodes_it() -> None:
-    """``environ()`` (``posix.environ`` decoded) is ``dict(os.environ)``, undecodable bytes
-    included (surrogateescape), in a process given such an environment."""
+    """``environ()`` (the environment as started, decoded) is ``dict(os.environ)``,
+    undecodable bytes included (surrogateescape), in a process given such an environment."""
     env = {**os.environb, b"ADAGE_RAW": b"caf\xe9 \xff", b"ADAGE_UTF8": "\u00e9t\u00e9".encode()}
     out = subprocess.run(
         [sys.executable, "-c", "import os; from adage.deploy import satellite; "
          "e = satellite.environ(); print(e == dict(os.environ), repr(e['ADAGE_RAW']))"],
         env=env, capture_output=True, text=True, check=True, timeout=30)
     assert out.stdout.split(" ", 1) == ["True", "'caf\\udce9 \\udcff'\n"]
+
+
+def test_processes_get_the_environment_the_node_gave_not_pythons_c_locale_coercion(
+        tmp_path: Path) -> None:
+    """Started under the C locale (no LANG, no LC_*: an ssh session's usual environment),
+    CPython sets LC_CTYPE=C.UTF-8 in its own environment (PEP 538); a launched process must
+    not get it, and gets everything else the satellite was started with."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "LANG"))}
+    env["ADAGE_MARK"] = "x y"
+    run = tmp_path / "run"
+    op = {"op": "launch", "key": "A/0", "procs": [
+        {"id": "p/0", "cwd": str(run), "argv": ["sh", "-c", "env > env.txt"], "env": []}]}
+    prog = tmp_path / "satellite-n1.py"
+    prog.write_text(satellite_program())
+    coerced = subprocess.run(
+        [sys.executable, "-S", "-c", "import os; print(os.environ['LC_CTYPE'])"], env=env,
+        capture_output=True, text=True, check=True, timeout=30)
+    assert coerced.stdout == "C.UTF-8\n"  # what the satellite's own Python does
+    subprocess.run([sys.executable, "-S", str(prog), "n1"], env=env, text=True,
+                   input=json.dumps(op) + '\n{"op": "detach"}\n', capture_output=True,
+                   timeout=30, check=True)
+    deadline = time.time() + 10
+    while not (run / "adage.exit").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    got = dict(line.split("=", 1) for line in (run / "env.txt").read_text().splitlines()
+               if "=" in line)
+    assert "LC_CTYPE" not in got and got["ADAGE_MARK"] == "x y"
+    assert {k: got.get(k) for k in env if k not in ("PWD", "SHLVL", "_")} == \
+        {k: v for k, v in env.items() if k not in ("PWD", "SHLVL", "_")}
 
 
 def test_a_launch_into_a_run_directory_to_make_imports_no_os(tmp_path: Path) -> None:

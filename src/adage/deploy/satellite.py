@@ -117,9 +117,20 @@ def makedirs(path):
 
 
 def environ():
-    """``dict(os.environ)``: the environment decoded as ``os`` decodes it."""
+    """The environment this satellite was started with, decoded as ``os`` decodes it: read
+    from ``/proc/self/environ`` where there is one, since CPython puts ``LC_CTYPE=C.UTF-8`` in
+    its own when it starts under the C locale (PEP 538, the usual case of an ssh session),
+    which the processes must not inherit: they run in the environment the node gave."""
     codec = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
-    return {k.decode(*codec): v.decode(*codec) for k, v in posix.environ.items()}
+    try:
+        with open("/proc/self/environ", "rb") as f:
+            entries = [e.split(b"=", 1) for e in f.read().split(b"\0") if b"=" in e]
+    except OSError:
+        entries = posix.environ.items()
+    env = {}
+    for k, v in entries:  # the first of a name, as os.environ
+        env.setdefault(k.decode(*codec), v.decode(*codec))
+    return env
 
 
 def which(name, env):
