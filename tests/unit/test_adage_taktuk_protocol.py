@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from adage.deploy import archive, taktuk
 from adage.deploy.layout import Stage
 from adage.deploy.ssh import SshOptions
+from adage.deploy.taktuk_session import TaktukSession
 from adage.deploy.transport import TransportError
 
 JSON = st.recursive(
@@ -144,3 +145,22 @@ def test_the_control_parameters_carry_the_propagation(tmp_path: Path) -> None:
     path.write_text('<ctrl_params><propagation engine="tree"/></ctrl_params>')
     with pytest.raises(documents.DocumentError, match="propagation"):
         documents.read_ctrl(path)
+
+
+def test_a_barrier_is_passed_on_its_output_line_not_the_later_exit_status() -> None:
+    """TakTuk's engines reap a command only after a select, which times out every second: the
+    barrier's output line comes at once, and is not the satellite's; the barrier's exit status
+    is no exit code of the satellite."""
+    session = TaktukSession({"n1": "10.0.0.1"}, SshOptions())
+    session._apply(taktuk.parse_line(f"T {taktuk.NUMBERED} 1 10.0.0.1 10.0.0.1"))
+    peer = session.peers["n1"]
+    assert peer.rank == 1
+    peer.started = True
+    session.barriers = {1}
+    session._apply(taktuk.parse_line('O 1 77 1 {"ev": "detached"}'))
+    session._apply(taktuk.parse_line(f"O 1 78 1 {taktuk.BARRIER_LINE}"))
+    assert session.barriers == set() and peer.lines == ['{"ev": "detached"}']
+    session._apply(taktuk.parse_line(f"S 1 78 0 {taktuk.BARRIER}"))
+    assert peer.code is None  # the satellite runs on
+    session._apply(taktuk.parse_line("S 1 77 0 python3 -S satellite.py n1"))
+    assert peer.code == 0

@@ -41,7 +41,11 @@ from adage.deploy.transport import TransportError
 from oarlib.sshopts import base_options
 
 SAFE = frozenset(string.ascii_letters + string.digits + "_-./:=@+%")
-BARRIER = "true"  # the command whose exit statuses confirm earlier messages were handled
+# The command whose output line confirms that a node handled the messages sent before it: its
+# exit status would come only when TakTuk reaps it, up to a second later (its engines reap
+# after a select, which times out every --time-granularity, 1 s).
+BARRIER_LINE = "adage-barrier"
+BARRIER = f"echo {BARRIER_LINE}"
 WINDOW = 10  # TakTuk's default window: connections under way per instance
 
 # TakTuk state codes (man taktuk, stream "state")

@@ -23,6 +23,7 @@ from adage.deploy.archive import write_common
 from adage.deploy.ssh import SshOptions
 from adage.deploy.taktuk import (
     BARRIER,
+    BARRIER_LINE,
     COMMAND_FAILED,
     CONNECTION_FAILED,
     CONNECTION_LOST,
@@ -163,6 +164,8 @@ class TaktukSession:
                 self.connector.setdefault(peer, []).append(text)
             case Info(text=text):
                 self.info.append(text)
+            case Output(rank=r, eol=True, text=text) if text == BARRIER_LINE:
+                self.barriers.discard(r)  # not the satellite's: it writes JSON
             case Output(rank=r, eol=eol, text=text) if r in self.by_rank:
                 p = self.by_rank[r]
                 if eol:
@@ -176,9 +179,7 @@ class TaktukSession:
                     with open(log, "a") as f:
                         f.write(text + "\n")
             case Status(rank=r, code=code, command=cmd) if r in self.by_rank:
-                if cmd.strip() == BARRIER:
-                    self.barriers.discard(r)
-                elif self.by_rank[r].started:
+                if cmd.strip() != BARRIER and self.by_rank[r].started:
                     self.by_rank[r].code = code
 
     # ---------------------------------------------------------------- steps
@@ -209,7 +210,7 @@ class TaktukSession:
         return p
 
     def barrier(self, ranks: Iterable[int], timeout: float) -> bool:
-        """Run ``true`` on ``ranks`` and wait for its exit statuses: every message sent to
+        """Run ``BARRIER`` on ``ranks`` and wait for its output lines: every message sent to
         them earlier has then been handled. Whether all answered in time."""
         self.barriers = set(ranks) - {p.rank for p in self.peers.values() if p.lost}
         if not self.barriers:
