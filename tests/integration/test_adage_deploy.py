@@ -312,3 +312,29 @@ def test_convert_only_and_bad_input(adage: Adage) -> None:
     assert re.search(r"adage: error: node (h\d): .*ssh: Could not resolve hostname \1",
                      r.stderr), r.stderr  # nodes of a node file are reached over ssh
     assert "Traceback" not in r.stderr
+
+
+def test_a_reused_pid_does_not_put_a_deployment_in_an_uncleaned_ones_root(
+        adage: Adage) -> None:
+    """Two deployments from one process (one pid, as a reused pid gives), the first not
+    cleaned: the second gets its own root, and cleaning the first leaves it alone."""
+    appl = generic(adage.cwd / "a.xml", sh_group("long", "sleep 300"))
+    twice = ("import sys, time; from adage.cli import main; a = sys.argv[1:]; "
+             "print(main(a)); time.sleep(1.1); print(main(a))")
+    r = subprocess.run([sys.executable, "-c", twice, *adage.argv("-a", str(appl), "-x")[3:]],
+                       cwd=adage.cwd, env=adage.env, text=True, capture_output=True,
+                       timeout=120, check=False)
+    assert r.returncode == 0 and r.stdout.split() == ["0", "0"], r.stderr
+    first, second = sorted(p.name for p in (adage.home / "deployments").iterdir())
+    pid = first.rsplit("-", 1)[1]
+    assert second.endswith(f"-{pid}")
+    roots = {d: json.loads((adage.home / "deployments" / d / "deployment.json").read_text())[
+        "roots"] for d in (first, second)}
+    assert {Path(r).name for r in roots[first].values()} == {f"adage-{pid}"}
+    assert {Path(r).name for r in roots[second].values()} == {f"adage-{pid}.2"}
+    assert adage("clean", first).returncode == 0
+    [root] = roots[second].values()
+    assert (Path(root) / "long" / "0" / "p" / "0" / "stdout").exists()
+    assert processes_of(second) and not processes_of(first)
+    assert adage("clean", second).returncode == 0
+    assert not Path(root).exists() and processes_of(second) == []

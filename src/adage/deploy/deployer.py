@@ -103,7 +103,8 @@ class Deployer:
 
     def __post_init__(self) -> None:
         self.dep_id, self.pid, self.user = new_id(), os.getpid(), getpass.getuser()
-        self.layout = Layout(self.resources, self.ctrl, self.user, self.pid, self.dep_id)
+        self.layout = Layout(self.resources, self.ctrl, self.user, self.pid, self.dep_id,
+                             statedir.free_root_name(self.pid))
         classes = {g.type: named(g.type) for g in self.appl.groups}
         missing = [t for t, c in classes.items() if c is None]
         if missing:  # a description that ``documents`` did not read
@@ -355,7 +356,7 @@ class Deployer:
         self.dep.watched = watched
 
     def status(self) -> Status:
-        return snapshot(self.machine, self.layout, f"adage-{self.pid}", self.plan.planner,
+        return snapshot(self.machine, self.layout, self.layout.root_name, self.plan.planner,
                         self.started, time.time())
 
     def _write_state(self) -> None:

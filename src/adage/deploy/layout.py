@@ -52,13 +52,19 @@ class LayoutError(AdageError, ValueError):
 
 @dataclass(frozen=True)
 class Layout:
-    """Paths of one deployment (``deployment`` is its id, ``pid`` the front end's pid)."""
+    """Paths of one deployment (``deployment`` is its id, ``pid`` the front end's pid,
+    ``name`` its root's, ``adage-<pid>`` unless given: see ``statedir.free_root_name``)."""
 
     resources: Resources
     ctrl: CtrlParams
     user: str
     pid: int
     deployment: str
+    name: str = ""
+
+    @property
+    def root_name(self) -> str:
+        return self.name or f"adage-{self.pid}"
 
     def base(self, node: str) -> str:
         if self.ctrl.transfer.destdir == "shared":
@@ -84,7 +90,7 @@ class Layout:
 
     def root(self, node: str) -> str:
         """``<base>/<user>/adage-<pid>``: everything this deployment puts on ``node``."""
-        return f"{self.base(node)}/{self.user}/adage-{self.pid}"
+        return f"{self.base(node)}/{self.user}/{self.root_name}"
 
     def rundir(self, node: str, group: str, index: int, process: str, pi: int) -> str:
         return f"{self.root(node)}/{group}/{index}/{process}/{pi}"

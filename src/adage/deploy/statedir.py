@@ -12,6 +12,7 @@ so a recycled pid is never killed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -87,6 +88,22 @@ class Deployment:
         tmp = self.dir / "deployment.json.tmp"
         tmp.write_text(json.dumps(data, indent=1))
         tmp.replace(self.dir / "deployment.json")
+
+
+def free_root_name(pid: int) -> str:
+    """``adage-<pid>``, the name of a deployment's root on its nodes, unless a deployment of
+    this home not cleaned yet, started by an earlier process of the same pid, holds it: then
+    ``adage-<pid>.<k>``, the first free (else the new deployment would write into the old
+    one's directories, and the old one's clean remove the new one's)."""
+    taken: set[str] = set()
+    for path in home().glob(f"*-{pid}/deployment.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError, AttributeError):
+            taken |= {Path(r).name for r in json.loads(path.read_text())["roots"].values()}
+    name, k = f"adage-{pid}", 1
+    while name in taken:
+        k += 1
+        name = f"adage-{pid}.{k}"
+    return name
 
 
 def load(dep_id: str | None) -> Deployment:
