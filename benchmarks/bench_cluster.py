@@ -14,8 +14,11 @@ Figures printed:
    own time until every process was acknowledged), ``clush -w node[1-N]`` and ``taktuk`` each
    starting the same processes in the background; the ratio to the faster of the two, the
    CPU time the whole machine spent (front end and nodes: on this one machine the nodes' work
-   adds up instead of running in parallel), and the ssh connections each opened per node
-   (counted in the nodes' sshd logs);
+   adds up instead of running in parallel), the CPU time of the front end alone (the tool and
+   what it ran here, its ssh clients above all: what bounds a launch on a real cluster, whose
+   nodes work in parallel) with its ratio to that of the tool of the same shape (ADAGE over
+   ssh to clush, a session per node; ADAGE through TakTuk to taktuk, a tree), and the ssh
+   connections each opened per node (counted in the nodes' sshd logs);
 2. a large fan-out (``--fanout 1000``) on the same nodes: open files and ssh processes of
    ADAGE at its peak (one master and one satellite session per node: no fd exhaustion);
 3. putting a ``--size-mb`` file on every node: ADAGE over ssh (one tar stream per node),
@@ -42,8 +45,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import os
 import pwd
+import resource
 import shutil
 import statistics
 import subprocess
@@ -75,6 +80,30 @@ def busy() -> float:
     """CPU seconds the machine has spent so far, all cores (``/proc/stat``, idle excluded)."""
     ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
     return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def front_end() -> float:
+    """CPU seconds spent so far by this process's reaped descendants: a tool and what it ran
+    on the front end (its ssh clients, taktuk and its connectors), not what runs on the nodes
+    (under their sshd). This process adopts its orphans (``adopt``) and reaps them first: a
+    tool killing its children's parent (ADAGE ends taktuk with a SIGKILL of its process group)
+    would otherwise hand their CPU to init."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            time.sleep(0.05)
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def adopt() -> None:
+    """Become the reaper of this process's orphaned descendants (``PR_SET_CHILD_SUBREAPER``)."""
+    if ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) != 0:
+        sys.exit(f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(ctypes.get_errno())}")
 
 
 def settle(most: float = 10.0) -> None:
@@ -175,6 +204,7 @@ def bench_start(work: Path, nodes: list[str], procs: int, repeat: int) -> None:
     spec = f"node[1-{len(nodes)}]"
     walls: dict[str, list[float]] = {}
     cpus: dict[str, list[float]] = {}
+    fronts: dict[str, list[float]] = {}
     conns: dict[str, str] = {}
     acked: dict[str, list[float]] = {}
     deployments: list[str] = []
@@ -202,9 +232,10 @@ def bench_start(work: Path, nodes: list[str], procs: int, repeat: int) -> None:
         for tool in order[k % 4:] + order[:k % 4]:  # no tool always follows the same one
             run, tag = tools[tool]
             settle()
-            before, cpu = connections(nodes), busy()
+            before, cpu, front = connections(nodes), busy(), front_end()
             wall, done = run()
             cpus.setdefault(tool, []).append(busy() - cpu)
+            fronts.setdefault(tool, []).append(front_end() - front)
             walls.setdefault(tool, []).append(wall)
             conns[tool] = per_node(before, nodes)
             if tag == "A":
@@ -216,13 +247,18 @@ def bench_start(work: Path, nodes: list[str], procs: int, repeat: int) -> None:
         adage(work, "clean", dep)
 
     best = min(statistics.median(walls["clush"]), statistics.median(walls["taktuk"]))
+    like = {"adage/ssh": "clush", "adage/taktuk": "taktuk"}  # a session per node; a tree
     print(f"\n{procs} processes on {len(nodes)} ssh nodes ({per} per node), {repeat} runs "
-          "each: median (min-max); ratios of medians to the faster of clush and taktuk")
-    print(f"{'tool':12} {'wall s':>20} {'ratio':>6} {'CPU s (machine)':>20}  "
-          "ssh connections per node")
+          "each: median (min-max); ratios of medians to the faster of clush and taktuk, and "
+          "of the front end's CPU to that of the tool of the same shape (a session per node: "
+          "clush; a tree: taktuk)")
+    print(f"{'tool':12} {'wall s':>20} {'ratio':>6} {'CPU s (machine)':>20} "
+          f"{'CPU s (front end)':>20} {'ratio':>6}  ssh connections per node")
     for tool, times in walls.items():
+        front = statistics.median(fronts[tool]) / statistics.median(fronts[like.get(tool, tool)])
         print(f"{tool:12} {spread(times):>20} {statistics.median(times) / best:6.2f} "
-              f"{spread(cpus[tool]):>20}  {conns[tool]}")
+              f"{spread(cpus[tool]):>20} {spread(fronts[tool]):>20} {front:6.2f}  "
+              f"{conns[tool]}")
     for tool, times in acked.items():
         print(f"{tool}: every process acknowledged after {spread(times).strip()} s "
               f"(ratio {statistics.median(times) / best:.2f})")
@@ -403,6 +439,7 @@ def main() -> None:
     os.chown(work, pw.pw_uid, pw.pw_gid)
     AS[:] = as_user(args.user) if args.user != "root" else []
     compile_adage()
+    adopt()
     if any(_comm(q) == "Almighty" for q in Path("/proc").iterdir() if q.name.isdigit()):
         print("note: OAR's server runs on this machine (the test bed: `orpheus testbed down` "
               "stops it); its scheduler's passes count in every figure")
