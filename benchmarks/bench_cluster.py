@@ -1,7 +1,8 @@
 """ADAGE over ssh against ClusterShell and TakTuk, on the loopback sshd test bed (as root).
 
 Run: ``python benchmarks/bench_cluster.py [--nodes 32] [--procs 256] [--size-mb 200]
-[--repeat 3] [--user alice] [--skip-start|--skip-copy] [--copy-propagations ssh,chain,taktuk]``.
+[--repeat 3] [--user alice] [--ssh-option OPT ...] [--skip-start|--skip-copy]
+[--copy-propagations ssh,chain,taktuk]``.
 Each tool runs ``--repeat`` times, in turn, each repeat in another order (no tool always
 follows the same one); every figure is the median, with the spread (min-max) beside it.
 Every tool runs as ``--user`` (default ``alice``, the test bed's user; setpriv, with that
@@ -49,6 +50,7 @@ import ctypes
 import os
 import pwd
 import resource
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -65,6 +67,13 @@ MARK = "adage-bench-cluster"
 
 
 AS: list[str] = []  # the prefix running a command as --user (``as_user``)
+SSH_OPTIONS: list[str] = []  # --ssh-option: every tool's ssh gets them
+
+
+def ssh_line() -> str:
+    """The ssh command line clush (``-o``) and taktuk (``-c``) get: no prompt, and the
+    --ssh-option's (ADAGE gets them as its own --ssh-option's)."""
+    return shlex.join(["ssh", "-o", "BatchMode=yes", *(a for o in SSH_OPTIONS for a in ("-o", o))])
 
 
 def as_user(user: str) -> list[str]:
@@ -178,7 +187,8 @@ def adage(work: Path, *args: str) -> tuple[float, subprocess.CompletedProcess[st
     env = adage_env(work)
     # hundreds of nodes on two cores: connections queue, and a node's cleanup scans every
     # process of this one machine
-    extra = [*CONNECT_TIMEOUT, *(["--timeout", "120"] if args[0] == "clean" else [])]
+    extra = [*CONNECT_TIMEOUT, *(["--timeout", "120"] if args[0] == "clean" else []),
+             *(f"--ssh-option={o}" for o in SSH_OPTIONS)]
     return timed([sys.executable, "-m", "adage.cli", *args, *extra], cwd=work, env=env)
 
 
@@ -217,13 +227,13 @@ def bench_start(work: Path, nodes: list[str], procs: int, repeat: int) -> None:
         return adage(work, "-a", str(appl(work / "a.xml", procs, "A")), "-o", str(nf), "-x",
                      "-l", "1", "--timeout", "120", "--propagation", prop)
 
-    taktuk = ["taktuk", "-s", "-c", "ssh -o BatchMode=yes"]
+    taktuk = ["taktuk", "-s", "-c", ssh_line()]
     for n in nodes:
         taktuk += ["-m", n]
     tools = {  # each: the run, then what ends it (cleanup outside the measure)
         "adage/ssh": (lambda: run_adage("ssh"), "A"),
         "adage/taktuk": (lambda: run_adage("taktuk"), "A"),
-        "clush": (lambda: timed(["clush", "-w", spec, "-f", "64", "-o", "-oBatchMode=yes",
+        "clush": (lambda: timed(["clush", "-w", spec, "-f", "64", "-o", ssh_line()[4:],
                                  start("C")]), "C"),
         "taktuk": (lambda: timed([*taktuk, "broadcast", "exec", "[", start("T"), "]"]), "T"),
     }
@@ -269,7 +279,8 @@ def bench_fanout(work: Path, nodes: list[str], procs: int) -> None:
     env = adage_env(work)
     p = subprocess.Popen([*AS, sys.executable, "-m", "adage.cli", "-a",
                           str(appl(work / "f.xml", procs, "F")), "-o", str(nf), "-x", "-l", "1",
-                          "--timeout", "120", "--fanout", "1000"],
+                          "--timeout", "120", "--fanout", "1000",
+                          *(f"--ssh-option={o}" for o in SSH_OPTIONS)],
                          cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     peak = {"fds": 0, "ssh": 0}
     stop = threading.Event()
@@ -372,7 +383,8 @@ def bench_copy(work: Path, nodes: list[str], size_mb: int, repeat: int,
         before = connections(nodes)
         name = "clush --copy (one shared file)"
         walls.setdefault(name, []).append(timed(
-            ["clush", "-w", spec, "-f", "64", "--copy", str(big), "--dest", str(dest)])[0])
+            ["clush", "-w", spec, "-f", "64", "-o", ssh_line()[4:], "--copy", str(big),
+             "--dest", str(dest)])[0])
         what[name] = f"connections/node {per_node(before, nodes)}"
         shutil.rmtree(dest, ignore_errors=True)
         # the nodes share this file system: made here, outside the timing
@@ -380,8 +392,8 @@ def bench_copy(work: Path, nodes: list[str], size_mb: int, repeat: int,
         os.sync()
         before = connections(nodes)
         t0 = time.perf_counter()
-        each = [subprocess.Popen([*AS, "clush", "-w", n, "--copy", str(big), "--dest",
-                                  f"{dest}/{n}"],
+        each = [subprocess.Popen([*AS, "clush", "-w", n, "-o", ssh_line()[4:], "--copy",
+                                  str(big), "--dest", f"{dest}/{n}"],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                 for n in nodes]
         if any(c.wait() != 0 for c in each):
@@ -391,7 +403,7 @@ def bench_copy(work: Path, nodes: list[str], size_mb: int, repeat: int,
         what[name] = f"connections/node {per_node(before, nodes)}"
         os.sync()
         before = connections(nodes)
-        argv = ["taktuk", "-s", "-c", "ssh -o BatchMode=yes"]
+        argv = ["taktuk", "-s", "-c", ssh_line()]
         for n in nodes:
             argv += ["-m", n]
         argv += ["synchronize", "broadcast", "put", "[", str(big), "]", "[",
@@ -421,6 +433,9 @@ def main() -> None:
     ap.add_argument("--connect-timeout", default="10",
                     help="adage's --connect-timeout (default 10; hundreds of nodes on two "
                          "cores need more)")
+    ap.add_argument("--ssh-option", action="append", default=[], metavar="OPT",
+                    help="an ssh -o option for every tool (clush -o, taktuk -c, adage "
+                         "--ssh-option), e.g. KexAlgorithms=curve25519-sha256; repeatable")
     ap.add_argument("--user", default="alice",
                     help="who runs every tool (default alice, the test bed's user; root too)")
     ap.add_argument("--skip-copy", action="store_true")
@@ -430,6 +445,7 @@ def main() -> None:
                          "nodes take 15 minutes here)")
     args = ap.parse_args()
     CONNECT_TIMEOUT[1] = args.connect_timeout
+    SSH_OPTIONS[:] = args.ssh_option
     had = len(sshnodes.running())
     sshnodes.up(sshnodes.Config(nodes=max(args.nodes, 16),
                                 users=tuple(sorted({"alice", "root", args.user}))))

@@ -31,6 +31,7 @@ from adage.model import Resources
 from adage.planners import get_planner
 from adage.resources.oar import job_resources, oar_nodefile
 from adage.status import PState, Status
+from oarlib.sshopts import OPTION
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -46,6 +47,14 @@ def seconds(text: str) -> float:
     if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"{text} is not a number of seconds above 0")
     return value
+
+
+def ssh_option(text: str) -> str:
+    """One option of ssh's ``-o``: ``Keyword=value`` or ``Keyword value``, on one line."""
+    if not OPTION.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ssh option (Keyword=value, as "
+                                         "ssh -o takes it)")
+    return text
 
 
 def job_id(text: str) -> int:
@@ -110,6 +119,7 @@ def parser() -> argparse.ArgumentParser:
                    help="nodes contacted at the same time over ssh/oarsh (default 64)")
     p.add_argument("--connect-timeout", type=seconds, default=SshOptions.connect_timeout,
                    metavar="S", help="seconds to connect to a node over ssh (default 10)")
+    ssh_option_argument(p)
     p.add_argument("--no-multiplex", action="store_true",
                    help="one ssh connection per command instead of one master per node")
     p.add_argument("--propagation", choices=(*KINDS, "auto"),
@@ -120,6 +130,13 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def ssh_option_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ssh-option", type=ssh_option, action="append", default=[],
+                   metavar="OPT", help="an option of every ssh ADAGE runs (ssh -o OPT, before "
+                   "ADAGE's own: it wins over them and ~/.ssh/config), e.g. Port=2222 or "
+                   "KexAlgorithms=curve25519-sha256; repeatable")
+
+
 def state_parser(cmd: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"adage {cmd}", description={
         "status": "Show the state of every process of a deployment (default: the latest).",
@@ -128,6 +145,7 @@ def state_parser(cmd: str) -> argparse.ArgumentParser:
     p.add_argument("id", nargs="?", help="deployment id (see ~/.adage/deployments)")
     p.add_argument("--connect-timeout", type=seconds, default=SshOptions.connect_timeout,
                    help="seconds to connect to a node over ssh/oarsh (default %(default)s)")
+    ssh_option_argument(p)
     p.add_argument("--timeout", type=seconds, default=30.0,
                    help="seconds a node has to answer, connection included (default "
                         "%(default)s); a node that does not is named unreachable")
@@ -246,7 +264,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
         return 0
     options = Options(timeout=args.timeout, wait=args.wait, link_dir=Path.cwd(),
                       ssh=SshOptions(args.connect_timeout, not args.no_multiplex,
-                                     max(1, args.fanout)), propagation=args.propagation)
+                                     max(1, args.fanout), tuple(args.ssh_option)),
+                      propagation=args.propagation)
     raise_fd_limit()
     deployer = Deployer(appl, resources, ctrl, plan, options)
     if args.dry_run:
@@ -318,7 +337,8 @@ def state_main(cmd: str, argv: list[str]) -> int:
     args = state_parser(cmd).parse_args(argv)
     try:
         dep = statedir.load(args.id)
-        options = SshOptions(args.connect_timeout, multiplex=False)
+        options = SshOptions(args.connect_timeout, multiplex=False,
+                             extra=tuple(args.ssh_option))
         if cmd == "clean":
             errors = statedir.clean(dep, args.timeout, options, args.force)
             for e in errors.values():

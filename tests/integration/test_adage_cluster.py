@@ -397,6 +397,32 @@ def test_clean_force_forgets_a_node_that_is_gone(nodes: list[str], work: Path) -
         os.kill(pid, 9)
 
 
+@pytest.mark.parametrize("prop", ["ssh", "taktuk"])
+def test_ssh_options_reach_every_ssh_of_a_deployment_and_of_its_status(
+        nodes: list[str], work: Path, prop: str) -> None:
+    """``--ssh-option`` goes to each ssh ADAGE runs: the deployment's (from here, or TakTuk's
+    connectors), then status's and clean's. Port=1 is refused everywhere."""
+    hosts = nodes[10:12]
+    (work / "nf").write_text("".join(f"{h}\n" for h in hosts))
+    appl = str(sleep_appl(work, 2, "600"))
+    base = ["-a", appl, "-o", str(work / "nf"), "-x", "-l", "1", "--propagation", prop,
+            "--timeout", "20", "--connect-timeout", "3"]
+    r = adage(work, *base, "--ssh-option", "Port=1")
+    assert r.returncode == 1 and "Connection refused" in r.stderr, r.stderr
+    assert any(f"node {h}" in r.stderr for h in hosts), r.stderr
+    r = adage(work, *base, "--ssh-option", "KexAlgorithms=curve25519-sha256")
+    assert r.returncode == 0, r.stderr
+    dep = r.stderr.split("deployment ")[1].split(":")[0]  # not the refused one's
+    assert sorted({n for n in processes_of(dep).values() if n}) == hosts
+    r = adage(work, "status", dep, "--connect-timeout", "3", "--ssh-option", "Port=1")
+    assert r.returncode == 1 and f"node {hosts[0]} is unreachable" in r.stderr, r.stderr
+    r = adage(work, "clean", dep, "--connect-timeout", "3", "--ssh-option", "Port 1")
+    assert r.returncode == 1 and "not cleaned" in r.stderr, r.stdout + r.stderr
+    assert sorted({n for n in processes_of(dep).values() if n}) == hosts  # untouched
+    assert adage(work, "clean", dep, "--ssh-option", "ConnectTimeout=20").returncode == 0
+    assert processes_of(dep) == {}
+
+
 # ------------------------------------------------------------------ transfers and oarsh
 @pytest.mark.parametrize("method", ["tar", "scp", "rsync"])
 def test_each_transfer_method_puts_a_tree_on_a_node(nodes: list[str], tmp_path: Path,

@@ -34,6 +34,22 @@ def test_each_dump_file_needs_its_dump(capsys: pytest.CaptureFixture[str]) -> No
         capsys.readouterr().err
 
 
+@pytest.mark.parametrize("value", ["Port", "Port=", "-oPort=2222", "=2222", " Port=1",
+                                   "Port=1\nProxyCommand=sh -c x"])
+@pytest.mark.parametrize("command", [[], ["status"], ["clean"]])
+def test_ssh_options_are_keyword_value_pairs(value: str, command: list[str],
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as ex:
+        main([*command, *([] if command else ["-a", CHAIN, "-p"]), f"--ssh-option={value}"])
+    assert ex.value.code == 2
+    assert f"argument --ssh-option: {value!r} is not an ssh option" in capsys.readouterr().err
+
+
+def test_ssh_options_as_ssh_takes_them_are_accepted() -> None:
+    assert main(["-a", CHAIN, "-p", "-l", "0", "--ssh-option", "Port=2222", "--ssh-option",
+                 "KexAlgorithms curve25519-sha256", "--ssh-option", "ProxyJump=a@b:22"]) == 0
+
+
 @pytest.mark.parametrize("value", ["-1", "0", "nan", "inf"])
 def test_timeouts_are_positive(value: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as ex:

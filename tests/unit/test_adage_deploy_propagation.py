@@ -167,3 +167,10 @@ def test_chain_sends_the_common_tree_from_the_first_node_of_each_stage_to_the_ne
                                              "ConnectTimeout=5", "-o", "ServerAliveInterval=5",
                                              "-o", "ServerAliveCountMax=3"])
     assert prop.origin("n1").startswith("the common tar along the chain")
+    s = setup(tmp_path, stages)
+    s.ssh = SshOptions(5.0, False, 8, ("Port=2222",))
+    relay = shlex.split(ChainPropagation(s, get_transport("ssh", "tar")).chain_argv(hops)[-1])
+    assert relay == chain.relay_argv(hops, ["ssh", "-o", "Port=2222", "-o", "BatchMode=yes",
+                                            "-o", "ConnectTimeout=5", "-o",
+                                            "ServerAliveInterval=5", "-o",
+                                            "ServerAliveCountMax=3"])

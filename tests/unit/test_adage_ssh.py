@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from adage.deploy import archive
-from adage.deploy.ssh import SshTransport, after_tree, one_line
+from adage.deploy.ssh import SshOptions, SshTransport, after_tree, one_line
 from adage.model import Node
 
 
@@ -21,6 +21,16 @@ def test_the_control_directory_is_made_on_first_use_only() -> None:
     assert t.ssh_options() == opts  # one directory for every connection
     t.close()
     assert not Path(t.control_dir).exists()
+
+
+def test_the_users_ssh_options_come_first_as_ssh_keeps_an_options_first_value() -> None:
+    t = SshTransport("tar", SshOptions(3, False, extra=("ConnectTimeout=30", "Port 2222")))
+    argv = t.command(Node("n1", address="10.0.0.1"), ["true"])
+    assert argv[:9] == ["ssh", "-o", "ConnectTimeout=30", "-o", "Port 2222", "-o", "BatchMode=yes",
+                        "-o", "ConnectTimeout=3"]
+    assert argv[-3:] == ["10.0.0.1", "--", "true"]
+    assert SshTransport("tar", SshOptions(3, False)).command(Node("n1"), ["true"])[1:3] == [
+        "-o", "BatchMode=yes"]
 
 
 def test_rsync_copies_the_entries_not_the_directory(tmp_path: Path) -> None:

@@ -56,6 +56,9 @@ def test_the_command_line() -> None:
     streams = [argv[i + 1].split("=", 1)[0] for i, a in enumerate(argv) if a == "-o"]
     assert streams == [*taktuk.TEMPLATES, "message"]
     assert taktuk.command(["n"], SshOptions(fanout=64))[5:8] == ["64", "-w", "10"]
+    extra = taktuk.command(["n"], SshOptions(connect_timeout=7, extra=("Port=2222", "User a b")))
+    assert extra[3] == ("ssh -o Port=2222 -o 'User a b' -o BatchMode=yes -o ConnectTimeout=7 "
+                        "-o ServerAliveInterval=5 -o ServerAliveCountMax=3")
     for bad in ("node[1-3]", "a b", "x/y", "a,b"):
         with pytest.raises(TransportError, match="host-list syntax"):
             taktuk.command([bad], SshOptions())

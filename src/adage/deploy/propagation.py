@@ -277,7 +277,7 @@ class ChainPropagation(SshPropagation):
 
     def _node_ssh(self) -> list[str]:
         """ssh from node to node: the base options, no multiplexing of the front end's."""
-        return ["ssh", *base_options(self.setup.ssh.connect_timeout)]
+        return ["ssh", *base_options(self.setup.ssh.connect_timeout, self.setup.ssh.extra)]
 
     def chain_argv(self, hops: list[chain.Hop]) -> list[str]:
         """The front end's command: ssh to the first hop (as every session), running the relay."""

@@ -1,7 +1,8 @@
 """The ssh and oarsh transports: every command through the OpenSSH client (or OAR's ``oarsh``).
 
 - Options: ``BatchMode=yes`` (never a prompt), ``ConnectTimeout``, keep-alives (a node that
-  stops answering is noticed), the user's own ssh configuration otherwise.
+  stops answering is noticed), the user's own ssh configuration otherwise; ``--ssh-option``s
+  (``SshOptions.extra``) before them, on every ssh ADAGE runs (TakTuk's and the chain's too).
 - Multiplexing: with a control directory (one per deployment), the first connection to a node
   becomes its master (``ControlMaster=auto``, ``ControlPersist=yes``, ``ControlPath=<dir>/%C``)
   and every later command, transfer and satellite rides on it; ``close()`` ends the masters.
@@ -62,6 +63,7 @@ class SshOptions:
     connect_timeout: float = 10.0  # seconds to connect and authenticate
     multiplex: bool = True  # one master connection per node (ssh only)
     fanout: int = 64  # nodes contacted at the same time (used by the deployer and close)
+    extra: tuple[str, ...] = ()  # the user's ``-o`` options (--ssh-option), before ours
 
 
 class SshTransport:
@@ -87,7 +89,7 @@ class SshTransport:
     # ---------------------------------------------------------------- command lines
     def ssh_options(self) -> list[str]:
         """The ``-o`` options of every connection."""
-        opts = base_options(self.options.connect_timeout)
+        opts = base_options(self.options.connect_timeout, self.options.extra)
         if self.options.multiplex and not self.oarsh:
             with self.lock:
                 self.control_dir = self.control_dir or tempfile.mkdtemp(prefix="adage-ssh-")

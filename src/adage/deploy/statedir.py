@@ -247,7 +247,7 @@ def _ask_taktuk(dep: Deployment, scripts: dict[str, str], timeout: float,
     try:
         done = taktuk_session.run_scripts(
             {n: dep.node(n).address or n for n in scripts}, scripts,
-            SshOptions(options.connect_timeout, False, dep.fanout), timeout, work)
+            replace(options, multiplex=False, fanout=dep.fanout), timeout, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {n: ("\n".join(r[1]) if r[0] == 0 else TransportError(

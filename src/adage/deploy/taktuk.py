@@ -101,7 +101,7 @@ def connector(options: SshOptions) -> str:
     """The ssh command line TakTuk runs to reach a node: SshTransport's options (batch mode,
     connect timeout, keep-alives, the user's ssh config) without multiplexing (the connector
     also runs on the nodes of the tree, where the front end's control sockets do not exist)."""
-    return shlex.join(["ssh", *base_options(options.connect_timeout)])
+    return shlex.join(["ssh", *base_options(options.connect_timeout, options.extra)])
 
 
 def command(hosts: Sequence[str], options: SshOptions) -> list[str]:
