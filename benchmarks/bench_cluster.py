@@ -189,7 +189,7 @@ def adage(work: Path, *args: str) -> tuple[float, subprocess.CompletedProcess[st
     # process of this one machine
     extra = [*CONNECT_TIMEOUT, *(["--timeout", "120"] if args[0] == "clean" else []),
              *(f"--ssh-option={o}" for o in SSH_OPTIONS)]
-    return timed([sys.executable, "-m", "adage.cli", *args, *extra], cwd=work, env=env)
+    return timed([sys.executable, "-m", "adage", *args, *extra], cwd=work, env=env)
 
 
 def appl(path: Path, count: int, tag: str, data: str = "") -> Path:
@@ -277,7 +277,7 @@ def bench_start(work: Path, nodes: list[str], procs: int, repeat: int) -> None:
 def bench_fanout(work: Path, nodes: list[str], procs: int) -> None:
     nf = work / "nodefile"
     env = adage_env(work)
-    p = subprocess.Popen([*AS, sys.executable, "-m", "adage.cli", "-a",
+    p = subprocess.Popen([*AS, sys.executable, "-m", "adage", "-a",
                           str(appl(work / "f.xml", procs, "F")), "-o", str(nf), "-x", "-l", "1",
                           "--timeout", "120", "--fanout", "1000",
                           *(f"--ssh-option={o}" for o in SSH_OPTIONS)],

@@ -8,7 +8,6 @@ with --wait), 2 bad usage.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import math
 import resource
@@ -369,13 +368,5 @@ def state_main(cmd: str, argv: list[str]) -> int:
     return 1 if unreachable else 0
 
 
-def command() -> int:
-    """The ``adage`` command: ``main``, the imported modules' objects frozen first
-    (``gc.freeze``: they live until exit, so no collection walks them, the exit's full one
-    included: 10 ms of a run)."""
-    gc.freeze()
-    return main()
-
-
 if __name__ == "__main__":
-    sys.exit(command())
+    sys.exit(main())

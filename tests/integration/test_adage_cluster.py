@@ -57,7 +57,7 @@ def adage(work: Path, *args: str, timeout: float = 180) -> subprocess.CompletedP
 def adage_argv(work: Path, *args: str) -> list[str]:
     return ["runuser", "-u", USER, "--", "env", f"PYTHONPATH={ROOT / 'src'}",
             f"ADAGE_HOME={work / 'home'}", f"PATH={os.environ['PATH']}", sys.executable, "-m",
-            "adage.cli", *args]
+            "adage", *args]
 
 
 def deployment(work: Path) -> str:

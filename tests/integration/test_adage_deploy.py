@@ -35,7 +35,7 @@ class Adage:
 
     def argv(self, *args: str) -> list[str]:
         extra = [] if args[0] in ("status", "clean") else ["--local-root", str(self.nodes)]
-        return [sys.executable, "-m", "adage.cli", *args, *extra]
+        return [sys.executable, "-m", "adage", *args, *extra]
 
     def __call__(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(self.argv(*args), cwd=self.cwd, env=self.env, text=True,

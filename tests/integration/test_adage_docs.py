@@ -40,7 +40,7 @@ def test_the_documented_examples_run_as_shown(tmp_path: Path) -> None:
             argv = [str(ROOT / a) if a.startswith("examples/") else a for a in argv[1:]]
             if argv[0] not in ("status", "clean"):
                 argv += ["--local-root", str(tmp_path / "nodes")]
-            r = subprocess.run([sys.executable, "-m", "adage.cli", *argv], cwd=tmp_path,
+            r = subprocess.run([sys.executable, "-m", "adage", *argv], cwd=tmp_path,
                                env=env, capture_output=True, text=True, timeout=120,
                                check=False)
             assert r.returncode == 0, (command, r.stderr)

@@ -53,7 +53,7 @@ def work(nodes: list[str]) -> Iterator[Path]:
 def adage(work: Path, *args: str, files: int = 0) -> subprocess.CompletedProcess[str]:
     """adage as alice, under ``ulimit -n FILES`` (soft and hard) if given."""
     argv = ["env", f"PYTHONPATH={ROOT / 'src'}", f"ADAGE_HOME={work / 'home'}",
-            f"PATH={os.environ['PATH']}", sys.executable, "-m", "adage.cli", *args]
+            f"PATH={os.environ['PATH']}", sys.executable, "-m", "adage", *args]
     limit = f"ulimit -n {files} && " if files else ""
     return subprocess.run(["runuser", "-u", USER, "--", "sh", "-c", limit + 'exec "$@"', "sh",
                            *argv], cwd=work, text=True, capture_output=True, timeout=600,

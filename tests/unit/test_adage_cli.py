@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,19 @@ from adage.deploy.sources import SourceError, local_nodes
 from adage.resources.oar import nodefile_hosts, oar_nodefile
 
 CHAIN = str(Path(__file__).resolve().parents[2] / "examples" / "adage" / "chain.xml")
+
+
+def test_the_command_imports_with_the_collector_off_and_freezes_what_it_imported() -> None:
+    probe = ("import gc, sys, adage; sys.argv[1:] = ['-a', sys.argv[1], '-p', '-l', '0']; "
+             "enabled = gc.isenabled(); code = adage.command(); "
+             "print(enabled, gc.isenabled(), gc.get_freeze_count() > 10000, code)")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    r = subprocess.run([sys.executable, "-c", probe, CHAIN], capture_output=True, text=True,
+                       check=True, env=env)
+    assert r.stdout.split() == ["True", "True", "True", "0"], r.stderr
+    r = subprocess.run([sys.executable, "-m", "adage", "-a", CHAIN, "-p"], capture_output=True,
+                       text=True, check=False, env=env)
+    assert r.returncode == 0 and "planned" in r.stderr + r.stdout, r.stderr
 
 
 @pytest.mark.parametrize("target", ["missing/dir/out.xml", "."])

@@ -1,0 +1,7 @@
+"""``python -m adage``: the ``adage`` command."""
+
+import sys
+
+from adage import command
+
+sys.exit(command())
