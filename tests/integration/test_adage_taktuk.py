@@ -134,6 +134,32 @@ def test_a_generic_chain_deploys_through_taktuk_and_status_clean_work(
                 if line.startswith("/usr/bin/perl") and "taktuk" in line and USER in line]
 
 
+def test_nodes_of_directories_only_get_the_satellite_through_the_tree_and_no_tar(
+        nodes: list[str], work: Path) -> None:
+    """A deployment without files: each satellite runs on its program, sent once through the
+    tree to every node, and makes its run directories; no tar, no satellite file, no common
+    tree is left on the nodes."""
+    hosts = nodes[8:11]
+    appl = work / "a.xml"
+    appl.write_text('<generic_appl_descr><proc_groups><proc_group id="A" type="generic" '
+                    'cardinality="6"><process id="p"><executable>sleep</executable>'
+                    "<arguments><arg>600</arg></arguments></process></proc_group>"
+                    "</proc_groups></generic_appl_descr>")
+    appl.chmod(0o644)
+    r = adage(work, "-a", str(appl), "-o", nodefile(work, hosts), "-x", "-l", "1",
+              "--propagation", "taktuk", "--timeout", "60")
+    assert r.returncode == 0, r.stderr
+    dep, base = deployment(work), run_dir(work)
+    assert sorted(set(processes_of(dep).values()) - {""}) == sorted(hosts)
+    assert sorted(p.name for p in (base / "A").iterdir()) == [str(i) for i in range(6)]
+    assert not list(base.glob("_adage/*")), list(base.glob("_adage/*"))
+    dry = adage(work, "-a", str(appl), "-o", nodefile(work, hosts), "-n", "--propagation",
+                "taktuk")
+    assert "no tree: the satellite's program through the tree" in dry.stdout, dry.stdout
+    assert adage(work, "clean").returncode == 0
+    assert processes_of(dep) == {} and not base.exists()
+
+
 def test_the_open_mpi_ring_deploys_through_taktuk(nodes: list[str], work: Path) -> None:
     mpi_ring(work)
     r = adage(work, "-a", "mpi.xml", "-o", nodefile(work, nodes[4:8]), "-x", "--wait", "-l",

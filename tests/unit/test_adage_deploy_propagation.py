@@ -18,11 +18,11 @@ from adage.deploy.choice import (
     ensure_descriptors,
     get_transport,
 )
+from adage.deploy.context import Setup
 from adage.deploy.layout import Layout, Stage
 from adage.deploy.program import BOOT
 from adage.deploy.propagation import (
     ChainPropagation,
-    Setup,
     SshPropagation,
     TaktukPropagation,
     propagation,
@@ -111,7 +111,7 @@ def test_local_nodes_get_a_prestaged_tree_and_a_plain_shell(tmp_path: Path) -> N
 
 
 def test_taktuk_reaches_every_node_from_one_command(tmp_path: Path) -> None:
-    stages = {"n1": Stage("/tmp", ["n1"]), "n2": Stage("/tmp", ["n2"])}
+    stages = {"n1": Stage("/tmp", ["n1"], texts={"x": ""}), "n2": Stage("/tmp", ["n2"])}
     prop = propagation("taktuk", setup(tmp_path, stages), get_transport("ssh", "tar"))
     assert isinstance(prop, TaktukPropagation)
     [line] = prop.header()
@@ -121,6 +121,8 @@ def test_taktuk_reaches_every_node_from_one_command(tmp_path: Path) -> None:
     assert connector[:3] == ["ssh", "-o", "BatchMode=yes"] and "ConnectTimeout=5" in connector
     assert argv[argv.index("-d") + 1] == "8"
     assert prop.origin("n1").startswith("the common tar through the tree")
+    assert prop.origin("n2").startswith("no tree: the satellite's program through the tree")
+    assert not prop.treeless("n1") and prop.treeless("n2")  # n2: directories only
     assert prop.to_start == [] and prop.links == {}  # nothing started before stage()
 
 

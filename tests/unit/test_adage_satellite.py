@@ -219,7 +219,7 @@ def test_a_launch_into_a_run_directory_to_make_imports_no_os(tmp_path: Path) -> 
     importtime`` names every module imported), and makes the missing run directory."""
     run = tmp_path / "run" / "g" / "0"
     op = {"op": "launch", "key": "A/0", "procs": [
-        {"id": "p/0", "cwd": str(run), "argv": ["true"], "env": []}]}
+        {"id": "p/0", "cwd": str(run), "argv": ["sleep", "0.5"], "env": []}]}
     prog = tmp_path / "satellite-n1.py"
     prog.write_text(satellite_program())
     sat = subprocess.run([sys.executable, "-S", "-X", "importtime", str(prog), "n1"],
@@ -230,7 +230,8 @@ def test_a_launch_into_a_run_directory_to_make_imports_no_os(tmp_path: Path) -> 
     imported = {line.rsplit("|", 1)[1].strip() for line in sat.stderr.splitlines()
                 if line.startswith("import time:") and "|" in line}
     assert "select" in imported and "os" not in imported
-    for _ in range(100):  # the satellite watches ``true`` to its end after the detach
+    for _ in range(100):  # the satellite watches ``sleep`` to its end after the detach
+        # (it lasts past the detach: a ``true`` could end, and be told, before it)
         if (run / "adage.exit").exists():
             break
         time.sleep(0.05)

@@ -1,5 +1,6 @@
 """What the deployer shows the plugins' runtime hooks (``ctx`` in ``adage.plugin``), and the
-resolution of placeholders against the plan and the values processes reported."""
+resolution of placeholders against the plan and the values processes reported; what it shows
+the propagations (``Setup``)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ import shlex
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from adage.deploy.layout import Layout, ProcSpec, Stage, proc_spec
+from adage.deploy.links import Source
+from adage.deploy.program import satellite_program
+from adage.deploy.ssh import SshOptions
 from adage.deploy.state import Machine
 from adage.model import CtrlParams, GenericAppl, Node, PgInstance, Plan, Resources, url_host
 from adage.placeholders import PlaceholderError, Ref, refs, substitute
@@ -151,3 +156,28 @@ class DeployContext:
                 return True
         except OSError:
             return False
+
+
+@dataclass
+class Setup:
+    """What a propagation needs of the deployment (``starting``: a node's hello is now due)."""
+
+    layout: Layout
+    stages: dict[str, Stage]
+    nodes: list[str]  # every planned node, sorted
+    satellite: str  # the satellite's source (``program``: as a file, or framed on stdin)
+    argv: Callable[[str], list[str]]  # a node's satellite command
+    state_dir: Path  # the deployment's state directory (logs)
+    prestage: Path  # /tmp/<user>/prestage-tree-adage-<pid>
+    timeout: float
+    ssh: SshOptions
+    watch: Callable[[Source], None]  # registers a selector source
+    starting: Callable[[str], None]
+
+    @property
+    def program(self) -> str:  # the file each node runs as its satellite
+        return satellite_program(self.satellite)
+
+    def log(self, node: str) -> Path:
+        """What the satellite of ``node`` writes on stderr (with ssh's own messages)."""
+        return self.state_dir / f"satellite-{node}.log"

@@ -26,7 +26,7 @@ from typing import Any
 
 from adage.deploy import protocol, statedir
 from adage.deploy.choice import check_methods, choose, get_transport
-from adage.deploy.context import DeployContext, needs
+from adage.deploy.context import DeployContext, Setup, needs
 from adage.deploy.dryrun import dry_run
 from adage.deploy.events import (
     Deployed,
@@ -42,7 +42,7 @@ from adage.deploy.events import (
 from adage.deploy.layout import Layout, ProcSpec, node_stages
 from adage.deploy.links import Link, Source, log_tail
 from adage.deploy.program import satellite_source
-from adage.deploy.propagation import Setup, propagation
+from adage.deploy.propagation import propagation
 from adage.deploy.snapshot import snapshot
 from adage.deploy.ssh import SshOptions
 from adage.deploy.state import Machine

@@ -160,6 +160,11 @@ class Stage:
     def rel(self, path: str) -> str:
         return os.path.relpath(path, self.base)
 
+    @property
+    def bare(self) -> bool:
+        """Directories only, on one node: the satellite can make them, no tree need go."""
+        return len(self.nodes) == 1 and not self.files and not self.texts
+
 
 def stages(appl: GenericAppl, plan: Plan, layout: Layout) -> dict[str, Stage]:
     """One Stage per distinct base directory (keyed by its first node): run directories and

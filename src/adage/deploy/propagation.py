@@ -2,7 +2,8 @@
 its satellite, and lets go (``detach``, then ``cut`` its session). ``SshPropagation``: a
 transport session per node, ``fanout`` transfers at a time in the background (``transfers``);
 over ssh with tar one session carries the tree (none if only directories) then the satellite's
-lines. ``TaktukPropagation``: one ``taktuk`` carries every stage and satellite's lines.
+lines. ``TaktukPropagation``: one ``taktuk`` carries every stage (none if only directories on
+one node) and satellite's lines.
 ``ChainPropagation``: the common files along a chain of nodes, then a session per node. All
 start at most ``fanout`` satellites not yet up at a time (``Propagation``, chosen by ``choice``)."""
 
@@ -11,9 +12,8 @@ from __future__ import annotations
 import contextlib
 import shlex
 import shutil
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
 from subprocess import Popen
@@ -21,40 +21,15 @@ from threading import Thread
 
 from adage.deploy import archive, chain, taktuk
 from adage.deploy.choice import PropagationError, ensure_descriptors
-from adage.deploy.layout import Layout, Stage
-from adage.deploy.links import Link, PipeLink, Source, TaktukLink, TaktukSource
-from adage.deploy.program import framed, satellite_program
+from adage.deploy.context import Setup
+from adage.deploy.links import Link, PipeLink, TaktukLink, TaktukSource
+from adage.deploy.program import framed
 from adage.deploy.protocol import DETACH
-from adage.deploy.ssh import SshOptions, SshTransport
+from adage.deploy.ssh import SshTransport
 from adage.deploy.taktuk_session import TaktukSession, release_fifo, stream_fifo
 from adage.deploy.transfers import Transfers
 from adage.deploy.transport import Transport, TransportError, build_tree
 from oarlib.sshopts import base_options
-
-
-@dataclass
-class Setup:
-    """What a propagation needs of the deployment (``starting``: a node's hello is now due)."""
-
-    layout: Layout
-    stages: dict[str, Stage]
-    nodes: list[str]  # every planned node, sorted
-    satellite: str  # the satellite's source (``program``: as a file, or framed on stdin)
-    argv: Callable[[str], list[str]]  # a node's satellite command
-    state_dir: Path  # the deployment's state directory (logs)
-    prestage: Path  # /tmp/<user>/prestage-tree-adage-<pid>
-    timeout: float
-    ssh: SshOptions
-    watch: Callable[[Source], None]  # registers a selector source
-    starting: Callable[[str], None]
-
-    @property
-    def program(self) -> str:  # the file each node runs as its satellite
-        return satellite_program(self.satellite)
-
-    def log(self, node: str) -> Path:
-        """What the satellite of ``node`` writes on stderr (with ssh's own messages)."""
-        return self.state_dir / f"satellite-{node}.log"
 
 
 class Propagation:
@@ -149,10 +124,9 @@ class SshPropagation(Propagation):
                 f"from {self.setup.prestage.name}/{first}")
 
     def treeless(self, first: str) -> bool:
-        """A streamed stage of directories only: no tar (its start alone: 2.2 ms of CPU a
-        node), the satellite's program on stdin makes its processes' run directories."""
-        st = self.setup.stages[first]
-        return self._streamed(first) is not None and not st.files and not st.texts
+        """A streamed bare stage: no tar (its start alone: 2.2 ms of CPU a node), the
+        satellite's program on stdin makes its processes' run directories."""
+        return self._streamed(first) is not None and self.setup.stages[first].bare
 
     def _streamed(self, first: str) -> SshTransport | None:
         """The transport, if one session carries the stage of ``first`` and its satellite (ssh
@@ -325,8 +299,9 @@ class ChainPropagation(SshPropagation):
 
 class TaktukPropagation(Propagation):
     """One front-end ``taktuk`` for every node: the common tar stream once through its tree
-    (a FIFO), each stage's own small tar, the satellite exec'd on what follows; the other
-    nodes of a shared stage start once the first one's satellite says hello."""
+    (a FIFO), each stage's own small tar, the satellite exec'd on what follows (the other
+    nodes of a shared stage: once the first one says hello); a bare stage's satellite runs on
+    its program, sent once through the tree to every such node."""
 
     def __init__(self, setup: Setup, transport: Transport) -> None:
         super().__init__(setup, transport)
@@ -338,31 +313,42 @@ class TaktukPropagation(Propagation):
         return [f"through taktuk: {shlex.join(self.session.argv)}"]
 
     def origin(self, first: str) -> str:
+        if self.treeless(first):
+            return "no tree: the satellite's program through the tree makes the directories"
         return "the common tar through the tree, its own tar, then the satellite"
+
+    def treeless(self, first: str) -> bool:
+        return self.setup.stages[first].bare
 
     def stage(self) -> None:
         s, session = self.setup, self.session
         shutil.rmtree(s.prestage, ignore_errors=True)
         names = archive.common_names(s.stages.values())
+        bare = [first for first in s.stages if self.treeless(first)]
+        trees = [first for first in s.stages if first not in bare]
+        fifo = s.prestage / "common.fifo"
         try:
             session.start(s.state_dir / "taktuk.log")
             session.wait_numbered(s.timeout)
             s.watch(self.source)
             s.prestage.mkdir(parents=True)
-            for first, st in s.stages.items():
-                common = f"{s.layout.adage_dir(first)}/common-{first}"
+            for first in bare:
+                self._start(first, shlex.join(s.layout.satellite_argv(first, True)))
+            if bare:
+                (s.prestage / "satellite").write_bytes(framed(s.satellite))
+            for first in trees:
+                st, common = s.stages[first], f"{s.layout.adage_dir(first)}/common-{first}"
                 taktuk.node_archive(s.prestage / f"{first}.tar", st, st.rel(common), names,
                                     [st.rel(s.layout.satellite(n)) for n in st.nodes])
                 self._start(first, taktuk.stage_and_start(st.base, common, s.argv(first)))
-            fifo = s.prestage / "common.fifo"
-            self.fifo = (fifo, stream_fifo(fifo, names, s.program))
+            if trees:
+                self.fifo = (fifo, stream_fifo(fifo, names, s.program))
         except OSError as e:
             raise PropagationError(f"prestage tree {s.prestage}: {e}") from None
-        ranks = [session.peers[first].rank for first in s.stages]
-        session.send(taktuk.input_file(taktuk.ranks_set(ranks), str(fifo)))
-        for first in s.stages:
-            session.send(taktuk.input_file(str(session.peers[first].rank),
-                                           str(s.prestage / f"{first}.tar")))
+        session.input_file(bare, s.prestage / "satellite")
+        session.input_file(trees, fifo)
+        for first in trees:
+            session.input_file([first], s.prestage / f"{first}.tar")
         self.to_start = sorted({n for st in s.stages.values() for n in st.nodes[1:]},
                                reverse=True)
 

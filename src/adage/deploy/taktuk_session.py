@@ -209,6 +209,13 @@ class TaktukSession:
         self.send(exec_line(p.rank, line))
         return p
 
+    def input_file(self, nodes: Iterable[str], path: Path) -> None:
+        """Send the file ``path`` to the commands of ``nodes``: one message, whose data
+        TakTuk carries once down each branch of its tree."""
+        ranks = [self.peers[n].rank for n in nodes]
+        if ranks:
+            self.send(input_file(ranks_set(ranks), str(path)))
+
     def barrier(self, ranks: Iterable[int], timeout: float) -> bool:
         """Run ``BARRIER`` on ``ranks`` and wait for its output lines: every message sent to
         them earlier has then been handled. Whether all answered in time."""
