@@ -13,7 +13,8 @@ Figures printed:
 1. start ``--procs`` processes (``sleep``) on ``--nodes`` ssh nodes: ADAGE over ssh and
    through TakTuk (``adage -x [--propagation taktuk]``, wall time of the command and ADAGE's
    own time until every process was acknowledged), ``clush -w node[1-N]`` and ``taktuk`` each
-   starting the same processes in the background; the ratio to the faster of the two, the
+   starting the same processes in the background; the ratio to the faster of the two (of the
+   medians, and the median of each round's: this machine's speed drifts over minutes), the
    CPU time the whole machine spent (front end and nodes: on this one machine the nodes' work
    adds up instead of running in parallel), the CPU time of the front end alone (the tool and
    what it ran here, its ssh clients above all: what bounds a launch on a real cluster, whose
@@ -272,6 +273,11 @@ def bench_start(work: Path, nodes: list[str], procs: int, repeat: int) -> None:
     for tool, times in acked.items():
         print(f"{tool}: every process acknowledged after {spread(times).strip()} s "
               f"(ratio {statistics.median(times) / best:.2f})")
+    for tool in acked:  # a round's tools run within seconds: the machine's slow drifts cancel
+        rounds = [w / min(c, t) for w, c, t in zip(walls[tool], walls["clush"], walls["taktuk"],
+                                                     strict=True)]
+        print(f"{tool}: ratio to the faster of clush and taktuk of the same round "
+              f"{statistics.median(rounds):.2f} ({min(rounds):.2f}-{max(rounds):.2f})")
 
 
 def bench_fanout(work: Path, nodes: list[str], procs: int) -> None:
