@@ -270,7 +270,7 @@ def run_scripts(nodes: dict[str, str], scripts: dict[str, str], options: SshOpti
             path = workdir / f"script-{node}.sh"
             path.write_text(script)
             session.start_command(node, "sh -s", workdir / f"{node}.log")
-            session.send(input_file(str(peer.rank), str(path)))
+            session.input_file([node], path)
             session.send(f"{peer.rank} input close")
             running.append(peer)
         deadline = time.monotonic() + timeout
